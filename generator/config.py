@@ -1,0 +1,284 @@
+"""`models.yaml`: the model zoo and the global settings, validated with pydantic.
+
+Everything a render needs to know is resolved here into plain, hashable settings objects;
+no other module reads YAML.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+CONFIG_FILENAME = "models.yaml"
+
+
+class ConfigError(ValueError):
+    """A problem in `models.yaml` or in command-line settings; the message names the file and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MacoSettings(_Strict):
+    """MACO (Fel et al. 2023) settings. Defaults are full-scale, meant for GPUs."""
+
+    steps: int = Field(256, ge=1, description="optimisation steps")
+    image_size: int = Field(512, ge=32, description="side of the rendered image, in pixels")
+    crops: int = Field(8, ge=1, description="random crops per step and objective")
+    crop_scale: tuple[float, float] = Field(
+        (0.25, 1.0), description="min and max crop side, as a fraction of the image side"
+    )
+    crop_jitter: float = Field(0.15, ge=0, description="std of the crop centre around the image centre")
+    noise: float = Field(0.05, ge=0, description="amplitude of the noise added to each crop")
+    lr: float = Field(1.0, gt=0, description="NAdam learning rate on the phase")
+    seed: int = Field(0, description="base seed; each objective derives its own from it")
+    cossim_power: float = Field(2.0, ge=0, description="p in dot x cos^p (direction objectives)")
+    image_percentile: float = Field(1.0, ge=0, lt=50, description="percentile clipped at each end of the image")
+    alpha_percentile: float = Field(90.0, gt=0, le=100, description="percentile at which the alpha map is capped")
+    input_size: int | None = Field(None, ge=32, description="side of the crops fed to the model (default: model input)")
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _ordered_scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < v[0] <= v[1] <= 1.5):
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1.5, got {list(v)}")
+        return v
+
+
+class CraftSettings(_Strict):
+    """CRAFT (Fel et al. CVPR 2023) settings."""
+
+    rank: int = Field(10, ge=1, description="number of concepts (NMF rank)")
+    patch_size: int = Field(64, ge=8, description="patch side in pixels at a 224-pixel input (scaled with the input)")
+    patch_stride: float = Field(0.8, gt=0, le=1, description="stride as a fraction of the patch side")
+    max_images: int = Field(200, ge=1, description="images per class, at most")
+    min_predicted: int = Field(
+        5, ge=1, description="fewer correctly predicted images than this: use all the class's images"
+    )
+    top_crops: int = Field(10, ge=1, description="crops shown per concept")
+    attribution_images: int = Field(4, ge=0, description="source images with concept attribution maps, per concept")
+    sobol_designs: int = Field(32, ge=4, description="quasi-Monte Carlo designs per Sobol estimate")
+    nmf_iters: int = Field(500, ge=1, description="HALS iterations, at most")
+    visualize: int | None = Field(None, ge=0, description="concepts given a MACO visualization (default: all)")
+    seed: int = Field(0)
+
+
+class WeightsSource(_Strict):
+    """Where a model's weights come from: exactly one of `package`, `file` alone, or `timm`."""
+
+    package: str | None = Field(None, description="installed Python package that ships the checkpoint")
+    file: str | None = Field(None, description="checkpoint path (inside `package` when given)")
+    timm: str | None = Field(None, description="timm pretrained tag (needs the hub or its cache)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WeightsSource:
+        if self.timm is not None and (self.package or self.file):
+            raise ValueError("give either `timm` or `package`/`file`, not both")
+        if self.timm is None and not self.package and not self.file:
+            raise ValueError("needs one of `package`, `file` or `timm`")
+        return self
+
+    def describe(self) -> str:
+        if self.timm is not None:
+            return f"timm:{self.timm}"
+        if self.package:
+            return f"package:{self.package}" + (f"/{self.file}" if self.file else "")
+        return f"file:{self.file}"
+
+
+class ModelEntry(_Strict):
+    """One model of the zoo. Everything but `name`, `arch` and `weights` defaults from timm."""
+
+    name: str = Field(pattern=SLUG_PATTERN, description="slug used in paths and URLs")
+    arch: str = Field(description="timm architecture name")
+    weights: WeightsSource
+    key_map: str | None = Field(None, description="checkpoint key conversion, e.g. efficientnet_pytorch")
+    description: str | None = None
+    input_size: int | None = Field(None, ge=16, description="square input side (default: timm pretrained cfg)")
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
+    crop_pct: float | None = Field(None, gt=0, le=1)
+    concept_layer: str = Field("features", description="`features` (before global pooling) or a module path")
+    maco: dict[str, Any] = Field(default_factory=dict, description="per-model MACO overrides")
+    craft: dict[str, Any] = Field(default_factory=dict, description="per-model CRAFT overrides")
+
+
+class Defaults(_Strict):
+    maco: MacoSettings = MacoSettings()
+    craft: CraftSettings = CraftSettings()
+
+
+class Preset(_Strict):
+    """A named run: a class selection plus setting overrides (e.g. the CPU demo)."""
+
+    classes: str = Field(description="class SPEC, e.g. `281,967` or `0-99`")
+    models: list[str] | None = None
+    images: str | None = None
+    maco: dict[str, Any] = Field(default_factory=dict)
+    craft: dict[str, Any] = Field(default_factory=dict)
+    description: str | None = None
+
+
+class ZooFile(_Strict):
+    """The top level of `models.yaml`."""
+
+    title: str = "Lens gallery"
+    images: str | None = Field(None, description="ImageNet-layout folder for CRAFT (default: demo photos)")
+    spectrum: str = Field("photos", description="`photos`, `powerlaw`, `images` or a .npy path")
+    out: str = Field("artifacts", description="artifact store")
+    site: str = Field("site", description="site output folder")
+    defaults: Defaults = Defaults()
+    presets: dict[str, Preset] = Field(default_factory=dict)
+    models: list[ModelEntry] = Field(min_length=1)
+
+
+class Zoo:
+    """A validated `models.yaml`: models by name, presets, and the settings for each model."""
+
+    def __init__(self, data: ZooFile, path: Path):
+        self.data = data
+        self.path = path
+        self.root = path.parent
+        self.models: dict[str, ModelEntry] = {m.name: m for m in data.models}
+
+    def resolve_path(self, value: str | None) -> Path | None:
+        """A path from `models.yaml`, relative to the file itself; `~` and `$VARS` expanded."""
+        if value is None:
+            return None
+        p = Path(os.path.expandvars(os.path.expanduser(value)))
+        return p if p.is_absolute() else self.root / p
+
+    def model(self, name: str) -> ModelEntry:
+        if name not in self.models:
+            raise ConfigError(f"{self.path}: no model named '{name}'{_did_you_mean(name, self.models)}")
+        return self.models[name]
+
+    def select_models(self, names: str | list[str] | None) -> list[ModelEntry]:
+        """`None` means every model; otherwise a comma-separated string or a list of names."""
+        if names is None:
+            return list(self.models.values())
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",") if n.strip()]
+        return [self.model(n) for n in names]
+
+    def preset(self, name: str) -> Preset:
+        if name not in self.data.presets:
+            raise ConfigError(f"{self.path}: no preset named '{name}'{_did_you_mean(name, self.data.presets)}")
+        return self.data.presets[name]
+
+    def maco_settings(self, model: ModelEntry, *overrides: dict[str, Any]) -> MacoSettings:
+        """defaults < model < each override in turn (preset, then command line)."""
+        return _merge(MacoSettings, self.data.defaults.maco, model.maco, *overrides, where=f"model '{model.name}' maco")
+
+    def craft_settings(self, model: ModelEntry, *overrides: dict[str, Any]) -> CraftSettings:
+        return _merge(CraftSettings, self.data.defaults.craft, model.craft, *overrides, where=f"model '{model.name}' craft")
+
+
+def _merge(kind: type[BaseModel], base: BaseModel, *overrides: dict[str, Any], where: str) -> Any:
+    merged = base.model_dump()
+    for o in overrides:
+        merged.update({k: v for k, v in (o or {}).items() if v is not None})
+    try:
+        return kind.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: " + "; ".join(_describe_error(err) for err in e.errors())) from None
+
+
+def _did_you_mean(name: str, choices: Any) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else f" (known: {', '.join(sorted(choices))})"
+
+
+def _describe_error(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{loc}'"
+    if err["type"] == "missing":
+        return f"missing key '{loc}'"
+    return f"key '{loc}': {err['msg']}"
+
+
+def _locate(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
+    """Turn a pydantic location into words: `model 'x' (entry 2), key 'weights.file'`."""
+    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+        entries = raw.get("models") or []
+        entry = entries[loc[1]] if loc[1] < len(entries) else {}
+        name = entry.get("name") if isinstance(entry, dict) else None
+        who = f"model '{name}' (entry {loc[1] + 1})" if name else f"model entry {loc[1] + 1}"
+        return who + (f", key '{'.'.join(str(p) for p in loc[2:])}'" if len(loc) > 2 else "")
+    return f"key '{'.'.join(str(p) for p in loc)}'"
+
+
+def _format_validation(path: Path, raw: dict[str, Any], e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        where = _locate(tuple(err["loc"]), raw)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{path}: {where}: unknown key")
+        elif err["type"] == "missing":
+            lines.append(f"{path}: {where}: missing required key")
+        else:
+            lines.append(f"{path}: {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def default_config_path() -> Path:
+    """`./models.yaml`, else the one beside the `generator` package (a source checkout)."""
+    here = Path.cwd() / CONFIG_FILENAME
+    if here.exists():
+        return here
+    return Path(__file__).resolve().parent.parent / CONFIG_FILENAME
+
+
+def load_zoo(path: str | os.PathLike[str] | None = None) -> Zoo:
+    """Read and validate `models.yaml`. Every problem raises ConfigError naming the file and key."""
+    path = Path(path) if path is not None else default_config_path()
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found (pass --config PATH to use another models.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with a `models:` list at the top level")
+    try:
+        data = ZooFile.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(path, raw, e)) from None
+
+    seen: dict[str, int] = {}
+    for i, m in enumerate(data.models):
+        if m.name in seen:
+            raise ConfigError(
+                f"{path}: model '{m.name}' (entry {i + 1}): duplicate name, already used by entry {seen[m.name] + 1}"
+            )
+        seen[m.name] = i
+    zoo = Zoo(data, path)
+    # Settings overrides are validated now, not at render time.
+    for m in data.models:
+        zoo.maco_settings(m)
+        zoo.craft_settings(m)
+    for pname, p in data.presets.items():
+        for mname in p.models or []:
+            if mname not in zoo.models:
+                raise ConfigError(f"{path}: preset '{pname}': unknown model '{mname}'{_did_you_mean(mname, zoo.models)}")
+        _merge(MacoSettings, data.defaults.maco, p.maco, where=f"{path}: preset '{pname}' maco")
+        _merge(CraftSettings, data.defaults.craft, p.craft, where=f"{path}: preset '{pname}' craft")
+    return zoo
+
+
+def settings_hash(*parts: Any) -> str:
+    """A short stable hash of settings (pydantic models, dicts, strings)."""
+    payload = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

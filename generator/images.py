@@ -1,0 +1,112 @@
+"""Reading images robustly: ImageNet-layout class folders and the offline demo photos.
+
+A bad file never stops a run: it is skipped with a warning that names it.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageFile
+
+log = logging.getLogger("lens")
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jpe"}
+MAX_SIDE = 1024  # larger images are downscaled on load; the models see 224-384 px anyway
+Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # refuse decompression bombs, allow big photos
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """An image CRAFT can use: where it came from (path or package photo id) and its pixels."""
+
+    source: str  # stable id shown on the site and in meta.json
+    image: Image.Image  # RGB
+    credit: str | None = None
+
+
+def load_rgb(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image | None:
+    """An RGB image, downscaled so its longer side is at most max_side; None (with a warning) if unusable."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise OSError("empty file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced size directly
+                ImageFile.LOAD_TRUNCATED_IMAGES = False
+                im.load()
+                rgb = _to_rgb(im)
+    except Exception as e:  # noqa: BLE001 - any decoder failure means "skip this file"
+        log.warning("skipping unreadable image %s: %s", path, e)
+        return None
+    if max(rgb.size) > max_side:
+        rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return rgb
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Grayscale, CMYK, palette and alpha images to plain RGB (alpha composited on white)."""
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA"):
+        background = Image.new("RGB", im.size, (255, 255, 255))
+        background.paste(im.convert("RGBA"), mask=im.convert("RGBA").getchannel("A"))
+        return background
+    return im.convert("RGB")
+
+
+def class_image_paths(folder: Path, wnid: str) -> list[Path]:
+    """Image files of one class in an ImageNet-layout folder (`folder/<wnid>/*`), sorted."""
+    d = folder / wnid
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def load_class_images(folder: Path, wnid: str, limit: int | None = None) -> list[SourceImage]:
+    out = []
+    for p in class_image_paths(folder, wnid):
+        if limit is not None and len(out) >= limit:
+            break
+        im = load_rgb(p)
+        if im is not None:
+            out.append(SourceImage(f"{wnid}/{p.name}", im))
+    return out
+
+
+_SKIMAGE_PHOTOS = {
+    "chelsea": "chelsea.png", "coffee": "coffee.png", "astronaut": "astronaut.png",
+    "rocket": "rocket.jpg", "camera": "camera.png", "motorcycle": "motorcycle_left.png",
+}
+CREDITS = {
+    "china": "china.jpg by danielbuechele (flickr.com/photos/danielbuechele), CC BY 2.0, via scikit-learn's sample images",
+    "flower": "flower.jpg by vultilion (flickr.com/photos/vultilion), CC BY 2.0, via scikit-learn's sample images",
+    "grace_hopper": "grace_hopper.jpg (U.S. Navy portrait of Grace Hopper, public domain), via matplotlib's sample data",
+}
+
+
+def demo_photos() -> list[SourceImage]:
+    """The natural photos shipped inside scikit-image, scikit-learn and matplotlib: no download."""
+    import matplotlib.cbook
+    import skimage.data
+    import sklearn.datasets
+
+    photos = []
+    for name, filename in _SKIMAGE_PHOTOS.items():
+        im = load_rgb(Path(skimage.data.data_dir) / filename)
+        if im is not None:
+            photos.append(SourceImage(f"demo/{name}", im, f"{filename} from scikit-image's data (skimage.data)"))
+    sk_dir = Path(sklearn.datasets.__file__).parent / "images"
+    for name in ("china", "flower"):
+        im = load_rgb(sk_dir / f"{name}.jpg")
+        if im is not None:
+            photos.append(SourceImage(f"demo/{name}", im, CREDITS[name]))
+    im = load_rgb(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    if im is not None:
+        photos.append(SourceImage("demo/grace_hopper", im, CREDITS["grace_hopper"]))
+    return photos

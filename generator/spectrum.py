@@ -1,0 +1,160 @@
+"""MACO's fixed Fourier magnitude spectrum: computed from natural images or a 1/f power law.
+
+Nothing is downloaded. A spectrum is the mean |rfft2| per channel of images in MACO's
+decorrelated colour space, stored at a reference resolution and resized to each render.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+REFERENCE_SIZE = 512
+
+# Square root of ImageNet's RGB colour covariance (Lucid), scaled to unit max column norm and
+# transposed so that `rgb = decorrelated @ COLOR_CORRELATION`.
+COLOR_CORRELATION = torch.tensor(
+    [[0.56282854, 0.58447580, 0.58447580],
+     [0.19482528, 0.00000000, -0.19482528],
+     [0.04329450, -0.10823626, 0.06494176]],
+    dtype=torch.float32,
+)
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """A magnitude spectrum (3, R, R // 2 + 1) and the id recorded in meta.json."""
+
+    id: str
+    magnitude: torch.Tensor
+
+    def resized(self, size: int) -> torch.Tensor:
+        """The magnitude for an image of side `size`: (3, size, size // 2 + 1)."""
+        shape = (size, size // 2 + 1)
+        if tuple(self.magnitude.shape[1:]) == shape:
+            return self.magnitude
+        return F.interpolate(self.magnitude[None], size=shape, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def powerlaw_spectrum(size: int = REFERENCE_SIZE, decay: float = 1.0) -> Spectrum:
+    """1/f^decay magnitude, equal in the three decorrelated channels (Lucid's scaling)."""
+    fy = torch.fft.fftfreq(size)[:, None]
+    fx = torch.fft.rfftfreq(size)[None, :]
+    freq = torch.sqrt(fx**2 + fy**2).clamp(min=1.0 / size)
+    magnitude = (1.0 / freq**decay).expand(3, -1, -1).contiguous()
+    return Spectrum(f"powerlaw-{decay:g}", magnitude)
+
+
+def _square(image: Image.Image, size: int) -> torch.Tensor:
+    """Centre square crop resized to size x size, as a (3, size, size) tensor in [0, 1]."""
+    w, h = image.size
+    s = min(w, h)
+    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+    square = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC, box=box)
+    return torch.from_numpy(np.asarray(square, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+def decorrelate(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) RGB into MACO's decorrelated colour basis (inverse of the recorrelation)."""
+    inverse = torch.linalg.inv(COLOR_CORRELATION).to(rgb)
+    return torch.einsum("...chw,cd->...dhw", rgb, inverse)
+
+
+def spectrum_from_images(images: Iterable[Image.Image], size: int = REFERENCE_SIZE, label: str = "images") -> Spectrum:
+    """Mean |rfft2| per decorrelated channel over the images; the id hashes the result."""
+    total, count = None, 0
+    for image in images:
+        x = decorrelate(_square(image, size))
+        magnitude = torch.fft.rfft2(x - x.mean(dim=(-2, -1), keepdim=True)).abs()
+        total = magnitude if total is None else total + magnitude
+        count += 1
+    if total is None:
+        raise ValueError("no usable image to compute a spectrum from")
+    magnitude = total / count
+    magnitude[:, 0, 0] = magnitude[:, 0, 1:].mean(dim=-1)  # DC was removed; any finite value works
+    digest = hashlib.sha256(magnitude.numpy().tobytes()).hexdigest()[:8]
+    return Spectrum(f"{label}-{count}-{digest}", magnitude)
+
+
+def save_spectrum(spectrum: Spectrum, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, spectrum.magnitude.numpy(), allow_pickle=False)
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps({"id": spectrum.id}))
+
+
+def load_spectrum_file(path: Path) -> Spectrum:
+    """A .npy written by `lens spectrum` (or any (3, R, R//2+1) array); never unpickles."""
+    magnitude = torch.from_numpy(np.load(path, allow_pickle=False)).float()
+    if magnitude.ndim != 3 or magnitude.shape[0] != 3 or magnitude.shape[2] != magnitude.shape[1] // 2 + 1:
+        raise ValueError(f"{path}: expected a (3, R, R//2+1) magnitude spectrum, got {tuple(magnitude.shape)}")
+    if not torch.isfinite(magnitude).all() or (magnitude < 0).any():
+        raise ValueError(f"{path}: spectrum has negative or non-finite values")
+    sidecar = path.with_suffix(".json")
+    sid = json.loads(sidecar.read_text())["id"] if sidecar.exists() else None
+    return Spectrum(sid or f"file-{hashlib.sha256(magnitude.numpy().tobytes()).hexdigest()[:8]}", magnitude)
+
+
+SPECTRUM_SAMPLE = 2000  # images read to compute a spectrum from a folder; the mean converges long before
+
+
+def _folder_images(folder: Path, limit: int = SPECTRUM_SAMPLE) -> list[Path]:
+    from .images import IMAGE_SUFFIXES
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"{folder}: no images found to compute a spectrum from")
+    step = max(1, len(files) // limit)
+    return files[::step][:limit]
+
+
+def spectrum_from_folder(folder: Path) -> Spectrum:
+    from .images import load_rgb
+
+    images = (im for im in map(load_rgb, _folder_images(folder)) if im is not None)
+    return spectrum_from_images(images, label="images")
+
+
+def resolve_spectrum(choice: str, cache_dir: Path, images_dir: Path | None = None) -> Spectrum:
+    """`powerlaw`, `photos` (bundled demo photos), `images` (the configured folder) or a .npy path.
+
+    Computed spectra are cached in cache_dir, keyed on their inputs.
+    """
+    if choice == "powerlaw":
+        return powerlaw_spectrum()
+    if choice == "photos":
+        key, compute = "photos", lambda: spectrum_from_images((p.image for p in _demo()), label="photos")
+    elif choice == "images":
+        if images_dir is None:
+            raise ValueError("spectrum 'images' needs an images folder (`images:` in models.yaml or --images)")
+        files = _folder_images(images_dir)
+        listing = "\n".join(f"{p.relative_to(images_dir)}:{p.stat().st_size}" for p in files)
+        key = "images-" + hashlib.sha256(f"{images_dir.resolve()}\n{listing}".encode()).hexdigest()[:12]
+        compute = lambda: spectrum_from_folder(images_dir)  # noqa: E731
+    else:
+        path = Path(choice)
+        if not path.is_file():
+            raise ValueError(f"spectrum '{choice}': not `powerlaw`, `photos`, `images` nor an existing .npy file")
+        return load_spectrum_file(path)
+    cached = cache_dir / f"{key}.npy"
+    if cached.is_file():
+        return load_spectrum_file(cached)
+    spectrum = compute()
+    save_spectrum(spectrum, cached)
+    return spectrum
+
+
+def _demo():  # noqa: ANN202
+    from .images import demo_photos
+
+    return demo_photos()
