@@ -1,13 +1,16 @@
 """ImageNet-1k classes (index, WordNet id, name) and the class SPEC parser.
 
-Names and WordNet ids come from timm's bundled ImageNet metadata, so nothing is downloaded.
+Names and WordNet ids come from timm's bundled ImageNet metadata files (the ones behind
+timm.data.ImageNetInfo), read directly so that torch-free tools (the site) stay fast.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 NUM_CLASSES = 1000
 
@@ -28,19 +31,22 @@ class ImageNetClass:
         return f"{self.index:04d}"
 
 
-@lru_cache(maxsize=1)
-def _info():  # noqa: ANN202 - timm type is internal
-    from timm.data import ImageNetInfo
-
-    return ImageNetInfo("imagenet-1k")
+def _timm_info_dir() -> Path:
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("timm is not installed; it ships the ImageNet class names")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "_info"
 
 
 @lru_cache(maxsize=1)
 def all_classes() -> tuple[ImageNetClass, ...]:
-    info = _info()
-    return tuple(
-        ImageNetClass(i, info.index_to_label_name(i), info.index_to_description(i)) for i in range(NUM_CLASSES)
-    )
+    """The 1000 classes in index order, named as timm's ImageNetInfo names them."""
+    info = _timm_info_dir()
+    wnids = (info / "imagenet_synsets.txt").read_text(encoding="utf-8").split()
+    lemmas = dict(line.split("\t", 1) for line in (info / "imagenet_synset_to_lemma.txt").read_text(encoding="utf-8").splitlines() if "\t" in line)
+    if len(wnids) != NUM_CLASSES:
+        raise RuntimeError(f"{info}: expected {NUM_CLASSES} ImageNet synsets, found {len(wnids)}")
+    return tuple(ImageNetClass(i, w, lemmas.get(w, w)) for i, w in enumerate(wnids))
 
 
 def imagenet_class(index: int) -> ImageNetClass:

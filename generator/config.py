@@ -178,20 +178,21 @@ class Zoo:
 
     def maco_settings(self, model: ModelEntry, *overrides: dict[str, Any]) -> MacoSettings:
         """defaults < model < each override in turn (preset, then command line)."""
-        return _merge(MacoSettings, self.data.defaults.maco, model.maco, *overrides, where=f"model '{model.name}' maco")
+        return _merge(MacoSettings, self.data.defaults.maco, model.maco, *overrides, where=f"{self.path}: model '{model.name}'", prefix="maco")
 
     def craft_settings(self, model: ModelEntry, *overrides: dict[str, Any]) -> CraftSettings:
-        return _merge(CraftSettings, self.data.defaults.craft, model.craft, *overrides, where=f"model '{model.name}' craft")
+        return _merge(CraftSettings, self.data.defaults.craft, model.craft, *overrides, where=f"{self.path}: model '{model.name}'", prefix="craft")
 
 
-def _merge(kind: type[BaseModel], base: BaseModel, *overrides: dict[str, Any], where: str) -> Any:
+def _merge(kind: type[BaseModel], base: BaseModel, *overrides: dict[str, Any], where: str, prefix: str) -> Any:
+    """Settings = base updated by each override in turn; errors name `where` and the key."""
     merged = base.model_dump()
     for o in overrides:
         merged.update({k: v for k, v in (o or {}).items() if v is not None})
     try:
         return kind.model_validate(merged)
     except ValidationError as e:
-        raise ConfigError(f"{where}: " + "; ".join(_describe_error(err) for err in e.errors())) from None
+        raise ConfigError(f"{where}: " + "; ".join(_describe_error(err, prefix) for err in e.errors())) from None
 
 
 def _did_you_mean(name: str, choices: Any) -> str:
@@ -199,8 +200,8 @@ def _did_you_mean(name: str, choices: Any) -> str:
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else f" (known: {', '.join(sorted(choices))})"
 
 
-def _describe_error(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"])
+def _describe_error(err: dict[str, Any], prefix: str) -> str:
+    loc = ".".join([prefix, *(str(p) for p in err["loc"])])
     if err["type"] == "extra_forbidden":
         return f"unknown key '{loc}'"
     if err["type"] == "missing":
@@ -272,8 +273,8 @@ def load_zoo(path: str | os.PathLike[str] | None = None) -> Zoo:
         for mname in p.models or []:
             if mname not in zoo.models:
                 raise ConfigError(f"{path}: preset '{pname}': unknown model '{mname}'{_did_you_mean(mname, zoo.models)}")
-        _merge(MacoSettings, data.defaults.maco, p.maco, where=f"{path}: preset '{pname}' maco")
-        _merge(CraftSettings, data.defaults.craft, p.craft, where=f"{path}: preset '{pname}' craft")
+        _merge(MacoSettings, data.defaults.maco, p.maco, where=f"{path}: preset '{pname}'", prefix="maco")
+        _merge(CraftSettings, data.defaults.craft, p.craft, where=f"{path}: preset '{pname}'", prefix="craft")
     return zoo
 
 

@@ -61,8 +61,8 @@ class _Targets:
     direction: torch.Tensor  # (B, C), zeros where unused
 
 
-def _targets(objectives: Sequence[Objective], channels: int, device: torch.device) -> _Targets:
-    direction = torch.zeros(len(objectives), channels)
+def _targets(objectives: Sequence[Objective], channels: int, device: torch.device, dtype: torch.dtype = torch.float32) -> _Targets:
+    direction = torch.zeros(len(objectives), channels, dtype=dtype)
     for i, o in enumerate(objectives):
         if o.direction is not None:
             if o.direction.numel() != channels:
@@ -109,12 +109,13 @@ def phase_to_image(phase: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor
     spectrum = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
     size = phase.shape[-2]
     x = standardize(torch.fft.irfft2(spectrum, s=(size, size)))
-    x = torch.einsum("bchw,cd->bdhw", x, COLOR_CORRELATION.to(x.device))
+    x = torch.einsum("bchw,cd->bdhw", x, COLOR_CORRELATION.to(x))
     return torch.sigmoid(x)
 
 
-def initial_phase(generators: Sequence[torch.Generator], size: int, device: torch.device) -> torch.Tensor:
-    return torch.stack([torch.randn(3, size, size // 2 + 1, generator=g, device=device) for g in generators])
+def initial_phase(generators: Sequence[torch.Generator], size: int, device: torch.device,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.stack([torch.randn(3, size, size // 2 + 1, generator=g, device=device, dtype=dtype) for g in generators])
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -137,14 +138,15 @@ def random_crops(images: torch.Tensor, generators: Sequence[torch.Generator], se
         torch.cat([torch.full((n, 1), float(b), device=device), sample_boxes(g, n, settings, size, device)], dim=1)
         for b, g in enumerate(generators)
     ])
-    return roi_align(images, boxes, output_size=out_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    return roi_align(images, boxes.to(images.dtype), output_size=out_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
-def crop_noise(generators: Sequence[torch.Generator], settings: MacoSettings, out_size: int, device: torch.device) -> torch.Tensor:
+def crop_noise(generators: Sequence[torch.Generator], settings: MacoSettings, out_size: int, device: torch.device,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Gaussian plus uniform noise per crop, in the model's normalised input space (as the reference)."""
     shape = (settings.crops, 3, out_size, out_size)
     noise = [
-        torch.randn(shape, generator=g, device=device) + torch.rand(shape, generator=g, device=device) - 0.5
+        torch.randn(shape, generator=g, device=device, dtype=dtype) + torch.rand(shape, generator=g, device=device, dtype=dtype) - 0.5
         for g in generators
     ]
     return torch.cat(noise) * settings.noise
@@ -180,28 +182,28 @@ def render(
     On CUDA the model runs under bf16 autocast in channels_last, and the step loop never waits
     for the device: everything is read back once, after the last step.
     """
-    device, size = model.device, settings.image_size
+    device, size, dtype = model.device, settings.image_size, model.dtype
     input_size = settings.input_size or model.preprocess.input_size
     generators = [torch.Generator(device=device).manual_seed(objective_seed(settings.seed, model.name, o.key)) for o in objectives]
-    targets = _targets(objectives, model.num_concept_channels, device)
-    magnitude = spectrum.resized(size).to(device)
-    phase = initial_phase(generators, size, device).requires_grad_(True)
+    targets = _targets(objectives, model.num_concept_channels, device, dtype)
+    magnitude = spectrum.resized(size).to(device, dtype)
+    phase = initial_phase(generators, size, device, dtype).requires_grad_(True)
     optimizer = torch.optim.NAdam([phase], lr=settings.lr)
-    alpha = torch.zeros(len(objectives), 3, size, size, device=device)
+    alpha = torch.zeros(len(objectives), 3, size, size, device=device, dtype=dtype)
     cuda = device.type == "cuda"
-    scores = torch.zeros(len(objectives), device=device)
+    scores = torch.zeros(len(objectives), device=device, dtype=dtype)
 
     for _ in range(settings.steps):
         optimizer.zero_grad(set_to_none=True)
         image = phase_to_image(phase, magnitude)
         image.retain_grad()
         x = model.normalize(random_crops(image, generators, settings, input_size))
-        x = x + crop_noise(generators, settings, input_size, device)
+        x = x + crop_noise(generators, settings, input_size, device, dtype)
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             logits, pooled = model.forward(x)
-        scores = objective_scores(logits.float(), pooled.float(), targets, settings.crops, settings.cossim_power)
+        scores = objective_scores(logits.to(dtype), pooled.to(dtype), targets, settings.crops, settings.cossim_power)
         (-scores.sum()).backward()
         alpha += image.grad.abs()  # type: ignore[union-attr]
         optimizer.step()
@@ -226,7 +228,7 @@ def finish_image(image: torch.Tensor, percentile: float) -> np.ndarray:
     """Clip `percentile` % at each end, stretch to [0, 255] (the reference's display practice)."""
     image = torch.nan_to_num(image.float())
     if percentile > 0:
-        lo, hi = torch.quantile(image.flatten(), torch.tensor([percentile / 100, 1 - percentile / 100]))
+        lo, hi = torch.quantile(image.flatten(), torch.tensor([percentile / 100, 1 - percentile / 100], dtype=image.dtype))
         image = image.clamp(lo, hi)
     image = (image - image.min()) / (image.max() - image.min()).clamp(min=1e-8)
     return (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
@@ -247,7 +249,7 @@ def classify(model: LoadedModel, images: Sequence[np.ndarray], class_indices: Se
     """Probability and rank (1 = top) of each image's class, the whole square image resized to the model input."""
     if not images:
         return [], []
-    x = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im in images]).float().div(255).to(model.device)
+    x = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images]).float().div(255).to(model.device)
     side = model.preprocess.input_size
     mode = "bicubic" if model.preprocess.interpolation == "bicubic" else "bilinear"
     x = F.interpolate(x, size=(side, side), mode=mode, antialias=True, align_corners=False).clamp(0, 1)

@@ -196,8 +196,8 @@ def split_at_layer(module: nn.Module, layer: str, who: str) -> tuple[Callable, C
 
     names = get_graph_node_names(module)[1]
     if layer not in names:
-        close = difflib.get_close_matches(layer, names, n=3)
-        raise ModelError(f"{who}: key 'concept_layer': no layer '{layer}' in the traced model (close: {', '.join(close)})")
+        close = difflib.get_close_matches(layer, names, n=5) or names[-8:]
+        raise ModelError(f"{who}: key 'concept_layer': no layer '{layer}' in the traced model (e.g. {', '.join(close)})")
     full = create_feature_extractor(module, return_nodes={layer: "act", names[-1]: "logits"})
     g = create_feature_extractor(module, return_nodes={layer: "act"})
     h = _graph_after(full, layer, who)
@@ -256,6 +256,16 @@ class LoadedModel:
         self.num_concept_channels = probe.shape[1] if probe.ndim == 4 else probe.shape[-1]
 
     @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype (float32; float64 in tests that check exact batch invariance)."""
+        return next(self.module.parameters()).dtype
+
+    def to(self, dtype: torch.dtype) -> LoadedModel:
+        self.module.to(dtype)
+        self.mean, self.std = self.mean.to(dtype), self.std.to(dtype)
+        return self
+
+    @property
     def num_params(self) -> int:
         return sum(p.numel() for p in self.module.parameters())
 
@@ -291,7 +301,7 @@ class LoadedModel:
         """
         get = getattr(self.module, "get_classifier", None)
         clf = get() if callable(get) else None
-        if not isinstance(clf, nn.Linear):
+        if not isinstance(clf, nn.Linear) or clf.in_features != self.num_concept_channels:
             return None
         gen = torch.Generator(device="cpu").manual_seed(0)
         act = torch.rand((2, *self.act_shape), generator=gen).to(self.device)

