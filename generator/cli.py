@@ -93,12 +93,14 @@ def _selection(args: argparse.Namespace) -> Selection:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from .plan import RenderJob, parse_shard
+    from .store import CLAIM_TTL_S
     from .workers import default_devices, run_render
 
     sel = _selection(args)
-    devices = default_devices(args.device, args.devices)
-    if args.executor == "ray":
-        raise ConfigError("--executor ray: not available in this build; use --shard K/N with a job array (see docs/cluster.md)")
+    ray = args.executor == "ray"
+    if ray and args.devices:
+        raise ConfigError("--devices applies to --executor local; with --executor ray, Ray assigns one GPU per task")
+    devices = ["ray"] if ray else default_devices(args.device, args.devices)  # Ray tasks pick their own device
     job = RenderJob(
         config=sel.zoo.path, out=sel.out, models=sel.models, classes=sel.classes, parts=sel.parts,
         maco_overrides=sel.maco, craft_overrides=sel.craft, images=sel.images, spectrum=sel.spectrum,
@@ -107,13 +109,22 @@ def cmd_render(args: argparse.Namespace) -> int:
     )
     print(f"lens: rendering {len(sel.classes)} classes x {len(sel.models)} models ({', '.join(sorted(sel.parts))}) "
           f"on {', '.join(devices)} into {sel.out}" + (f", preset '{sel.preset}'" if sel.preset else ""), file=sys.stderr)
-    summary = run_render(job)
+    if ray:
+        from .executors import run_render_ray
+
+        summary = run_render_ray(job, address=args.ray_address, device=args.device)
+    else:
+        summary = run_render(job)
     print(f"lens: {summary.done} done, {summary.failed} failed, {summary.skipped} skipped"
           + (" (stopped early)" if summary.stopped else ""), file=sys.stderr)
     for f in summary.failures[:20]:
         print(f"  failed {f.unit}: {f.error}", file=sys.stderr)
     if summary.failed:
         print("lens: some units failed; `lens status` lists them, and re-running retries them", file=sys.stderr)
+    claimed = sum(o.error == "claimed by another worker" for o in summary.skipped_outcomes)
+    if claimed:
+        print(f"lens: {claimed} units were left to other workers that hold them (or that died less than "
+              f"{int(CLAIM_TTL_S // 60)} minutes ago); `lens status` shows whether they finish", file=sys.stderr)
     return summary.exit_code
 
 
@@ -200,7 +211,11 @@ def _render_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=None, help="objectives per pass (default: from free memory)")
     g.add_argument("--shard", default=None, help="K/N: render only shard K of N (0 <= K < N), e.g. a Slurm array task")
     g.add_argument("--retries", type=int, default=2, help="retries of a failing unit before it is recorded as failed")
-    g.add_argument("--executor", choices=["local", "ray"], default="local", help=argparse.SUPPRESS)
+    g.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: worker processes on this machine (default); ray: one task per GPU of a Ray cluster (docs/cluster.md)")
+    g.add_argument("--ray-address", default=None,
+                   help="with --executor ray: cluster address (auto, ray://HOST:10001) or `local` for a new local instance "
+                        "(default: $RAY_ADDRESS, else a `ray start` cluster on this machine, else a new local one)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -179,8 +179,8 @@ def render(
 ) -> list[MacoRender]:
     """Optimise one image per objective, all in the same forward/backward passes.
 
-    On CUDA the model runs under bf16 autocast in channels_last, and the step loop never waits
-    for the device: everything is read back once, after the last step.
+    On CUDA the model runs under bf16 autocast (channels_last, like on the CPU), and the step loop
+    never waits for the device: everything is read back once, after the last step.
     """
     device, size, dtype = model.device, settings.image_size, model.dtype
     input_size = settings.input_size or model.preprocess.input_size
@@ -198,9 +198,7 @@ def render(
         image = phase_to_image(phase, magnitude)
         image.retain_grad()
         x = model.normalize(random_crops(image, generators, settings, input_size))
-        x = x + crop_noise(generators, settings, input_size, device, dtype)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = (x + crop_noise(generators, settings, input_size, device, dtype)).contiguous(memory_format=model.memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             logits, pooled = model.forward(x)
         scores = objective_scores(logits.to(dtype), pooled.to(dtype), targets, settings.crops, settings.cossim_power)

@@ -236,16 +236,19 @@ def _graph_after(full: torch.fx.GraphModule, layer: str, who: str) -> torch.fx.G
 class LoadedModel:
     """A zoo model ready to render: module, preprocessing, and its g/h split at the concept layer."""
 
-    def __init__(self, entry: ModelEntry, module: nn.Module, device: torch.device):
+    def __init__(self, entry: ModelEntry, module: nn.Module, device: torch.device, channels_last: bool = True,
+                 compile: bool = False):  # noqa: A002 - mirrors torch.compile
         self.entry = entry
         self.name = entry.name
         self.device = device
         self.preprocess = preprocess_of(entry, module)
         module.requires_grad_(False)
-        if device.type == "cuda":
-            module = module.to(memory_format=torch.channels_last)
-        self.module = module.to(device)
+        # channels_last suits both cuDNN and oneDNN convolutions (measured in benchmarks/bench_maco.py).
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.module = module.to(device, memory_format=self.memory_format)
         self.g, self.h = split_at_layer(self.module, entry.concept_layer, f"model '{entry.name}'")
+        if compile:
+            self.g, self.h = torch.compile(self.g), torch.compile(self.h)
         self.mean = torch.tensor(self.preprocess.mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(self.preprocess.std, device=device).view(1, 3, 1, 1)
         with torch.no_grad():
@@ -321,9 +324,10 @@ class LoadedModel:
         )
 
 
-def load_model(entry: ModelEntry, root: Path, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(entry: ModelEntry, root: Path, device: str | torch.device = "cpu", **options: bool) -> LoadedModel:
+    """Build, load and place a zoo model. options: channels_last (default True), compile (default False)."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    return LoadedModel(entry, build_module(entry, root), dev)
+    return LoadedModel(entry, build_module(entry, root), dev, **options)
 
 
 def weights_status(entry: ModelEntry, root: Path) -> str:

@@ -65,7 +65,8 @@ def penultimate(model: LoadedModel, x: torch.Tensor, batch: int = 64) -> torch.T
     return torch.cat(feats) if feats else torch.zeros(0)
 
 
-def _render_tensor(model: LoadedModel, images: Sequence[np.ndarray]) -> torch.Tensor:
+def model_inputs(model: LoadedModel, images: Sequence[np.ndarray]) -> torch.Tensor:
+    """Rendered uint8 images, whole, resized to the model input and normalised."""
     x = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images]).float().div(255).to(model.device)
     side = model.preprocess.input_size
     x = torch.nn.functional.interpolate(x, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
@@ -126,7 +127,7 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
                     scores[name][c]["transfer"][judge_name] = {"rank": r, "prob": p}
             # Plausibility is judged in another model's space: the next model of the zoo.
             if zoo_models[(zoo_models.index(name) + 1) % len(zoo_models)] == judge_name and len(zoo_models) > 1:
-                feats = penultimate(judge, _render_tensor(judge, [by_class[c] for c in cls]))
+                feats = penultimate(judge, model_inputs(judge, [by_class[c] for c in cls]))
                 for c, pl in zip(cls, plausibility(feats, cls, ref_feats, labels)):
                     if pl is not None:
                         scores[name][c]["plausibility"] = {"model": judge_name, **pl}

@@ -7,7 +7,10 @@ decorrelated colour space, stored at a reference resolution and resized to each 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -85,12 +88,14 @@ def spectrum_from_images(images: Iterable[Image.Image], size: int = REFERENCE_SI
 
 
 def save_spectrum(spectrum: Spectrum, path: Path) -> None:
+    """Atomic, with a temporary name per writer: shard workers may compute the same one at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, spectrum.magnitude.numpy(), allow_pickle=False)
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps({"id": spectrum.id}))
+    buf = io.BytesIO()
+    np.save(buf, spectrum.magnitude.numpy(), allow_pickle=False)
+    for target, data in ((path.with_suffix(".json"), json.dumps({"id": spectrum.id}).encode()), (path, buf.getvalue())):
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as f:
+            f.write(data)
+        os.replace(f.name, target)
 
 
 def load_spectrum_file(path: Path) -> Spectrum:

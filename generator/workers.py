@@ -59,11 +59,14 @@ class RenderSummary:
     skipped: int = 0
     stopped: bool = False
     failures: list[Outcome] = field(default_factory=list)
+    skipped_outcomes: list[Outcome] = field(default_factory=list)
 
     def add(self, o: Outcome) -> None:
         setattr(self, o.status, getattr(self, o.status) + 1)
         if o.status == "failed":
             self.failures.append(o)
+        elif o.status == "skipped":
+            self.skipped_outcomes.append(o)
 
     @property
     def exit_code(self) -> int:

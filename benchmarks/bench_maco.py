@@ -1,0 +1,150 @@
+"""MACO throughput per model and batch size B, against the device's measured matmul peak.
+
+    python benchmarks/bench_maco.py                       # lite0, B = 1, 4, 16 (64 on GPUs), default settings
+    python benchmarks/bench_maco.py --variants base,nchw,compile --batch-sizes 8
+    python benchmarks/bench_maco.py --settings demo --models efficientnet-lite0,efficientnet-lite2
+
+Per row: objectives/s (complete visualizations per second at the settings' step count),
+crop-passes/s, achieved TFLOP/s = forward FLOPs per crop (torch's FLOP counter) x 3 (forward +
+backward) x crop-passes/s, the fraction of the device's peak (a timed large matmul: bf16 on GPUs,
+fp32 on CPUs), and peak memory. Variants: base (channels_last, bf16 autocast on CUDA), nchw
+(contiguous memory format), compile (torch.compile of the model). Writes JSON and markdown to
+benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from generator import maco  # noqa: E402
+from generator.config import load_zoo  # noqa: E402
+from generator.models import LoadedModel, build_module, resolve_device  # noqa: E402
+from generator.spectrum import resolve_spectrum  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_tflops(device: torch.device) -> tuple[float, str]:
+    """A practical roofline: the best of a few large matmuls (bf16 on CUDA, fp32 on CPU)."""
+    dtype, n, reps = (torch.bfloat16, 8192, 10) if device.type == "cuda" else (torch.float32, 2048, 5)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        sync(device)
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e12, f"{str(dtype).split('.')[-1]} matmul {n}^3"
+
+
+def forward_flops(model: LoadedModel, input_size: int) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, input_size, input_size, device=model.device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.forward(x)
+    return counter.get_total_flops()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process high-water mark (Linux: KiB)
+
+
+def bench_one(model: LoadedModel, settings, spectrum, batch: int, timed_steps: int) -> dict:  # noqa: ANN001
+    objectives = [maco.class_objective(c) for c in range(batch)]
+    maco.render(model, objectives, settings.model_copy(update={"steps": 2}), spectrum)  # warm-up (and compile)
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(model.device)
+    sync(model.device)
+    t = time.perf_counter()
+    maco.render(model, objectives, settings.model_copy(update={"steps": timed_steps}), spectrum)
+    sync(model.device)
+    per_step = (time.perf_counter() - t) / timed_steps
+    return {"batch": batch, "seconds_per_step": per_step,
+            "objectives_per_s": batch / (per_step * settings.steps),
+            "crop_passes_per_s": batch * settings.crops / per_step,
+            "peak_memory_mb": peak_memory_mb(model.device)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="efficientnet-lite0")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-sizes", default=None, help="default: 1,4,16 on CPU; 1,4,16,64 on GPU")
+    p.add_argument("--settings", choices=["default", "demo"], default="default")
+    p.add_argument("--timed-steps", type=int, default=None, help="steps timed per row (default: 3 on CPU, 20 on GPU)")
+    p.add_argument("--variants", default="base", help="comma list of base, nchw, compile")
+    p.add_argument("--tag", default="maco", help="name of the result files")
+    args = p.parse_args()
+
+    device = resolve_device(args.device)
+    cpu = device.type == "cpu"
+    batches = [int(b) for b in (args.batch_sizes or ("1,4,16" if cpu else "1,4,16,64")).split(",")]
+    timed = args.timed_steps or (3 if cpu else 20)
+    zoo = load_zoo(ROOT / "models.yaml")
+    spectrum = resolve_spectrum(zoo.data.spectrum, ROOT / "artifacts" / "spectra")
+    peak, peak_how = matmul_peak_tflops(device)
+    name = torch.cuda.get_device_name(device) if not cpu else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; measured peak {peak:.3f} TFLOP/s ({peak_how})", flush=True)
+    rows = []
+    for model_name in args.models.split(","):
+        entry = zoo.model(model_name)
+        preset = zoo.preset("demo").maco if args.settings == "demo" else {}
+        settings = zoo.maco_settings(entry, preset)
+        for variant in args.variants.split(","):
+            model = LoadedModel(entry, build_module(entry, zoo.root), device,
+                                channels_last=variant != "nchw", compile=variant == "compile")
+            flops = forward_flops(model, settings.input_size or model.preprocess.input_size)
+            for b in batches:
+                try:
+                    r = bench_one(model, settings, spectrum, b, timed)
+                except torch.cuda.OutOfMemoryError:
+                    print(f"{model_name} B={b}: out of memory, skipped", flush=True)
+                    break
+                r.update(model=model_name, variant=variant, settings=args.settings, steps=settings.steps, crops=settings.crops,
+                         image_size=settings.image_size, input_size=settings.input_size or model.preprocess.input_size,
+                         forward_gflops_per_crop=flops / 1e9)
+                r["achieved_tflops"] = flops * 3 * r["crop_passes_per_s"] / 1e12
+                r["fraction_of_peak"] = r["achieved_tflops"] / peak
+                rows.append(r)
+                print(f"{model_name:20s} {variant:8s} B={b:3d}  {r['objectives_per_s']:.4f} obj/s  "
+                      f"{r['crop_passes_per_s']:8.1f} crops/s  {r['achieved_tflops']:.3f} TFLOP/s "
+                      f"({100 * r['fraction_of_peak']:.1f}% of peak)  {r['peak_memory_mb']:.0f} MB", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    report = {"device": name, "peak_tflops": peak, "peak_measured_with": peak_how, "torch": torch.__version__, "rows": rows}
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps(report, indent=1))
+    md = [f"Device: {name}; measured peak {peak:.3f} TFLOP/s ({peak_how}); torch {torch.__version__}", "",
+          "| model | variant | settings | B | s/step | objectives/s | s/visualization | crop-passes/s | TFLOP/s | % of peak | peak MB |",
+          "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        md.append(f"| {r['model']} | {r['variant']} | {r['settings']} ({r['steps']} steps, {r['crops']} crops, "
+                  f"{r['image_size']} px, input {r['input_size']}) | {r['batch']} | {r['seconds_per_step']:.3f} | "
+                  f"{r['objectives_per_s']:.4f} | {1 / r['objectives_per_s']:.1f} | {r['crop_passes_per_s']:.1f} | "
+                  f"{r['achieved_tflops']:.3f} | {100 * r['fraction_of_peak']:.1f} | {r['peak_memory_mb']:.0f} |")
+    (RESULTS / f"{args.tag}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
