@@ -188,7 +188,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     sel = _selection(args)
     run_quality(sel.zoo, sel.out, sel.models, sel.classes, sel.images, device=args.device, progress=not args.no_progress)
     out = args.site_out or sel.zoo.resolve_path(sel.zoo.data.site)
-    print(build_site(sel.zoo, sel.out, out, progress=not args.no_progress))
+    # Same filters as the render (`lens site` alone publishes everything in the store).
+    print(build_site(sel.zoo, sel.out, out, models=sel.models, classes=sel.classes, progress=not args.no_progress))
     print(f"lens: gallery written to {out}; browse it with `lens serve` (or open {out}/index.html)")
     return code
 

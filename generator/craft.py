@@ -94,7 +94,9 @@ def make_views(images: Sequence[SourceImage], model: LoadedModel) -> tuple[list[
 
 @torch.no_grad()
 def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int) -> torch.Tensor:
-    return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)]) if len(x) else x
+    """fn over chunks of x; bf16 autocast on CUDA (outputs are cast back to float by the callers)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)]) if len(x) else x
 
 
 def select_images(model: LoadedModel, images: Sequence[SourceImage], class_index: int, settings: CraftSettings,
@@ -108,7 +110,7 @@ def select_images(model: LoadedModel, images: Sequence[SourceImage], class_index
         return [], torch.zeros(0), torch.zeros(0), "none"
     views, x = make_views(images, model)
     act = _batched(model.g, x, batch).float()
-    predicted = _batched(model.h, act, 4 * batch).argmax(-1).cpu()
+    predicted = _batched(model.h, act, 4 * batch).float().argmax(-1).cpu()
     keep = [i for i in range(len(views)) if predicted[i] == class_index][: settings.max_images]
     selection = "predicted"
     if len(keep) < min(settings.min_predicted, len(views)):

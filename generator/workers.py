@@ -9,6 +9,7 @@ splits the work and per-unit claims in the store keep concurrent runs from doing
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import multiprocessing as mp
 import os
@@ -29,7 +30,7 @@ import torch
 from . import __version__, maco
 from . import craft as craft_method
 from .classes import imagenet_class
-from .config import load_zoo
+from .config import MacoSettings, load_zoo
 from .images import SourceImage, demo_photos, load_class_images
 from .models import LoadedModel, load_model
 from .plan import ModelPlan, RenderJob, model_plans, part_done, pending_units
@@ -149,11 +150,10 @@ class Worker:
                 self._demo_by_class.setdefault(c, []).append(photo)
         return self._demo_by_class.get(class_index, [])
 
-    def batch_size(self, m: LoadedModel, settings) -> int:  # noqa: ANN001
-        if self.job.batch_size:
-            return self.job.batch_size
+    def batch_size(self, m: LoadedModel, settings: MacoSettings) -> int:
+        """Objectives per pass: the user's, else what fits this device; an out-of-memory halving sticks."""
         if m.name not in self._batch_size:
-            self._batch_size[m.name] = maco.probe_batch_size(m, settings, self.spectrum)
+            self._batch_size[m.name] = self.job.batch_size or maco.probe_batch_size(m, settings, self.spectrum)
         return self._batch_size[m.name]
 
     # -------------------------------------------------------------- claims
@@ -420,7 +420,7 @@ def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_me
         directions = np.stack([c.direction.numpy() for c in sorted(result.concepts, key=lambda c: c.id)]).astype(np.float32)
         record["files"]["directions"] = f"concepts/directions.{tag}.npy"
         written.add(record["files"]["directions"])
-        buf = __import__("io").BytesIO()
+        buf = io.BytesIO()
         np.save(buf, directions, allow_pickle=False)
         store.write_file(m.name, class_index, record["files"]["directions"], buf.getvalue())
     for rank, concept in enumerate(result.concepts, start=1):
@@ -571,8 +571,7 @@ def _run_in_process(job: RenderJob, store: Store, stop: StopFlag, bars: Bars, su
                 bars.advance(plan.name, 1)
             todo = [u for u in pending_units(store, plan, wnids) if u.kind != "craft"]
             bars.grow(plan.name, len(todo) - sum(u.kind != "craft" for u in units))
-            size = job.batch_size or maco.probe_batch_size(worker.model(plan.name), plan.maco, worker.spectrum)
-            for batch in _batches(todo, size):
+            for batch in _batches(todo, worker.batch_size(worker.model(plan.name), plan.maco)):
                 if stop.stopped:
                     return
                 t = time.perf_counter()
