@@ -88,7 +88,8 @@ def main() -> int:
     summary = {
         "model": args.model, "device": str(device), "threads": torch.get_num_threads(), "classes": len(rows),
         "images": str(args.images or "demo photos"), "images_per_class": mean("n_images"),
-        "mean_s": {k: mean(k) for k in ("activations_s", "nmf_s", "sobol_s", "craft_total_s", "concept_maco_s") if any(k in r for r in rows)},
+        "mean_s": {k: mean(k) for k in ("activations_s", "nmf_s", "sobol_s", "craft_total_s", "concept_maco_s")
+                   if any(k in r for r in rows)},
         "concept_maco_settings": args.maco_settings, "top_beats_least_fraction": mean("top_beats_least"),
         "mean_auc_importance": mean("auc_importance"), "mean_auc_random": mean("auc_random"),
         "auc_importance_below_random_fraction": statistics.fmean(r["auc_importance"] < r["auc_random"] for r in rows),

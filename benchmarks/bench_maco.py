@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import platform
 import resource
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -71,6 +73,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def bench_one(model: LoadedModel, settings, spectrum, batch: int, timed_steps: int) -> dict:  # noqa: ANN001
+    """Time `timed_steps` steps of a B-objective render after a warm-up."""
     objectives = [maco.class_objective(c) for c in range(batch)]
     maco.render(model, objectives, settings.model_copy(update={"steps": 2}), spectrum)  # warm-up (and compile)
     if model.device.type == "cuda":
@@ -84,6 +87,26 @@ def bench_one(model: LoadedModel, settings, spectrum, batch: int, timed_steps: i
             "objectives_per_s": batch / (per_step * settings.steps),
             "crop_passes_per_s": batch * settings.crops / per_step,
             "peak_memory_mb": peak_memory_mb(model.device)}
+
+
+def measure_row(model_name: str, variant: str, settings_name: str, device_name: str, batch: int, timed: int) -> dict | None:
+    """One (model, variant, B) measurement, run in a fresh process."""
+    zoo = load_zoo(ROOT / "models.yaml")
+    device = torch.device(device_name)
+    entry = zoo.model(model_name)
+    settings = zoo.maco_settings(entry, zoo.preset("demo").maco if settings_name == "demo" else {})
+    spectrum = resolve_spectrum(zoo.data.spectrum, ROOT / "artifacts" / "spectra")
+    model = LoadedModel(entry, build_module(entry, zoo.root), device, channels_last=variant != "nchw", compile=variant == "compile")
+    input_size = settings.input_size or model.preprocess.input_size
+    flops = forward_flops(model, input_size)
+    try:
+        r = bench_one(model, settings, spectrum, batch, timed)
+    except torch.cuda.OutOfMemoryError:
+        return None
+    r.update(model=model_name, variant=variant, settings=settings_name, steps=settings.steps, crops=settings.crops,
+             image_size=settings.image_size, input_size=input_size, forward_gflops_per_crop=flops / 1e9,
+             achieved_tflops=flops * 3 * r["crop_passes_per_s"] / 1e12)
+    return r
 
 
 def main() -> int:
@@ -101,30 +124,21 @@ def main() -> int:
     cpu = device.type == "cpu"
     batches = [int(b) for b in (args.batch_sizes or ("1,4,16" if cpu else "1,4,16,64")).split(",")]
     timed = args.timed_steps or (3 if cpu else 20)
-    zoo = load_zoo(ROOT / "models.yaml")
-    spectrum = resolve_spectrum(zoo.data.spectrum, ROOT / "artifacts" / "spectra")
+    resolve_spectrum(load_zoo(ROOT / "models.yaml").data.spectrum, ROOT / "artifacts" / "spectra")  # cache it once
     peak, peak_how = matmul_peak_tflops(device)
-    name = torch.cuda.get_device_name(device) if not cpu else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    cpu_name = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    name = cpu_name if cpu else torch.cuda.get_device_name(device)
     print(f"device: {name}; measured peak {peak:.3f} TFLOP/s ({peak_how})", flush=True)
     rows = []
     for model_name in args.models.split(","):
-        entry = zoo.model(model_name)
-        preset = zoo.preset("demo").maco if args.settings == "demo" else {}
-        settings = zoo.maco_settings(entry, preset)
         for variant in args.variants.split(","):
-            model = LoadedModel(entry, build_module(entry, zoo.root), device,
-                                channels_last=variant != "nchw", compile=variant == "compile")
-            flops = forward_flops(model, settings.input_size or model.preprocess.input_size)
             for b in batches:
-                try:
-                    r = bench_one(model, settings, spectrum, b, timed)
-                except torch.cuda.OutOfMemoryError:
+                # One process per row: on the CPU the peak memory (RSS high-water mark) is then this row's own.
+                with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+                    r = pool.submit(measure_row, model_name, variant, args.settings, str(device), b, timed).result()
+                if r is None:
                     print(f"{model_name} B={b}: out of memory, skipped", flush=True)
                     break
-                r.update(model=model_name, variant=variant, settings=args.settings, steps=settings.steps, crops=settings.crops,
-                         image_size=settings.image_size, input_size=settings.input_size or model.preprocess.input_size,
-                         forward_gflops_per_crop=flops / 1e9)
-                r["achieved_tflops"] = flops * 3 * r["crop_passes_per_s"] / 1e12
                 r["fraction_of_peak"] = r["achieved_tflops"] / peak
                 rows.append(r)
                 print(f"{model_name:20s} {variant:8s} B={b:3d}  {r['objectives_per_s']:.4f} obj/s  "

@@ -121,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [
         ("classes x models", f"{full.classes} x {len(full.models)}", ""),
-        ("cold build (encoding included)", f"{cold_s:.1f} s", f"{cold.images_encoded} distinct images encoded; images phase {results['cold_images_phase_s']} s"),
+        ("cold build (encoding included)", f"{cold_s:.1f} s",
+         f"{cold.images_encoded} distinct images encoded; images phase {results['cold_images_phase_s']} s"),
         ("full build, images pre-encoded", f"{full_s:.1f} s", f"budget {BUDGETS['full_build_s']} s"),
-        ("no-change rebuild", f"{same_s:.1f} s", f"budget {BUDGETS['no_change_s']} s; {same.images_encoded} encoded, {same.pages_written} pages written"),
+        ("no-change rebuild", f"{same_s:.1f} s",
+         f"budget {BUDGETS['no_change_s']} s; {same.images_encoded} encoded, {same.pages_written} pages written"),
         ("one image changed", f"{one_s:.1f} s", f"{one.images_encoded} encoded, {one.pages_written} pages written"),
         ("largest class page", f"{results['class_page_kb']} KB", f"budget {BUDGETS['class_page_kb']} KB ({full.largest_page})"),
         ("filter index", f"{results['index_kb']} KB", f"budget {BUDGETS['index_kb']} KB"),

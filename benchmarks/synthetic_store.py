@@ -26,6 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from generator.config import CraftSettings, MacoSettings  # noqa: E402
+from generator.images import CREDITS  # noqa: E402
 from generator.site import class_info  # noqa: E402  (torch-free class names)
 from generator.store import META, SCHEMA, Store, atomic_write_bytes, encode_jpeg, encode_png  # noqa: E402
 
@@ -129,9 +130,11 @@ def write_class(store: Store, pool: Path, model: str, m: int, models: Sequence[s
         meta["maco"].update(self_prob=round(float(rng.uniform(0.2, 1.0)), 4), self_rank=int(rng.choice([1, 1, 1, 2, 5])))
         if not (failures and p % 7 == 6):  # some renders were never scored
             meta["maco"]["quality"] = {
-                "transfer": {o: {"rank": int(rng.integers(1, 30)), "prob": round(float(rng.uniform(0, 1)), 4)} for o in models if o != model},
+                "transfer": {o: {"rank": int(rng.integers(1, 30)), "prob": round(float(rng.uniform(0, 1)), 4)}
+                             for o in models if o != model},
                 "plausibility": {"model": models[0], "margin": round(float(rng.normal(0.05, 0.02)), 4),
-                                 "same_class": round(float(rng.uniform(0.3, 0.6)), 4), "other_classes": round(float(rng.uniform(0.2, 0.5)), 4)},
+                                 "same_class": round(float(rng.uniform(0.3, 0.6)), 4),
+                                 "other_classes": round(float(rng.uniform(0.2, 0.5)), 4)},
             }
 
     craft_hash = _tag("craft", model, index)
@@ -159,7 +162,7 @@ def write_class(store: Store, pool: Path, model: str, m: int, models: Sequence[s
                          "curve_random": [round(float(x), 4) for x in np.linspace(1, 0.2, concepts + 1)]},
         }
         if p % 4 == 0:
-            meta["craft"]["credits"] = ["china.jpg by danielbuechele (flickr.com/photos/danielbuechele), CC BY 2.0, via scikit-learn's sample images"]
+            meta["craft"]["credits"] = [CREDITS["china"]]
         _place(pool / "directions.npy", class_dir / meta["craft"]["files"]["directions"], link)
         meta["concepts"] = []
         for rank, k in enumerate(rng.permutation(concepts).tolist(), start=1):

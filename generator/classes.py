@@ -43,7 +43,8 @@ def all_classes() -> tuple[ImageNetClass, ...]:
     """The 1000 classes in index order, named as timm's ImageNetInfo names them."""
     info = _timm_info_dir()
     wnids = (info / "imagenet_synsets.txt").read_text(encoding="utf-8").split()
-    lemmas = dict(line.split("\t", 1) for line in (info / "imagenet_synset_to_lemma.txt").read_text(encoding="utf-8").splitlines() if "\t" in line)
+    lines = (info / "imagenet_synset_to_lemma.txt").read_text(encoding="utf-8").splitlines()
+    lemmas = dict(line.split("\t", 1) for line in lines if "\t" in line)
     if len(wnids) != NUM_CLASSES:
         raise RuntimeError(f"{info}: expected {NUM_CLASSES} ImageNet synsets, found {len(wnids)}")
     return tuple(ImageNetClass(i, w, lemmas.get(w, w)) for i, w in enumerate(wnids))

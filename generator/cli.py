@@ -75,7 +75,8 @@ def _selection(args: argparse.Namespace) -> Selection:
     if images is not None and not images.is_dir():
         raise ConfigError(f"images folder '{images}' does not exist (from --images or `images:` in {zoo.path})")
     maco = dict(preset.maco) if preset else {}
-    maco.update({k: v for k, v in {"steps": args.steps, "image_size": args.image_size, "crops": args.crops, "seed": args.seed}.items() if v is not None})
+    given = {"steps": args.steps, "image_size": args.image_size, "crops": args.crops, "seed": args.seed}
+    maco.update({k: v for k, v in given.items() if v is not None})
     craft = dict(preset.craft) if preset else {}
     craft.update({k: v for k, v in {"rank": args.rank, "seed": args.seed}.items() if v is not None})
     for m in models:  # validate overrides now, with their names in the message

@@ -178,10 +178,12 @@ class Zoo:
 
     def maco_settings(self, model: ModelEntry, *overrides: dict[str, Any]) -> MacoSettings:
         """defaults < model < each override in turn (preset, then command line)."""
-        return _merge(MacoSettings, self.data.defaults.maco, model.maco, *overrides, where=f"{self.path}: model '{model.name}'", prefix="maco")
+        where = f"{self.path}: model '{model.name}'"
+        return _merge(MacoSettings, self.data.defaults.maco, model.maco, *overrides, where=where, prefix="maco")
 
     def craft_settings(self, model: ModelEntry, *overrides: dict[str, Any]) -> CraftSettings:
-        return _merge(CraftSettings, self.data.defaults.craft, model.craft, *overrides, where=f"{self.path}: model '{model.name}'", prefix="craft")
+        where = f"{self.path}: model '{model.name}'"
+        return _merge(CraftSettings, self.data.defaults.craft, model.craft, *overrides, where=where, prefix="craft")
 
 
 def _merge(kind: type[BaseModel], base: BaseModel, *overrides: dict[str, Any], where: str, prefix: str) -> Any:

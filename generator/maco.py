@@ -261,10 +261,11 @@ def classify(model: LoadedModel, images: Sequence[np.ndarray], class_indices: Se
 def probe_batch_size(model: LoadedModel, settings: MacoSettings, spectrum: Spectrum, limit: int = 256) -> int:
     """Objectives per pass that fit in free device memory, measured with a 1-step render of 2 objectives.
 
-    On the CPU a modest batch is fastest (cache-bound), so it returns 8.
+    On the CPU, throughput per crop falls as the batch grows (cache-bound: 20 crops/s at 8 crops
+    per pass, 9 at 128 for efficientnet-lite0, benchmarks/bench_maco.py), so about 8 crops per pass.
     """
     if model.device.type != "cuda":
-        return 8
+        return max(1, 8 // settings.crops)
     probe = settings.model_copy(update={"steps": 1})
     torch.cuda.synchronize(model.device)
     torch.cuda.reset_peak_memory_stats(model.device)

@@ -161,7 +161,8 @@ def build_module(entry: ModelEntry, root: Path) -> nn.Module:
         state = read_checkpoint(path)
         if entry.key_map is not None:
             if entry.key_map not in KEY_MAPS:
-                raise ModelError(f"model '{entry.name}': key 'key_map': unknown conversion '{entry.key_map}' (known: {', '.join(KEY_MAPS)})")
+                known = ", ".join(KEY_MAPS)
+                raise ModelError(f"model '{entry.name}': key 'key_map': unknown conversion '{entry.key_map}' (known: {known})")
             try:
                 state = KEY_MAPS[entry.key_map](state, module)
             except (KeyError, AttributeError, TypeError) as e:
@@ -254,7 +255,8 @@ class LoadedModel:
         with torch.no_grad():
             probe = self.g(torch.zeros(1, 3, self.preprocess.input_size, self.preprocess.input_size, device=device))
         if probe.ndim not in (3, 4):
-            raise ModelError(f"model '{self.name}': concept layer '{entry.concept_layer}' gives a {probe.ndim}-d output; need a feature map (N, C, H, W) or tokens (N, T, C)")
+            raise ModelError(f"model '{self.name}': concept layer '{entry.concept_layer}' gives a {probe.ndim}-d output; "
+                             "need a feature map (N, C, H, W) or tokens (N, T, C)")
         self.act_shape = tuple(probe.shape[1:])
         self.num_concept_channels = probe.shape[1] if probe.ndim == 4 else probe.shape[-1]
 

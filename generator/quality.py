@@ -112,7 +112,8 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
         judge = load_model(zoo.model(judge_name), zoo.root, dev)
         _, ref_x = make_views(reference.images, judge)
         with torch.no_grad():
-            ref_pred = torch.cat([judge.logits(ref_x[i : i + 64]).argmax(-1) for i in range(0, len(ref_x), 64)]).tolist() if len(ref_x) else []
+            chunks = [judge.logits(ref_x[i : i + 64]).argmax(-1) for i in range(0, len(ref_x), 64)]
+        ref_pred = torch.cat(chunks).tolist() if chunks else []
         labels = reference.labels if reference.labelled_by_folder else ref_pred
         if reference.labelled_by_folder and labels:
             _write_accuracy(store, judge_name, ref_pred, labels, str(images_dir))

@@ -298,7 +298,7 @@ def _no_image(problem: str) -> dict[str, Any]:
 
 
 def maco_view(record: Any, images: ClassImages, role: str = "maco", what: str = "MACO",
-              overlay_variant: str = "overlay") -> dict[str, Any]:
+              overlay_variant: str = "overlay", full_variant: str = "full") -> dict[str, Any]:
     """A MACO part (class or concept): full view, thumbnail and RGBA overlay, or the reason it is missing."""
     problem = part_problem(record, what)
     if problem:
@@ -307,7 +307,7 @@ def maco_view(record: Any, images: ClassImages, role: str = "maco", what: str = 
     try:
         return {
             "problem": None,
-            "full": images.add(role, "full", [files.get("image")]),
+            "full": images.add(role, full_variant, [files.get("image")]),
             "thumb": images.add(f"{role}-t", "thumb", [files.get("image")]),
             "overlay": images.add(f"{role}-o", overlay_variant, [files.get("image"), files["alpha"]]) if files.get("alpha") else None,
             "self_prob": _num(record.get("self_prob")),
@@ -317,16 +317,21 @@ def maco_view(record: Any, images: ClassImages, role: str = "maco", what: str = 
         return _no_image(f"{what} image unavailable: {e}")
 
 
-def concept_view(concept: dict[str, Any], rank: int, images: ClassImages, top_importance: float) -> dict[str, Any]:
+def concept_view(concept: dict[str, Any], rank: int, images: ClassImages, top_importance: float,
+                 visualized: int | None = None) -> dict[str, Any]:
+    """`visualized`: how many top concepts this render visualizes (CRAFT's `visualize`; None: all)."""
     role = f"c{int(concept['id'])}"
     importance, share = _num(concept.get("importance")), _num(concept.get("logit_share"))
     view: dict[str, Any] = {
         "id": int(concept["id"]), "rank": rank,
         "importance": fmt(importance), "importance_pct": _bar(importance, top_importance),
         "logit_share": None if share is None else _pct(share), "logit_pct": _bar(None if share is None else abs(share), 1.0),
-        "vis": maco_view(concept.get("maco"), images, role, "Concept visualization", "overlay-thumb"),
+        # Concepts show as thumbnails; their click-through view is half size (most of a site's bytes otherwise).
+        "vis": maco_view(concept.get("maco"), images, role, "Concept visualization", "overlay-thumb", "medium"),
         "crops": None, "n_crops": 0, "problems": [],
     }
+    if concept.get("maco") is None and visualized is not None and rank > visualized:
+        view["vis"]["problem"] = f"Not visualized: these settings visualize the top {visualized} concepts (craft.visualize)"
     crops = [c.get("file") for c in _list(concept.get("crops")) if isinstance(c, dict)]
     if crops:
         try:
@@ -362,9 +367,11 @@ def craft_view(meta: dict[str, Any], images: ClassImages) -> dict[str, Any]:
         return _no_craft(problem)
     concepts = sorted((c for c in _list(meta.get("concepts")) if isinstance(c, dict) and _is_int(c.get("id"))), key=_concept_order)
     top = max((_num(c.get("importance")) or 0.0 for c in concepts), default=0.0)
+    visualized = _dict(record.get("settings")).get("visualize")
+    visualized = visualized if _is_int(visualized) else None
     view = {
         "problem": None,
-        "concepts": [concept_view(c, rank, images, top) for rank, c in enumerate(concepts, start=1)],
+        "concepts": [concept_view(c, rank, images, top, visualized) for rank, c in enumerate(concepts, start=1)],
         "n_images": record.get("n_images"),
         "selection": record.get("image_selection"),
         "reason": record.get("reason"),

@@ -54,7 +54,8 @@ def render_status(zoo: Zoo, out: Path, models: list[str], classes: list[int], pa
         all_failures += failures
         for kind in ("maco", "craft", "concept"):
             if any(counts[kind, s] for s in ("done", "pending", "failed")):
-                lines.append(f"{plan.name:24s} {kind:8s} {counts[kind, 'done']:6d} {counts[kind, 'pending']:8d} {counts[kind, 'failed']:7d}")
+                done, pending, failed = (counts[kind, s] for s in ("done", "pending", "failed"))
+                lines.append(f"{plan.name:24s} {kind:8s} {done:6d} {pending:8d} {failed:7d}")
     if "craft" in parts:
         lines.append("(concept visualizations are counted once CRAFT of their class is done)")
     if all_failures:

@@ -170,7 +170,8 @@ class Store:
         atomic_write_bytes(self.class_dir(model, class_index) / rel, data)
         return rel
 
-    def update_meta(self, model: str, class_index: int, identity: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    def update_meta(self, model: str, class_index: int, identity: dict[str, Any],
+                    change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Locked read-modify-write of meta.json; `change` edits the dict in place."""
         d = self.class_dir(model, class_index)
         with file_lock(d / ".meta.lock"):

@@ -33,6 +33,7 @@ ENCODER_VERSION = "1"  # bump to re-encode everything after changing how variant
 # variant -> what it makes of its sources
 VARIANTS = {
     "full": "image, longest side FULL_SIZE",
+    "medium": "image, longest side FULL_SIZE // 2",
     "thumb": "image, longest side THUMB_SIZE",
     "overlay": "RGB image with its alpha map as transparency, FULL_SIZE",
     "overlay-thumb": "RGB image with its alpha map as transparency, THUMB_SIZE",
@@ -96,6 +97,8 @@ def _strip(crops: Sequence[Path]) -> Image.Image:
 def render_variant(variant: str, sources: Sequence[Path]) -> Image.Image:
     if variant == "full":
         return _fit(_open(sources[0], "RGB"), FULL_SIZE)
+    if variant == "medium":
+        return _fit(_open(sources[0], "RGB"), FULL_SIZE // 2)
     if variant == "thumb":
         return _fit(_open(sources[0], "RGB"), THUMB_SIZE)
     if variant == "overlay":

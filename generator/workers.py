@@ -508,6 +508,11 @@ class Bars:
             bar = self.bars[model]
             bar.update(min(n, bar.total - bar.n))  # per-step fractions must not overshoot
 
+    def finish(self, model: str) -> None:
+        """Stop the model's clock: its bar's elapsed time and rate are its own."""
+        if model in self.bars:
+            self.bars[model].close()
+
     def close(self) -> None:
         for b in self.bars.values():
             b.close()
@@ -578,6 +583,7 @@ def _run_in_process(job: RenderJob, store: Store, stop: StopFlag, bars: Bars, su
                 outcomes = worker.run_maco(batch)
                 _record(store, summary, outcomes, worker.device, len(batch), time.perf_counter() - t, plan.name)
                 bars.advance(plan.name, sum(o.status != "done" for o in outcomes))
+            bars.finish(plan.name)
     finally:
         worker.release_all()
 

@@ -11,6 +11,7 @@ import json
 import shutil
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,24 @@ def load_all_images(page) -> list[str]:  # noqa: ANN001
     }""")
     page.wait_for_function("[...document.querySelectorAll('img')].every(i => i.complete)", timeout=20_000)
     return page.evaluate("[...document.querySelectorAll('img')].filter(i => !(i.naturalWidth > 0)).map(i => i.src)")
+
+
+def search_until_results(page, query: str, seconds: float = 60) -> None:  # noqa: ANN001
+    """Type into Material's search until results show: its worker loads the index asynchronously,
+    and a query typed before it is ready is dropped."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        page.fill(".md-search__input", "")
+        page.focus(".md-search__input")  # Material searches on focused keyboard input, not on a bare fill
+        page.keyboard.type(query, delay=20)
+        try:
+            page.wait_for_selector(".md-search-result__item", timeout=3_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"Material search showed no result for {query!r} within {seconds:.0f} s")
 
 
 def shot(page, name: str) -> None:  # noqa: ANN001
@@ -241,8 +260,7 @@ def test_hostile_models_yaml_text_runs_no_script(browser, gallery_store, tmp_pat
             page.goto(base + url)
             page.wait_for_timeout(200)
         assert "<script>" in page.title()  # shown as text
-        page.fill(".md-search__input", "onerror")  # Material's search shows matches as HTML snippets
-        page.wait_for_selector(".md-search-result__item", timeout=10_000)
+        search_until_results(page, "onerror")  # Material's search shows matches as HTML snippets
         page.wait_for_timeout(300)
         assert not dialogs, dialogs
         page.close()

@@ -42,7 +42,8 @@ def test_unknown_key_names_model_and_key(tmp_path):
 
 def test_unknown_top_level_and_nested_keys(tmp_path):
     with pytest.raises(ConfigError, match="key 'defaults.maco.stepz': unknown key"):
-        load_zoo(_zoo_text(tmp_path, "defaults: {maco: {stepz: 3}}\nmodels:\n" + ENTRY.format(name="m", arch="x", weights="{timm: ''}", extra="")))
+        entry = ENTRY.format(name="m", arch="x", weights="{timm: ''}", extra="")
+        load_zoo(_zoo_text(tmp_path, "defaults: {maco: {stepz: 3}}\nmodels:\n" + entry))
 
 
 def test_duplicate_name(tmp_path):

@@ -267,6 +267,20 @@ def test_failed_and_missing_parts_show_their_reason(built, store):
     assert first.placeholders > 0
 
 
+def test_concepts_beyond_visualize_say_why_they_have_no_visualization(zoo, own_store, tmp_path):
+    model = DEFAULT_MODELS[0]
+    path = own_store / model / "0001" / "meta.json"
+    meta = json.loads(path.read_text())
+    meta["craft"] = {**meta["craft"], "status": "done", "settings": {**meta["craft"].get("settings", {}), "visualize": 1}}
+    meta["concepts"] = [{**c, "maco": c.get("maco")} for c in meta.get("concepts", [])][:3]
+    for c in meta["concepts"][1:]:
+        c.pop("maco")
+    path.write_text(json.dumps(meta))
+    out = tmp_path / "site"
+    site.build_site(zoo, own_store, out, progress=False, cache_dir=tmp_path / "cache", models=[model], classes=[1])
+    assert page(out, 1).count("Not visualized: these settings visualize the top 1 concepts") == 2
+
+
 def test_missing_file_and_corrupt_meta_become_placeholders(zoo, own_store, tmp_path):
     model = DEFAULT_MODELS[0]
     meta = json.loads((own_store / model / "0001" / "meta.json").read_text())

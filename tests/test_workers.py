@@ -250,7 +250,7 @@ def test_kill_9_then_resume_completes_without_redoing(slow_config, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = {c: m for c, m in metas(out).items()}
-    finished = {(c, part): rec["finished_at"] for c, m in before.items() for part, rec in (("maco", m.get("maco")), ("craft", m.get("craft"))) if rec}
+    finished = {(c, part): m[part]["finished_at"] for c, m in before.items() for part in ("maco", "craft") if m.get(part)}
     assert finished, "nothing finished before the kill"
     resumed = _spawn(slow_config, out)
     assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
