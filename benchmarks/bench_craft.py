@@ -23,8 +23,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.class_lists import parse_class_list  # noqa: E402
 from generator import craft, maco  # noqa: E402
-from generator.classes import imagenet_class, parse_class_spec  # noqa: E402
+from generator.classes import imagenet_class  # noqa: E402
 from generator.config import load_zoo  # noqa: E402
 from generator.images import demo_photos, load_class_images  # noqa: E402
 from generator.models import load_model, resolve_device  # noqa: E402
@@ -52,12 +53,7 @@ def main() -> int:
     craft_settings = zoo.craft_settings(model.entry)
     maco_settings = zoo.maco_settings(model.entry, zoo.preset("demo").maco if args.maco_settings == "demo" else {})
     spectrum = resolve_spectrum(zoo.data.spectrum, ROOT / "artifacts" / "spectra")
-    if ":" in args.classes:
-        span, step = args.classes.split(":")
-        lo, hi = (int(v) for v in span.split("-"))
-        classes = list(range(lo, hi + 1, int(step)))
-    else:
-        classes = parse_class_spec(args.classes)
+    classes = parse_class_list(args.classes)
     photos = None if args.images else demo_photos()
     rows = []
     for c in classes:

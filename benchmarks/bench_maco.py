@@ -8,7 +8,8 @@ Per row: objectives/s (complete visualizations per second at the settings' step 
 crop-passes/s, achieved TFLOP/s = forward FLOPs per crop (torch's FLOP counter) x 3 (forward +
 backward) x crop-passes/s, the fraction of the device's peak (a timed large matmul: bf16 on GPUs,
 fp32 on CPUs), and peak memory. Variants: base (channels_last, bf16 autocast on CUDA), nchw
-(contiguous memory format), compile (torch.compile of the model). Writes JSON and markdown to
+(contiguous memory format), fp32 (no autocast; the same as base on a CPU), compile (torch.compile
+of the model). Writes JSON and markdown to
 benchmarks/results/.
 """
 
@@ -96,7 +97,8 @@ def measure_row(model_name: str, variant: str, settings_name: str, device_name: 
     entry = zoo.model(model_name)
     settings = zoo.maco_settings(entry, zoo.preset("demo").maco if settings_name == "demo" else {})
     spectrum = resolve_spectrum(zoo.data.spectrum, ROOT / "artifacts" / "spectra")
-    model = LoadedModel(entry, build_module(entry, zoo.root), device, channels_last=variant != "nchw", compile=variant == "compile")
+    model = LoadedModel(entry, build_module(entry, zoo.root), device, channels_last=variant != "nchw", compile=variant == "compile",
+                        bf16=variant != "fp32")
     input_size = settings.input_size or model.preprocess.input_size
     flops = forward_flops(model, input_size)
     try:
@@ -116,7 +118,7 @@ def main() -> int:
     p.add_argument("--batch-sizes", default=None, help="default: 1,4,16 on CPU; 1,4,16,64 on GPU")
     p.add_argument("--settings", choices=["default", "demo"], default="default")
     p.add_argument("--timed-steps", type=int, default=None, help="steps timed per row (default: 3 on CPU, 20 on GPU)")
-    p.add_argument("--variants", default="base", help="comma list of base, nchw, compile")
+    p.add_argument("--variants", default="base", help="comma list of base, nchw, fp32, compile")
     p.add_argument("--tag", default="maco", help="name of the result files")
     args = p.parse_args()
 

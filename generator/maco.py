@@ -179,7 +179,7 @@ def render(
 ) -> list[MacoRender]:
     """Optimise one image per objective, all in the same forward/backward passes.
 
-    On CUDA the model runs under bf16 autocast (channels_last, like on the CPU), and the step loop
+    On CUDA the model runs under bf16 autocast (`model.autocast_bf16`; channels_last, like on the CPU), and the step loop
     never waits for the device: everything is read back once, after the last step.
     """
     device, size, dtype = model.device, settings.image_size, model.dtype
@@ -190,7 +190,6 @@ def render(
     phase = initial_phase(generators, size, device, dtype).requires_grad_(True)
     optimizer = torch.optim.NAdam([phase], lr=settings.lr)
     alpha = torch.zeros(len(objectives), 3, size, size, device=device, dtype=dtype)
-    cuda = device.type == "cuda"
     scores = torch.zeros(len(objectives), device=device, dtype=dtype)
 
     for _ in range(settings.steps):
@@ -199,7 +198,7 @@ def render(
         image.retain_grad()
         x = model.normalize(random_crops(image, generators, settings, input_size))
         x = (x + crop_noise(generators, settings, input_size, device, dtype)).contiguous(memory_format=model.memory_format)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=model.autocast_bf16):
             logits, pooled = model.forward(x)
         scores = objective_scores(logits.to(dtype), pooled.to(dtype), targets, settings.crops, settings.cossim_power)
         (-scores.sum()).backward()

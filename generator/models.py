@@ -238,10 +238,12 @@ class LoadedModel:
     """A zoo model ready to render: module, preprocessing, and its g/h split at the concept layer."""
 
     def __init__(self, entry: ModelEntry, module: nn.Module, device: torch.device, channels_last: bool = True,
-                 compile: bool = False):  # noqa: A002 - mirrors torch.compile
+                 compile: bool = False, bf16: bool = True):  # noqa: A002 - mirrors torch.compile
         self.entry = entry
         self.name = entry.name
         self.device = device
+        # bf16 autocast on CUDA only, where tensor cores make it pay; `bf16=False` measures fp32 there.
+        self.autocast_bf16 = bf16 and device.type == "cuda"
         self.preprocess = preprocess_of(entry, module)
         module.requires_grad_(False)
         # channels_last suits both cuDNN and oneDNN convolutions (measured in benchmarks/bench_maco.py).
