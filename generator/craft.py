@@ -93,9 +93,9 @@ def make_views(images: Sequence[SourceImage], model: LoadedModel) -> tuple[list[
 
 
 @torch.no_grad()
-def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int) -> torch.Tensor:
-    """fn over chunks of x; bf16 autocast on CUDA (outputs are cast back to float by the callers)."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int, bf16: bool) -> torch.Tensor:
+    """fn over chunks of x, under bf16 autocast where the model uses it (callers cast outputs back to float)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)]) if len(x) else x
 
 
@@ -109,8 +109,8 @@ def select_images(model: LoadedModel, images: Sequence[SourceImage], class_index
     if not images:
         return [], torch.zeros(0), torch.zeros(0), "none"
     views, x = make_views(images, model)
-    act = _batched(model.g, x, batch).float()
-    predicted = _batched(model.h, act, 4 * batch).float().argmax(-1).cpu()
+    act = _batched(model.g, x, batch, model.autocast_bf16).float()
+    predicted = _batched(model.h, act, 4 * batch, model.autocast_bf16).float().argmax(-1).cpu()
     keep = [i for i in range(len(views)) if predicted[i] == class_index][: settings.max_images]
     selection = "predicted"
     if len(keep) < min(settings.min_predicted, len(views)):
@@ -129,7 +129,7 @@ def patch_activations(model: LoadedModel, x: torch.Tensor, boxes: Sequence[Box],
         chunk = x[start : start + max(1, batch // len(boxes))]
         patches = torch.cat([chunk[:, :, y0:y1, x0:x1] for (x0, y0, x1, y1) in boxes], dim=0)
         patches = F.interpolate(patches, size=(size, size), mode="bilinear", align_corners=False)
-        pooled = model.pooled(_batched(model.g, patches, batch).float())
+        pooled = model.pooled(_batched(model.g, patches, batch, model.autocast_bf16).float())
         # cat() above is patch-major; reorder to image-major so row = image * P + patch.
         out.append(pooled.view(len(boxes), len(chunk), -1).transpose(0, 1).reshape(len(chunk) * len(boxes), -1))
     return torch.cat(out)
