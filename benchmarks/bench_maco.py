@@ -9,8 +9,7 @@ crop-passes/s, achieved TFLOP/s = forward FLOPs per crop (torch's FLOP counter) 
 backward) x crop-passes/s, the fraction of the device's peak (a timed large matmul: bf16 on GPUs,
 fp32 on CPUs), and peak memory. Variants: base (channels_last, bf16 autocast on CUDA), nchw
 (contiguous memory format), fp32 (no autocast; the same as base on a CPU), compile (torch.compile
-of the model). Writes JSON and markdown to
-benchmarks/results/.
+of the model). Writes JSON and markdown to benchmarks/results/.
 """
 
 from __future__ import annotations

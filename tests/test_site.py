@@ -272,7 +272,7 @@ def test_concepts_beyond_visualize_say_why_they_have_no_visualization(zoo, own_s
     path = own_store / model / "0001" / "meta.json"
     meta = json.loads(path.read_text())
     meta["craft"] = {**meta["craft"], "status": "done", "settings": {**meta["craft"].get("settings", {}), "visualize": 1}}
-    meta["concepts"] = [{**c, "maco": c.get("maco")} for c in meta.get("concepts", [])][:3]
+    meta["concepts"] = [dict(c) for c in meta.get("concepts", [])][:3]
     for c in meta["concepts"][1:]:
         c.pop("maco")
     path.write_text(json.dumps(meta))
