@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .errors import ClassSpecError
+
 NUM_CLASSES = 1000
-
-
-class ClassSpecError(ValueError):
-    """A class SPEC that does not parse; the message names the offending part."""
 
 
 @dataclass(frozen=True)

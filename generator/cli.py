@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .classes import parse_class_spec
-from .config import ConfigError, Zoo, load_zoo
+from .config import Zoo, load_zoo
+from .errors import ConfigError, LensError
 
 log = logging.getLogger("lens")
 
@@ -268,13 +269,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="lens: %(message)s")
     try:
         return args.fn(args)
-    except Exception as e:
-        if type(e).__name__ not in USER_ERRORS:
-            raise
+    except LensError as e:
         print(f"lens: error: {e}", file=sys.stderr)
-        return 2
-
-
-# Errors that mean bad input, reported in one line. Matched by name so that commands which never
-# load torch (site, serve) need not import the modules that define the torch-side ones.
-USER_ERRORS = {"ConfigError", "ClassSpecError", "ModelError", "PlanError", "SiteError", "CraftError"}
+        return e.exit_code

@@ -16,12 +16,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import ConfigError
+
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 CONFIG_FILENAME = "models.yaml"
-
-
-class ConfigError(ValueError):
-    """A problem in `models.yaml` or in command-line settings; the message names the file and key."""
 
 
 class _Strict(BaseModel):

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .config import CraftSettings
+from .errors import CraftError
 from .images import SourceImage
 from .models import LoadedModel
 from .nmf import nmf, nnls_transform
@@ -25,9 +26,6 @@ from .sobol import jansen_total_indices, sobol_designs
 
 Box = tuple[int, int, int, int]
 
-
-class CraftError(RuntimeError):
-    """CRAFT cannot run for this model/layer; the message says why and what to change."""
 
 
 # ----------------------------------------------------------------------------- geometry

@@ -18,13 +18,11 @@ import torch
 from torch import nn
 
 from .config import ModelEntry
+from .errors import ModelError
 from .keymaps import KEY_MAPS, StateDict
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
-
-class ModelError(RuntimeError):
-    """A model that cannot be built or loaded; the message names the model and the cause."""
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from .config import CraftSettings, MacoSettings, ModelEntry, Zoo, settings_hash
+from .errors import PlanError
 from .store import Store, Unit
 
 PARTS = ("maco", "craft")
 METHOD_VERSION = {"maco": 1, "craft": 1}  # bump when a change of code changes results
 
-
-class PlanError(ValueError):
-    """Bad command-line input for a render (shard, parts...)."""
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -60,6 +60,7 @@ from .config import (
     Zoo,
     ZooFile,
 )
+from .errors import SiteError
 from .images import CREDITS
 from .store import META, Store, atomic_write_bytes, file_lock
 
@@ -84,10 +85,6 @@ models:
     maco: {steps: 512}
     craft: {rank: 8}
 """
-
-
-class SiteError(ValueError):
-    """A site cannot be built as asked (e.g. the output folder is not ours to overwrite)."""
 
 
 class SourceError(ValueError):
