@@ -1,4 +1,4 @@
-"""The static site (generator/site.py, templates/): data passed to the templates, pages, placeholders,
+"""The static site (generator/site/, templates/): data passed to the templates, pages, placeholders,
 incrementality, escaping, path safety and sizes. Built from synthetic stores; no model runs."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store  # noqa: E402
 from generator import site  # noqa: E402
 from generator.config import ModelEntry, ZooFile, load_zoo  # noqa: E402
+from generator.site import views as views_  # noqa: E402
 from generator.store import encode_png  # noqa: E402
 
 N_CLASSES = 12  # enough for every failure pattern of the synthetic store to appear
@@ -391,7 +392,7 @@ def test_figures_table_has_one_column_per_model_and_skips_empty_rows():
                        "quality": {"transfer": {"b": {"rank": 3, "prob": 0.2}}, "plausibility": {"margin": 0.1}}},
               "craft": {"status": "failed", "error": "x"}}
     sections = site.figures_table(["a", "b"], [meta_a, None])
-    by_title = {s["title"]: {r["label"]: r["cells"] for r in s["rows"]} for s in sections}
+    by_title = {s.title: {r.label: r.cells for r in s.rows} for s in sections}
     assert by_title["MACO"]["probability of the class"] == ["0.5", "—"]
     assert by_title["MACO"]["rank / probability on b"] == ["3 / 0.2", "—"]
     assert by_title["MACO"]["plausibility margin"] == ["0.1", "—"]
@@ -411,14 +412,14 @@ def test_model_summary_quality_figures():
     card = {"arch": "resnet50", "params": 25_557_032, "weights": "timm:a1_in1k",
             "accuracy": {"top1": 0.8, "n_images": 50000, "source": "ImageNet val"}}
     s = site.model_summary("m", card, metas_)
-    figures = {f["label"]: f["value"] for f in s["figures"]}
+    figures = {f.label: f.value for f in s.figures}
     assert figures["MACO done / failed"] == "2 / 1"
     assert figures["MACO images classified as their class (top-1)"] == "50.0 %"
     assert figures["MACO images in another model's top 5 (transfer)"] == "50.0 %"
     assert figures["mean plausibility margin"] == "0.3"
     assert figures["mean CRAFT deletion AUC, by importance"] == "0.2"
     assert figures["mean NMF relative error"] == "0.3"
-    rows = {r["label"]: r["value"] for r in s["card"]}
+    rows = {r.label: r.value for r in s.card}
     assert rows["parameters"] == "25.56 M"
     assert rows["measured top-1 accuracy"] == "80.0 % on 50000 images (ImageNet val)"
 
@@ -498,7 +499,7 @@ def test_field_reference_covers_every_schema_section():
 def test_fmt_and_bars():
     assert site.fmt(None) == "—" and site.fmt(0.123456) == "0.1235" and site.fmt([0.25, 1.0]) == "0.25, 1"
     assert site.fmt(float("nan")) == "—" and site.fmt(True) == "yes"
-    assert site._bar(0.5, 0.25) == 100.0 and site._bar(None, 1) == 0.0 and site._bar(-0.2, 1) == 0.0
+    assert site.bar(0.5, 0.25) == 100.0 and site.bar(None, 1) == 0.0 and site.bar(-0.2, 1) == 0.0
     assert site.short_name("great white shark, white shark") == "great white shark"
 
 
@@ -514,7 +515,7 @@ def test_filter_index_for_1000_classes_is_within_budget():
     models = ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
     infos = {c.index: c for c in all_classes()}
     thumb = "0000/m/maco-t.0123456789ab.webp"
-    views = {i: [{"rendered": True, "maco": {"thumb": thumb}} for _ in models] for i in infos}
+    views = {i: [views_.ModelClassView(m, True, views_.ImageView(thumb=thumb), views_.CraftView()) for m in models] for i in infos}
     data = site.class_index_json(models, infos, views).encode()
     assert len(data) <= 300 * 1024, len(data)
 

@@ -1,0 +1,120 @@
+"""`lens site`: the orchestration of a build, from the artifact store to a static site.
+
+How the work is split (measured: MkDocs spends ~12 ms a page, so 1000 class pages through it
+would cost 12 s on every build, changed or not):
+- MkDocs with the Material theme builds the shell (`shell`): home, class index, model pages,
+  method, adding a model, credits, the theme's assets and the search index (shell pages only).
+- Jinja writes the class pages (`pages`) into the chrome of one page that MkDocs rendered at the
+  same depth (`classes/_chrome.html`), so they share the theme, header, dark mode and search box,
+  and every relative URL in the chrome stays right.
+- Images are WebP, content-addressed (`images`, `generator.webp`): unchanged sources are never
+  re-encoded.
+- The class filter (class index, model pages, random class) reads one small JSON index.
+
+Output layout, all URLs relative so the site works from any static host and under a sub-path:
+    index.html, classes.html, models/<model>.html, method.html, ...   MkDocs
+    classes.json                                                       the filter index
+    classes/<NNNN>.html                                                Jinja
+    classes/<NNNN>/<model>/<role>.<hash>.webp                          images
+
+No torch here (class names are read from timm's bundled text files, not through timm).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .. import webp
+from ..config import Zoo
+from ..store import Store, file_lock
+from .images import ImagePlan, place_images
+from .pages import Views, class_index_json, shell_context, write_class_pages
+from .paths import INDEX_FILE, MARKER_FILE, check_out_dir, default_cache_dir, prune, write_if_changed
+from .reading import class_info, read_metas, select_models
+from .report import SiteReport
+from .shell import build_shell, split_chrome, sync_shell
+from .views import count_placeholders, model_class_view
+
+
+def build_site(zoo: Zoo, store_root: Path, out_dir: Path, *, models: list[str] | None = None,
+               classes: list[int] | None = None, progress: bool = True, cache_dir: Path | None = None,
+               workers: int | None = None) -> SiteReport:
+    """Build (or bring up to date) the static site in `out_dir` from the renders in `store_root`.
+
+    `models`/`classes` restrict the site to those; the cache of encoded images defaults to
+    `<store>/.site-cache`. Raises SiteError when `out_dir` is not safe to write.
+    """
+    store_root, out_dir = Path(store_root).resolve(), Path(out_dir).resolve()
+    check_out_dir(out_dir, store_root)
+    cache_dir = Path(cache_dir).resolve() if cache_dir else default_cache_dir(store_root)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    report = SiteReport(out_dir)
+    with file_lock(cache_dir / ".lock"):  # two builds from one store share the cache's staging folder
+        _build(zoo, Store(store_root), out_dir, cache_dir, models, classes, progress, workers or os.cpu_count() or 1, report)
+    return report
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(f"site: {text}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _timed(report: SiteReport, name: str) -> Iterator[None]:
+    t = time.perf_counter()
+    yield
+    report.seconds[name] = report.seconds.get(name, 0.0) + time.perf_counter() - t
+
+
+def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[str] | None,
+           classes: list[int] | None, progress: bool, workers: int, report: SiteReport) -> None:
+    t0 = time.perf_counter()
+    wanted = None if classes is None else set(classes)
+    with _timed(report, "read store"):
+        model_names = select_models(zoo, store, models, report)
+        metas = read_metas(store, model_names, wanted)
+        model_names = [m for m in model_names if any(k[0] == m for k in metas)]
+        indices = sorted({i for _, i in metas})
+    report.models, report.classes = model_names, len(indices)
+    _say(progress, f"{len(indices)} classes x {len(model_names)} models from {store.root}")
+
+    plan = ImagePlan(webp.WebpCache(cache_dir / "webp"), cache_dir / "hashes")
+    views: Views = {}
+    with _timed(report, "plan images"):
+        for i in indices:
+            views[i] = []
+            for m in model_names:
+                meta = metas.get((m, i))
+                images = plan.for_class(store, m, i) if (m, i) in metas else None
+                view = model_class_view(m, meta, images)
+                report.placeholders += count_placeholders(view)
+                views[i].append(view)
+        report.sources_hashed = plan.sources_hashed
+    with _timed(report, "images"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / MARKER_FILE).write_text("built by `lens site`; everything here is regenerated\n")
+        place_images(out_dir, plan, workers, progress, report)
+    _say(progress, f"images: {report.images_encoded} encoded, {report.images_linked} placed, {report.images_unchanged} unchanged")
+
+    infos = {i: class_info(i) for i in indices}
+    with _timed(report, "shell (MkDocs)"):
+        context = shell_context(zoo, store, model_names, metas, infos, views)
+        shell_site = build_shell(cache_dir / "shell", context, zoo.data.title, model_names, report)
+        shell_files = sync_shell(shell_site, out_dir)
+        head, tail = split_chrome(shell_site)
+        search = out_dir / "search" / "search_index.json"
+        report.search_index_bytes = search.stat().st_size if search.is_file() else 0
+    with _timed(report, "class pages"):
+        index_bytes = class_index_json(model_names, infos, views).encode()
+        write_if_changed(out_dir / INDEX_FILE, index_bytes)
+        report.index_bytes = len(index_bytes)
+        pages = write_class_pages(out_dir, head, tail, model_names, metas, infos, views, report)
+    with _timed(report, "prune"):
+        report.files_removed = prune(out_dir, shell_files, pages, plan.folders)
+    report.seconds["total"] = time.perf_counter() - t0
+    _say(progress, f"done in {report.seconds['total']:.1f} s: {out_dir / 'index.html'}")

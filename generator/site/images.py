@@ -1,0 +1,83 @@
+"""Images of the site: which WebP files a build needs (content-addressed by their sources' hashes),
+encoding only what the cache lacks, and placing them into the site folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import webp
+from ..store import Store
+from .paths import SourceError, site_path, store_rel
+from .report import SiteReport
+
+
+class ImagePlan:
+    """The WebP files a build needs: per site folder the names to keys, per key how to encode it."""
+
+    def __init__(self, cache: webp.WebpCache, memo_root: Path):
+        self.cache = cache
+        self.memo_root = memo_root
+        self.folders: dict[str, dict[str, str]] = {}
+        self.recipes: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self.sources_hashed = 0
+
+    def for_class(self, store: Store, model: str, index: int) -> ClassImages:
+        slug = f"{index:04d}"
+        folder = f"classes/{slug}/{model}"
+        names = self.folders.setdefault(folder, {})
+        hashes = webp.SourceHashes(self.memo_root / model / f"{slug}.json", store.class_dir(model, index))
+        return ClassImages(self, f"{slug}/{model}", names, hashes)
+
+
+class ClassImages:
+    """Adds the images of one (model, class) to the plan; gives URLs relative to the class page."""
+
+    def __init__(self, plan: ImagePlan, url_base: str, names: dict[str, str], hashes: webp.SourceHashes):
+        self.plan, self.url_base, self.names, self.hashes = plan, url_base, names, hashes
+
+    def add(self, role: str, variant: str, files: Sequence[object]) -> str:
+        rels = [store_rel(f) for f in files]
+        digests = []
+        for rel in rels:
+            try:
+                digests.append(self.hashes.digest(rel))
+            except (FileNotFoundError, NotADirectoryError):
+                raise SourceError(f"file missing: {rel}") from None
+            except OSError as e:
+                raise SourceError(f"file unreadable: {rel} ({e.strerror or e})") from None
+        key = webp.variant_key(variant, digests)
+        name = webp.output_name(role, key)
+        self.names[name] = key
+        if key not in self.plan.recipes:
+            self.plan.recipes[key] = (variant, tuple(self.hashes.path(r) for r in rels))
+        return f"{self.url_base}/{name}"
+
+    def done(self) -> None:
+        self.plan.sources_hashed += self.hashes.hashed
+        self.hashes.save()
+
+
+def place_images(out_dir: Path, plan: ImagePlan, workers: int, progress: bool, report: SiteReport) -> None:
+    """Encode what the cache lacks, then link every missing output into the site."""
+    missing: list[tuple[Path, str]] = []
+    for folder, names in plan.folders.items():
+        target = site_path(out_dir, folder)
+        try:
+            present = {e.name for e in os.scandir(target)}
+        except FileNotFoundError:
+            present = set()
+            target.mkdir(parents=True, exist_ok=True)
+        for name, key in names.items():
+            if name in present:
+                report.images_unchanged += 1
+            else:
+                missing.append((target / name, key))
+    jobs = {key: plan.recipes[key] for _, key in missing if not plan.cache.has(key)}
+    report.images_encoded = len(jobs)
+    report.warnings += [f"unreadable image, shown as a placeholder: {e}" for e in
+                        webp.encode_missing(plan.cache, jobs, workers, progress)]
+    for dest, key in missing:
+        plan.cache.link_into(key, dest)
+    report.images_linked = len(missing)

@@ -1,0 +1,100 @@
+"""Pages: the context of the MkDocs shell pages, the class filter index, and the class pages
+that Jinja writes into the shell's chrome (written only when their bytes change)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from markupsafe import escape
+
+from ..classes import ImageNetClass
+from ..config import Zoo
+from ..store import Store
+from .paths import INDEX_FILE, site_path, write_if_changed
+from .reading import UNREADABLE, Meta, model_card
+from .report import SiteReport
+from .shell import EXAMPLE_ENTRY, TITLE_MARK, field_reference
+from .templating import jinja_env
+from .views import ModelClassView, figures_table, model_summary, photo_credits, short_name
+
+Views = dict[int, list[ModelClassView]]  # class index -> one view per model, in model order
+
+
+def shell_context(zoo: Zoo, store: Store, model_names: list[str], metas: dict[tuple[str, int], Meta | None],
+                  infos: dict[int, ImageNetClass], views: Views) -> dict[str, Any]:
+    summaries = []
+    for m in model_names:
+        ms = [meta for (mm, _), meta in sorted(metas.items()) if mm == m and meta and UNREADABLE not in meta]
+        summaries.append(model_summary(m, model_card(zoo, store, m), ms))
+    credits = sorted({c for meta in metas.values() if meta for c in photo_credits(meta)})
+    return {
+        "title": zoo.data.title,
+        "models": summaries,
+        "n_classes": len(infos),
+        "example": example_figure(infos, views),
+        "reference": field_reference(),
+        "example_entry": EXAMPLE_ENTRY,
+        "credits": credits,
+        "index_file": INDEX_FILE,
+    }
+
+
+def example_figure(infos: dict[int, ImageNetClass], views: Views) -> dict[str, Any] | None:
+    """The first class MACO with an overlay, for the home page's "how to read" section."""
+    for i, model_views in views.items():
+        for v in model_views:
+            if v.maco.overlay:
+                c = infos[i]
+                return {"slug": c.slug, "name": c.name, "model": v.name,
+                        "plain": f"classes/{v.maco.full}", "overlay": f"classes/{v.maco.overlay}"}
+    return None
+
+
+def class_index_json(model_names: list[str], infos: dict[int, ImageNetClass], views: Views) -> str:
+    """[index, wnid, name, per model: thumbnail hash, "!" (failed or missing image) or 0 (not rendered)]."""
+    rows = []
+    for i, info in infos.items():
+        cells: list[Any] = []
+        for v in views[i]:
+            if not v.rendered:
+                cells.append(0)
+            elif v.maco.thumb:
+                cells.append(v.maco.thumb.rsplit(".", 2)[1])
+            else:
+                cells.append("!")
+        rows.append([i, info.wnid, info.name, cells])
+    return json.dumps({"models": model_names, "classes": rows}, separators=(",", ":"), ensure_ascii=False)
+
+
+def page_html(head: str, tail: str, title: str, body: str) -> bytes:
+    """A Jinja body placed into the shell's chrome, with its title."""
+    safe_title = str(escape(title))
+    return (head.replace(TITLE_MARK, safe_title) + body + tail.replace(TITLE_MARK, safe_title)).encode()
+
+
+def write_class_pages(out_dir: Path, head: str, tail: str, model_names: list[str],
+                      metas: dict[tuple[str, int], Meta | None], infos: dict[int, ImageNetClass],
+                      views: Views, report: SiteReport) -> set[str]:
+    template = jinja_env().get_template("class.html")
+    order = list(infos)
+    names = set()
+    for pos, i in enumerate(order):
+        info = infos[i]
+        body = template.render(
+            cls=info, models=views[i],
+            prev=infos[order[pos - 1]] if pos > 0 else None,
+            next=infos[order[pos + 1]] if pos + 1 < len(order) else None,
+            figures=figures_table(model_names, [metas.get((m, i)) for m in model_names]),
+        )
+        data = page_html(head, tail, f"{info.slug} · {short_name(info.name)}", body)
+        name = f"{info.slug}.html"
+        if write_if_changed(site_path(out_dir, f"classes/{name}"), data):
+            report.pages_written += 1
+        else:
+            report.pages_unchanged += 1
+        if len(data) > report.largest_page_bytes:
+            report.largest_page_bytes, report.largest_page = len(data), f"classes/{name}"
+        names.add(name)
+    return names

@@ -1,0 +1,49 @@
+"""What a site build did: counts, sizes, times and warnings, printed as a short summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class SiteReport:
+    """What a build did; `print(report)` gives a short summary."""
+
+    out_dir: Path
+    models: list[str] = field(default_factory=list)
+    classes: int = 0
+    pages_written: int = 0
+    pages_unchanged: int = 0
+    images_encoded: int = 0
+    images_linked: int = 0  # copied into the site from the encoding cache
+    images_unchanged: int = 0  # already in the site
+    files_removed: int = 0  # stale pages and images of an earlier build
+    sources_hashed: int = 0
+    placeholders: int = 0  # parts shown as missing or failed
+    shell_built: bool = False  # False: MkDocs skipped, its inputs had not changed
+    largest_page: str = ""
+    largest_page_bytes: int = 0
+    index_bytes: int = 0
+    search_index_bytes: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        kb = 1024
+        lines = [
+            f"site: {self.out_dir}",
+            f"  {self.classes} classes x {len(self.models)} models ({', '.join(self.models) or 'none'})",
+            f"  class pages: {self.pages_written} written, {self.pages_unchanged} unchanged;"
+            f" largest {self.largest_page_bytes / kb:.1f} KB ({self.largest_page or '-'})",
+            f"  images: {self.images_encoded} encoded, {self.images_linked} placed from cache,"
+            f" {self.images_unchanged} unchanged; {self.files_removed} stale files removed",
+            f"  placeholders for missing or failed parts: {self.placeholders}",
+            f"  filter index {self.index_bytes / kb:.1f} KB, search index {self.search_index_bytes / kb:.1f} KB,"
+            f" shell {'rebuilt' if self.shell_built else 'unchanged'}",
+            "  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.seconds.items()),
+        ]
+        lines += [f"  warning: {w}" for w in self.warnings[:20]]
+        if len(self.warnings) > 20:
+            lines.append(f"  ... and {len(self.warnings) - 20} more warnings")
+        return "\n".join(lines)

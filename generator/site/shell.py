@@ -1,0 +1,217 @@
+"""The MkDocs shell: home, class index, model pages, method, adding a model, credits, the theme's
+assets and the search index. MkDocs runs only when its inputs change (a digest of the Markdown,
+our assets, the config and the MkDocs versions). It also renders the chrome that Jinja pages are
+placed into (`classes/_chrome.html`), cut at its body mark."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from markupsafe import escape
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from ..config import CraftSettings, MacoSettings, ModelEntry, Preset, WeightsSource, ZooFile
+from ..errors import SiteError
+from .paths import TEMPLATES, site_path, write_if_changed
+from .report import SiteReport
+from .templating import render
+
+CHROME_PAGE = "classes/_chrome.md"
+TITLE_MARK = "LENSTITLEMARK"
+BODY_MARK = "<!--LENSBODYMARK-->"
+SHELL_VERSION = "1"  # bump when the shell templates change shape, to force a MkDocs rebuild
+
+# An entry for the "Adding a model" page; tests check that it validates against the schema.
+EXAMPLE_ENTRY = """\
+models:
+  - name: resnet50-a1
+    arch: resnet50
+    description: ResNet-50, timm's A1 training recipe.
+    weights: {timm: a1_in1k}
+    concept_layer: features
+    maco: {steps: 512}
+    craft: {rank: 8}
+"""
+
+
+# ----------------------------------------------------------------------------- adding-a-model reference
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    text = text or str(annotation)
+    return re.sub(r"\b(typing|pydantic\.main|generator\.config)\.", "", text).replace("NoneType", "None")
+
+
+def _default_text(f: Any) -> str:
+    if f.is_required():
+        return "required"
+    value = f.default_factory() if f.default_factory is not None else f.default
+    if value is PydanticUndefined:
+        return "required"
+    if isinstance(value, BaseModel):
+        return "see below"
+    return json.dumps(value, default=str) if value is not None else "null"
+
+
+def field_reference() -> list[dict[str, Any]]:
+    """models.yaml keys, types, defaults and descriptions, read from the pydantic models so the
+    page never drifts from the schema."""
+    sections = [
+        ("Top level", ZooFile), ("Each entry of `models`", ModelEntry), ("`weights` of a model", WeightsSource),
+        ("`defaults.maco`, a model's `maco`", MacoSettings), ("`defaults.craft`, a model's `craft`", CraftSettings),
+        ("Each entry of `presets`", Preset),
+    ]
+    out = []
+    for title, kind in sections:
+        rows = [{"key": name, "type": _type_name(f.annotation), "default": _default_text(f), "description": f.description or ""}
+                for name, f in kind.model_fields.items()]
+        out.append({"title": title, "doc": (kind.__doc__ or "").strip(), "rows": rows})
+    return out
+
+
+# ----------------------------------------------------------------------------- MkDocs
+
+
+def mkdocs_config(title: str, models: list[str], docs_dir: Path, site_dir: Path) -> dict[str, Any]:
+    nav: list[Any] = [{"Home": "index.md"}, {"Classes": "classes.md"}]
+    if models:
+        nav.append({"Models": [{m: f"models/{m}.md"} for m in models]})
+    nav += [{"Method": "method.md"}, {"Adding a model": "adding-a-model.md"}, {"Credits": "credits.md"}]
+    return {
+        # Material prints site_name unescaped in places: escape it here (it is never Markdown).
+        "site_name": str(escape(title)),
+        "docs_dir": str(docs_dir),
+        "site_dir": str(site_dir),
+        "use_directory_urls": False,  # plain .html links: work from any static host and from disk
+        "theme": {
+            "name": "material",
+            "font": False,  # no Google Fonts: every asset is local
+            "features": ["navigation.top", "search.highlight"],
+            "palette": [
+                {"media": "(prefers-color-scheme: light)", "scheme": "default", "primary": "indigo",
+                 "toggle": {"icon": "material/brightness-7", "name": "Switch to dark mode"}},
+                {"media": "(prefers-color-scheme: dark)", "scheme": "slate", "primary": "indigo",
+                 "toggle": {"icon": "material/brightness-4", "name": "Switch to light mode"}},
+            ],
+        },
+        "plugins": ["search"],
+        "markdown_extensions": ["tables", "attr_list", "admonition", {"toc": {"permalink": False}}],
+        "extra": {"generator": False},  # drops the footer link to an external site
+        "extra_css": ["lens/lens.css"],
+        "extra_javascript": ["lens/lens.js"],
+        "nav": nav,
+        "not_in_nav": "/" + CHROME_PAGE,
+        "validation": {"nav": {"omitted_files": "ignore"}, "links": {"unrecognized_links": "ignore"}},
+    }
+
+
+def write_shell_docs(docs_dir: Path, context: dict[str, Any]) -> dict[str, bytes]:
+    """The shell's Markdown pages and our assets, as {relative path: bytes}."""
+    files: dict[str, bytes] = {
+        "index.md": render("docs/home.md", **context).encode(),
+        "classes.md": render("docs/classes.md", **context).encode(),
+        "method.md": render("docs/method.md", **context).encode(),
+        "adding-a-model.md": render("docs/adding-a-model.md", **context).encode(),
+        "credits.md": render("docs/credits.md", **context).encode(),
+        CHROME_PAGE: render("docs/chrome.md", title_mark=TITLE_MARK, body_mark=BODY_MARK).encode(),
+    }
+    for m in context["models"]:
+        files[f"models/{m.name}.md"] = render("docs/model.md", model=m, **context).encode()
+    for asset in sorted((TEMPLATES / "assets").iterdir()):
+        if asset.is_file():
+            files[f"lens/{asset.name}"] = asset.read_bytes()
+    return files
+
+
+def _versions_tag() -> str:
+    versions = []
+    for dist in ("mkdocs", "mkdocs-material", "pymdown-extensions"):
+        try:
+            versions.append(importlib.metadata.version(dist))
+        except importlib.metadata.PackageNotFoundError:
+            versions.append("?")
+    return ",".join(versions)
+
+
+def build_shell(shell_dir: Path, context: dict[str, Any], title: str, models: list[str], report: SiteReport) -> Path:
+    """Run MkDocs into `shell_dir/site` unless its inputs are unchanged; returns that folder."""
+    docs_dir, site_dir = shell_dir / "docs", shell_dir / "site"
+    files = write_shell_docs(docs_dir, context)
+    config = mkdocs_config(title, models, docs_dir, site_dir)
+    digest = hashlib.sha256()
+    digest.update(f"{SHELL_VERSION}|{_versions_tag()}|{json.dumps(config, sort_keys=True)}".encode())
+    for rel in sorted(files):
+        digest.update(rel.encode() + b"\0" + files[rel] + b"\0")
+    stamp = shell_dir / "inputs.sha256"
+    if stamp.is_file() and stamp.read_text() == digest.hexdigest() and (site_dir / CHROME_PAGE.replace(".md", ".html")).is_file():
+        return site_dir
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    for rel, data in files.items():
+        path = site_path(docs_dir, rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    config_path = shell_dir / "mkdocs.yml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    _run_mkdocs(config_path, report)
+    stamp.write_text(digest.hexdigest())
+    report.shell_built = True
+    return site_dir
+
+
+class _CollectWarnings(logging.Handler):
+    def __init__(self, sink: list[str]):
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(f"mkdocs: {record.getMessage()}")
+
+
+def _run_mkdocs(config_path: Path, report: SiteReport) -> None:
+    from mkdocs.commands.build import build
+    from mkdocs.config import load_config
+
+    mk_log = logging.getLogger("mkdocs")
+    handler = _CollectWarnings(report.warnings)
+    old_level, old_propagate = mk_log.level, mk_log.propagate
+    mk_log.addHandler(handler)
+    mk_log.setLevel(logging.WARNING)
+    mk_log.propagate = False  # MkDocs' INFO chatter is not ours to print; warnings go to the report
+    try:
+        build(load_config(str(config_path)))
+    finally:
+        mk_log.removeHandler(handler)
+        mk_log.setLevel(old_level)
+        mk_log.propagate = old_propagate
+
+
+def split_chrome(shell_site: Path) -> tuple[str, str]:
+    """The chrome of the page MkDocs rendered for class pages, cut around its body mark."""
+    html = (shell_site / CHROME_PAGE.replace(".md", ".html")).read_text(encoding="utf-8")
+    if html.count(BODY_MARK) != 1:
+        raise SiteError("the class page chrome lost its body mark; check templates/docs/chrome.md")
+    head, tail = html.split(BODY_MARK)
+    return head, tail
+
+
+def sync_shell(shell_site: Path, out_dir: Path) -> set[str]:
+    """Copy the MkDocs output into the site, writing only files whose bytes changed."""
+    skip = {CHROME_PAGE.replace(".md", ".html"), "sitemap.xml", "sitemap.xml.gz"}  # no site_url: a sitemap is useless
+    copied = set()
+    for path in shell_site.rglob("*"):
+        rel = path.relative_to(shell_site).as_posix()
+        if not path.is_file() or rel in skip:
+            continue
+        write_if_changed(site_path(out_dir, rel), path.read_bytes())
+        copied.add(rel)
+    return copied

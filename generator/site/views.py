@@ -1,0 +1,403 @@
+"""Typed view models: what the templates show, computed from the store's records.
+
+Each view is a dataclass with the display-ready fields a template reads (text already formatted,
+URLs already relative to the page). A part that cannot be shown carries `problem`, the reason
+shown in its place; views never raise for a bad or partial record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..images import CREDITS
+from .images import ClassImages
+from .paths import SourceError
+from .reading import UNREADABLE, Meta
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def fmt(value: Any) -> str:
+    """A meta.json value as short text."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(", ", ": "), default=str)[:300]
+    return str(value)[:300]
+
+
+def short_name(name: str) -> str:
+    """The first of an ImageNet class's synonyms: `great white shark, white shark, ...` -> `great white shark`."""
+    return name.split(",")[0].strip() or name
+
+
+def num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    vs = [v for v in values if v is not None]
+    return statistics.fmean(vs) if vs else None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def bar(value: float | None, top: float) -> float:
+    """Bar length in percent of `top`, clipped to 0-100."""
+    if value is None or top <= 0:
+        return 0.0
+    return round(max(0.0, min(100.0, 100 * value / top)), 1)
+
+
+def part_problem(record: Any, what: str) -> str | None:
+    """Why a part cannot be shown, or None when it is done."""
+    if not isinstance(record, dict):
+        return f"{what} not rendered yet"
+    status = record.get("status")
+    if status == "failed":
+        return f"{what} failed: {fmt(record.get('error') or 'no error message recorded')}"
+    if status != "done":
+        return f"{what} not finished (status {fmt(status)})"
+    return None
+
+
+# ----------------------------------------------------------------------------- views of one class
+
+
+@dataclass
+class ImageView:
+    """A MACO picture (class or concept): URLs of its views, or why it is missing."""
+
+    problem: str | None = None
+    full: str | None = None
+    thumb: str | None = None
+    overlay: str | None = None
+    self_prob: float | None = None
+    self_rank: Any = None
+
+
+@dataclass
+class ConceptView:
+    id: int
+    rank: int
+    importance: str
+    importance_pct: float
+    logit_share: str | None
+    logit_pct: float
+    vis: ImageView
+    crops: str | None = None
+    n_crops: int = 0
+    heatmaps: str | None = None
+    heatmap_sources: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CraftView:
+    problem: str | None = None
+    concepts: list[ConceptView] = field(default_factory=list)
+    n_images: Any = None
+    selection: Any = None
+    reason: Any = None
+    credits: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelClassView:
+    """Everything a class page shows for one model."""
+
+    name: str
+    rendered: bool
+    maco: ImageView
+    craft: CraftView
+
+
+def maco_view(record: Any, images: ClassImages, role: str = "maco", what: str = "MACO",
+              overlay_variant: str = "overlay", full_variant: str = "full") -> ImageView:
+    """A MACO part (class or concept): full view, thumbnail and RGBA overlay, or the reason it is missing."""
+    problem = part_problem(record, what)
+    if problem:
+        return ImageView(problem)
+    files = as_dict(record.get("files"))
+    try:
+        return ImageView(
+            problem=None,
+            full=images.add(role, full_variant, [files.get("image")]),
+            thumb=images.add(f"{role}-t", "thumb", [files.get("image")]),
+            overlay=images.add(f"{role}-o", overlay_variant, [files.get("image"), files["alpha"]]) if files.get("alpha") else None,
+            self_prob=num(record.get("self_prob")),
+            self_rank=record.get("self_rank"),
+        )
+    except SourceError as e:
+        return ImageView(f"{what} image unavailable: {e}")
+
+
+def concept_view(concept: dict[str, Any], rank: int, images: ClassImages, top_importance: float,
+                 visualized: int | None = None) -> ConceptView:
+    """`visualized`: how many top concepts this render visualizes (CRAFT's `visualize`; None: all)."""
+    role = f"c{int(concept['id'])}"
+    importance, share = num(concept.get("importance")), num(concept.get("logit_share"))
+    view = ConceptView(
+        id=int(concept["id"]), rank=rank,
+        importance=fmt(importance), importance_pct=bar(importance, top_importance),
+        logit_share=None if share is None else pct(share), logit_pct=bar(None if share is None else abs(share), 1.0),
+        # Concepts show as thumbnails; their click-through view is half size (most of a site's bytes otherwise).
+        vis=maco_view(concept.get("maco"), images, role, "Concept visualization", "overlay-thumb", "medium"),
+    )
+    if concept.get("maco") is None and visualized is not None and rank > visualized:
+        view.vis.problem = f"Not visualized: these settings visualize the top {visualized} concepts (craft.visualize)"
+    crops = [c.get("file") for c in as_list(concept.get("crops")) if isinstance(c, dict)]
+    if crops:
+        try:
+            view.crops, view.n_crops = images.add(f"{role}-crops", "strip", crops), len(crops)
+        except SourceError as e:
+            view.problems.append(f"crops unavailable: {e}")
+    heatmaps = [a for a in as_list(concept.get("attributions")) if isinstance(a, dict)]
+    view.heatmap_sources = ", ".join(str(a.get("source") or "?") for a in heatmaps)
+    if heatmaps:
+        try:
+            view.heatmaps = images.add(f"{role}-heat", "strip", [a.get("file") for a in heatmaps])
+        except SourceError as e:
+            view.problems.append(f"attribution heatmaps unavailable: {e}")
+    return view
+
+
+def concept_order(concept: dict[str, Any]) -> tuple[float, float]:
+    rank = num(concept.get("rank"))
+    return (rank if rank is not None else math.inf, -(num(concept.get("importance")) or 0.0))
+
+
+def craft_view(meta: Meta, images: ClassImages) -> CraftView:
+    record = meta.get("craft")
+    problem = part_problem(record, "CRAFT")
+    if problem:
+        return CraftView(problem)
+    concepts = sorted((c for c in as_list(meta.get("concepts")) if isinstance(c, dict) and is_index(c.get("id"))), key=concept_order)
+    top = max((num(c.get("importance")) or 0.0 for c in concepts), default=0.0)
+    visualized = as_dict(record.get("settings")).get("visualize")
+    visualized = visualized if is_index(visualized) else None
+    view = CraftView(
+        problem=None,
+        concepts=[concept_view(c, rank, images, top, visualized) for rank, c in enumerate(concepts, start=1)],
+        n_images=record.get("n_images"),
+        selection=record.get("image_selection"),
+        reason=record.get("reason"),
+        credits=photo_credits(meta),
+    )
+    if not view.concepts:
+        view.problem = f"No concepts: {record.get('reason') or 'CRAFT found no images of this class'}"
+    return view
+
+
+def photo_credits(meta: Meta) -> list[str]:
+    """Credits meta.json records, plus those of demo photos recognised by their source id."""
+    credits = {str(c) for c in as_list(as_dict(meta.get("craft")).get("credits"))}
+    for concept in as_list(meta.get("concepts")):
+        for item in as_list(as_dict(concept).get("crops")) + as_list(as_dict(concept).get("attributions")):
+            source = str(as_dict(item).get("source") or "")
+            if source.startswith("demo/") and source[5:] in CREDITS:
+                credits.add(CREDITS[source[5:]])
+    return sorted(credits)
+
+
+def model_class_view(model: str, meta: Meta | None, images: ClassImages | None) -> ModelClassView:
+    """Everything a class page shows for one model; placeholders say why a part is missing."""
+    if meta is None or images is None:
+        missing = "Not rendered for this model yet"
+        return ModelClassView(model, False, ImageView(missing), CraftView(missing))
+    if UNREADABLE in meta:
+        return ModelClassView(model, True, ImageView(meta[UNREADABLE]), CraftView(meta[UNREADABLE]))
+    try:
+        return ModelClassView(model, True, maco_view(meta.get("maco"), images), craft_view(meta, images))
+    finally:
+        images.done()
+
+
+def count_placeholders(view: ModelClassView) -> int:
+    n = int(bool(view.maco.problem)) + int(bool(view.craft.problem))
+    for c in view.craft.concepts:
+        n += int(bool(c.vis.problem)) + len(c.problems)
+    return n
+
+
+# ----------------------------------------------------------------------------- figures table
+
+
+@dataclass
+class Row:
+    """A labelled row of cells, one per model."""
+
+    label: str
+    cells: list[str]
+
+
+@dataclass
+class Section:
+    title: str
+    rows: list[Row]
+    settings: bool  # shown folded
+
+
+def figures_table(models: list[str], metas: list[Meta | None]) -> list[Section]:
+    """Settings and quality of one class as sections of rows, one column per model."""
+    macos = [as_dict(as_dict(m).get("maco")) for m in metas]
+    crafts = [as_dict(as_dict(m).get("craft")) for m in metas]
+    quality = [as_dict(m.get("quality")) for m in macos]
+
+    def row(label: str, values: list[Any]) -> Row | None:
+        return Row(label, [fmt(v) for v in values]) if any(v is not None for v in values) else None
+
+    maco_rows = [
+        row("status", [m.get("status") for m in macos]),
+        row("probability of the class", [m.get("self_prob") for m in macos]),
+        row("rank of the class", [m.get("self_rank") for m in macos]),
+        row("steps", [m.get("steps") for m in macos]),
+        row("wall time (s)", [m.get("wall_time_s") for m in macos]),
+        row("seed", [m.get("seed") for m in macos]),
+        row("spectrum", [m.get("spectrum") for m in macos]),
+        row("settings hash", [m.get("settings_hash") for m in macos]),
+    ]
+    others = sorted({o for q in quality for o in as_dict(q.get("transfer"))})
+    for other in others:
+        cells = [as_dict(as_dict(q.get("transfer")).get(other)) for q in quality]
+        maco_rows.append(row(f"rank / probability on {other}",
+                             [f"{fmt(c.get('rank'))} / {fmt(c.get('prob'))}" if c else None for c in cells]))
+    plaus = [as_dict(q.get("plausibility")) for q in quality]
+    for key, label in (("margin", "plausibility margin"), ("same_class", "similarity to class images"),
+                       ("other_classes", "similarity to other classes"), ("model", "plausibility judged by")):
+        maco_rows.append(row(label, [p.get(key) for p in plaus]))
+    craft_rows = [
+        row("status", [c.get("status") for c in crafts]),
+        row("images", [c.get("n_images") for c in crafts]),
+        row("image selection", [c.get("image_selection") for c in crafts]),
+        row("concepts", [len(as_list(as_dict(m).get("concepts"))) if c else None for m, c in zip(metas, crafts)]),
+        row("NMF relative error", [c.get("nmf_error") for c in crafts]),
+        row("deletion AUC, by importance", [as_dict(c.get("deletion")).get("auc_importance") for c in crafts]),
+        row("deletion AUC, random order", [as_dict(c.get("deletion")).get("auc_random") for c in crafts]),
+        row("wall time (s)", [c.get("wall_time_s") for c in crafts]),
+        row("settings hash", [c.get("settings_hash") for c in crafts]),
+    ]
+    sections = [
+        Section("MACO", [r for r in maco_rows if r], False),
+        Section("CRAFT", [r for r in craft_rows if r], False),
+        Section("MACO settings", _settings_rows(macos), True),
+        Section("CRAFT settings", _settings_rows(crafts), True),
+    ]
+    return [s for s in sections if s.rows]
+
+
+def _settings_rows(records: list[dict[str, Any]]) -> list[Row]:
+    settings = [as_dict(r.get("settings")) for r in records]
+    keys = list(dict.fromkeys(k for s in settings for k in s))
+    return [Row(k, [fmt(s.get(k)) if k in s else "—" for s in settings]) for k in keys]
+
+
+# ----------------------------------------------------------------------------- model page
+
+
+@dataclass
+class Item:
+    label: str
+    value: str
+
+
+@dataclass
+class ModelSummary:
+    """The model page: its card, quality figures over its classes, and the settings most used."""
+
+    name: str
+    description: str | None
+    arch: str | None
+    n_classes: int
+    card: list[Item]
+    figures: list[Item]
+    maco_settings: list[Item]
+    craft_settings: list[Item]
+
+
+def model_summary(model: str, card: dict[str, Any], metas: list[Meta]) -> ModelSummary:
+    """The model page's quality figures, computed over its rendered classes."""
+    macos = [as_dict(m.get("maco")) for m in metas]
+    crafts = [as_dict(m.get("craft")) for m in metas]
+    done_macos = [m for m in macos if m.get("status") == "done"]
+    ranks = [m.get("self_rank") for m in done_macos if num(m.get("self_rank")) is not None]
+    transfer = [num(as_dict(t).get("rank")) for m in done_macos for t in as_dict(as_dict(m.get("quality")).get("transfer")).values()]
+    transfer = [t for t in transfer if t is not None]
+    margins = [num(as_dict(as_dict(m.get("quality")).get("plausibility")).get("margin")) for m in done_macos]
+    done_crafts = [c for c in crafts if c.get("status") == "done"]
+    figures = [
+        ("classes rendered", str(len(metas))),
+        ("MACO done / failed", f"{len(done_macos)} / {sum(m.get('status') == 'failed' for m in macos)}"),
+        ("CRAFT done / failed", f"{len(done_crafts)} / {sum(c.get('status') == 'failed' for c in crafts)}"),
+        ("MACO images classified as their class (top-1)", pct(sum(r == 1 for r in ranks) / len(ranks)) if ranks else None),
+        ("MACO images in another model's top 5 (transfer)", pct(sum(t <= 5 for t in transfer) / len(transfer)) if transfer else None),
+        ("mean plausibility margin", fmt(_mean(margins)) if _mean(margins) is not None else None),
+        ("mean CRAFT deletion AUC, by importance", _fmt_mean(as_dict(c.get("deletion")).get("auc_importance") for c in done_crafts)),
+        ("mean CRAFT deletion AUC, random order", _fmt_mean(as_dict(c.get("deletion")).get("auc_random") for c in done_crafts)),
+        ("mean NMF relative error", _fmt_mean(c.get("nmf_error") for c in done_crafts)),
+        ("total render time (h)", fmt(sum(num(r.get("wall_time_s")) or 0.0 for r in macos + crafts) / 3600)),
+    ]
+    accuracy = as_dict(card.get("accuracy"))
+    preprocess = as_dict(card.get("preprocess"))
+    card_rows = [
+        ("architecture (timm)", card.get("arch")),
+        ("parameters", f"{card['params'] / 1e6:.2f} M" if num(card.get("params")) else None),
+        ("weights", card.get("weights")),
+        ("checkpoint key map", card.get("key_map")),
+        ("concept layer", card.get("concept_layer")),
+        ("measured top-1 accuracy", f"{pct(num(accuracy.get('top1')))} on {fmt(accuracy.get('n_images'))} images"
+                                    f" ({fmt(accuracy.get('source'))})" if num(accuracy.get("top1")) is not None else None),
+    ] + [(f"preprocess: {k}", fmt(v)) for k, v in preprocess.items()]
+    return ModelSummary(
+        name=model,
+        description=card.get("description"),
+        arch=card.get("arch"),
+        n_classes=len(metas),
+        card=[Item(k, str(v)) for k, v in card_rows if v is not None],
+        figures=[Item(k, v) for k, v in figures if v is not None],
+        maco_settings=_common_settings(done_macos),
+        craft_settings=_common_settings(done_crafts),
+    )
+
+
+def _fmt_mean(values: Iterable[Any]) -> str | None:
+    m = _mean(num(v) for v in values)
+    return None if m is None else fmt(m)
+
+
+def _common_settings(records: list[dict[str, Any]]) -> list[Item]:
+    """The settings most classes were rendered with, and in how many classes."""
+    blobs = Counter(json.dumps(as_dict(r.get("settings")), sort_keys=True) for r in records if r.get("settings"))
+    if not blobs:
+        return []
+    blob, n = blobs.most_common(1)[0]
+    rows = [Item(k, fmt(v)) for k, v in json.loads(blob).items()]
+    if len(blobs) > 1:
+        rows.append(Item("classes with these settings", f"{n} of {len(records)}"))
+    return rows
