@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import CraftSettings, MacoSettings, ModelEntry, Zoo, settings_hash
 from .classes import imagenet_class
+from .config import CraftSettings, MacoSettings, ModelEntry, Zoo, settings_hash
 from .errors import PlanError
 from .records import Meta, PartRecord, Unit
 from .store import Store

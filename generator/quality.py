@@ -12,7 +12,6 @@ class the rendering model predicts for them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence

@@ -214,7 +214,8 @@ class Meta(_Record):
         except ValidationError as e:
             err = e.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or "top level"
-            raise ValueError(f"{where}: {err['msg']}" + (f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else "")) from None
+            more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
+            raise ValueError(f"{where}: {err['msg']}{more}") from None
 
     def to_json_obj(self) -> dict[str, Any]:
         """The on-disk dict (same layout the site reads): fields that are None are left out."""

@@ -31,11 +31,11 @@ from . import __version__, maco
 from . import craft as craft_method
 from .classes import imagenet_class
 from .config import MacoSettings, load_zoo
+from .errors import LensError, StoreError
 from .images import SourceImage, demo_photos, load_class_images
 from .models import LoadedModel, load_model
-from .errors import LensError, StoreError
 from .plan import ModelPlan, RenderJob, model_plans, part_done, pending_units, unit_state
-from .records import Attribution, Concept, CraftRecord, MacoRecord, Meta, ModelCard, PartRecord, Crop, Unit
+from .records import Attribution, Concept, CraftRecord, Crop, MacoRecord, Meta, ModelCard, Unit
 from .spectrum import Spectrum, resolve_spectrum
 from .store import Claim, Store, encode_jpeg, encode_png, store_errors
 
