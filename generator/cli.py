@@ -95,7 +95,6 @@ def _selection(args: argparse.Namespace) -> Selection:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from .plan import RenderJob, parse_shard
-    from .store import CLAIM_TTL_S
     from .workers import default_devices, run_render
 
     sel = _selection(args)
@@ -117,17 +116,33 @@ def cmd_render(args: argparse.Namespace) -> int:
         summary = run_render_ray(job, address=args.ray_address, device=args.device)
     else:
         summary = run_render(job)
-    print(f"lens: {summary.done} done, {summary.failed} failed, {summary.skipped} skipped"
+    report_render(summary)
+    return summary.exit_code
+
+
+def report_render(summary: Any) -> None:
+    """The run's summary on stderr: counts, failures grouped by reason, no-images, undone units."""
+    from collections import Counter
+
+    from .store import CLAIM_TTL_S
+
+    print(f"lens: {summary.done} done, {summary.failed} failed, {summary.no_images} without images, {summary.skipped} skipped"
           + (" (stopped early)" if summary.stopped else ""), file=sys.stderr)
-    for f in summary.failures[:20]:
-        print(f"  failed {f.unit}: {f.error}", file=sys.stderr)
+    reasons = Counter((f.unit.split("/")[0], f.error) for f in summary.failures)
+    for (model, error), n in list(reasons.items())[:20]:
+        example = next(f.unit for f in summary.failures if f.error == error and f.unit.startswith(model + "/"))
+        print(f"  failed {example}" + (f" and {n - 1} more units of {model}" if n > 1 else "") + f": {error}", file=sys.stderr)
     if summary.failed:
         print("lens: some units failed; `lens status` lists them, and re-running retries them", file=sys.stderr)
-    claimed = sum(o.error == "claimed by another worker" for o in summary.skipped_outcomes)
-    if claimed:
-        print(f"lens: {claimed} units were left to other workers that hold them (or that died less than "
-              f"{int(CLAIM_TTL_S // 60)} minutes ago); `lens status` shows whether they finish", file=sys.stderr)
-    return summary.exit_code
+    if summary.no_images:
+        print(f"lens: CRAFT found no usable image for {summary.no_images} classes in {summary.images_source}; "
+              "set `images:` in models.yaml (or --images) to an ImageNet-layout folder (<wnid>/*.jpg)", file=sys.stderr)
+    for problem in summary.problems[:20]:
+        print(f"lens: {problem}", file=sys.stderr)
+    if summary.undone:
+        print(f"lens: {len(summary.undone)} selected units are not done (e.g. {summary.undone[0]}): held by other "
+              f"workers that may have died (claims expire after {int(CLAIM_TTL_S // 60)} minutes); re-run to finish them",
+              file=sys.stderr)
 
 
 def cmd_quality(args: argparse.Namespace) -> int:
@@ -142,9 +157,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .status import render_status
 
     sel = _selection(args)
-    text, failed = render_status(sel.zoo, sel.out, sel.models, sel.classes, sel.parts, sel.maco, sel.craft, sel.images, sel.spectrum)
+    text, code = render_status(sel.zoo, sel.out, sel.models, sel.classes, sel.parts, sel.maco, sel.craft, sel.images,
+                               sel.spectrum, as_json=args.json)
     print(text)
-    return 1 if failed else 0
+    return code
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -247,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p = command("status", cmd_status, "done, pending and failed units per model and part, with failure reasons")
     _add_selection(p)
+    p.add_argument("--json", action="store_true", help="print the counts, failures and problems as one JSON object")
     p = command("models", cmd_models, "list the zoo and whether each model's weights are available")
     p.add_argument("--config", type=Path, default=None)
     p = command("spectrum", cmd_spectrum, "compute a MACO magnitude spectrum from a folder of natural images")
@@ -272,3 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     except LensError as e:
         print(f"lens: error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C (the first one stops renders cleanly): no traceback
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("\nlens: interrupted", file=sys.stderr)
+        return 130

@@ -1,8 +1,11 @@
-"""Planning: which units of work (model, class, part) a render still owes, and in which shard.
+"""Planning: which units of work (`records.Unit`) a render still owes, and in which shard.
 
 Parts: `maco` (class visualization), `craft` (concepts of the class) and `concept/<k>` (MACO of
-concept k's direction, possible once CRAFT is done). A part is done when meta.json holds it with
-the settings hash computed here, so changed settings re-render and unchanged ones are skipped.
+concept k's direction, possible once CRAFT is done). Every unit's settings hash is computed here,
+in `ModelPlan.unit_hash`, and its state in `unit_state`: done (the record has the current hash and
+every file it lists exists), failed, no-images (CRAFT found no usable photo), stale (done with
+other settings), missing (done, but a listed file is gone) or pending. Stale, missing and pending
+units are rendered; failed ones are retried by the next run.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .classes import imagenet_class
 from .config import CraftSettings, MacoSettings, ModelEntry, Zoo, settings_hash
 from .errors import PlanError
-from .store import Store, Unit
+from .records import Meta, PartRecord, Unit
+from .store import Store
 
 PARTS = ("maco", "craft")
 METHOD_VERSION = {"maco": 1, "craft": 1}  # bump when a change of code changes results
@@ -90,6 +95,13 @@ class ModelPlan:
     def concept_hash(self, craft_hash: str, concept_id: int) -> str:
         return settings_hash("concept", self.maco_hash(), craft_hash, concept_id)
 
+    def unit_hash(self, unit: Unit) -> str:
+        """The settings hash of a unit: the one definition used to plan, record and judge it."""
+        if unit.kind == "maco":
+            return self.maco_hash()
+        craft = self.craft_hash(imagenet_class(unit.class_index).wnid, unit.class_index)
+        return craft if unit.kind == "craft" else self.concept_hash(craft, unit.concept)  # type: ignore[arg-type]
+
 
 @dataclass
 class RenderJob:
@@ -125,43 +137,59 @@ def model_plans(job: RenderJob, zoo: Zoo, spectrum_id: str) -> list[ModelPlan]:
     return plans
 
 
-def part_done(record: dict[str, Any] | None, expected_hash: str) -> bool:
-    return bool(record) and record.get("status") == "done" and record.get("settings_hash") == expected_hash
+STATES = ("done", "pending", "stale", "missing", "failed", "no-images")
+TODO = ("pending", "stale", "missing")  # states a render works on (plus failed, retried by a new run)
 
 
-def part_failed(record: dict[str, Any] | None, expected_hash: str) -> bool:
-    return bool(record) and record.get("status") == "failed" and record.get("settings_hash") == expected_hash
+def part_done(record: PartRecord | None, expected_hash: str) -> bool:
+    return record is not None and record.done and record.settings_hash == expected_hash
 
 
-def visualized_concepts(meta: dict[str, Any], craft: CraftSettings) -> list[dict[str, Any]]:
-    """The concepts that get a MACO visualization: the `visualize` most important (all by default)."""
-    concepts = meta.get("concepts") or []
-    return concepts if craft.visualize is None else concepts[: craft.visualize]
+def unit_state(store: Store, plan: ModelPlan, meta: Meta | None, unit: Unit) -> str:
+    """One of STATES for a unit, judged against the plan's settings and the files on disk."""
+    record = meta.record(unit) if meta is not None else None
+    if record is None:
+        return "pending"
+    if record.settings_hash != plan.unit_hash(unit):
+        return "stale" if record.done else "pending"
+    if record.status != "done":
+        return record.status  # failed or no-images
+    return "missing" if store.missing_files(meta, unit) else "done"  # type: ignore[arg-type]
 
 
-def pending_units(store: Store, plan: ModelPlan, wnids: dict[int, str], include_failed: bool = True) -> list[Unit]:
+def visualized_concepts(meta: Meta, craft: CraftSettings) -> list[int]:
+    """Ids of the concepts that get a MACO visualization: the `visualize` most important (all by default)."""
+    ids = [c.id for c in meta.concepts]
+    return ids if craft.visualize is None else ids[: craft.visualize]
+
+
+def class_units(store: Store, plan: ModelPlan, meta: Meta | None, class_index: int) -> list[tuple[Unit, str]]:
+    """Every selected unit of one class with its state; concept units once CRAFT is done."""
+    out = []
+    if "maco" in plan.parts:
+        u = Unit(plan.name, class_index, "maco")
+        out.append((u, unit_state(store, plan, meta, u)))
+    if "craft" in plan.parts:
+        u = Unit(plan.name, class_index, "craft")
+        state = unit_state(store, plan, meta, u)
+        out.append((u, state))
+        if state == "done":
+            for k in visualized_concepts(meta, plan.craft):  # type: ignore[arg-type]
+                cu = Unit(plan.name, class_index, "concept", k)
+                out.append((cu, unit_state(store, plan, meta, cu)))
+    return out
+
+
+def pending_units(store: Store, plan: ModelPlan, wnids: dict[int, str] | None = None, include_failed: bool = True) -> list[Unit]:
     """Units of this model not yet done with the current settings, in the order they should run:
     CRAFT first (it creates the concept units), then class and concept visualizations.
 
     Units recorded as failed with the same settings are included only if `include_failed`.
     """
+    todo = TODO + (("failed",) if include_failed else ())
     craft_units, maco_units = [], []
     for c in plan.classes:
-        meta = store.read_meta(plan.name, c) or {}
-        if "maco" in plan.parts:
-            rec, h = meta.get("maco"), plan.maco_hash()
-            if not part_done(rec, h) and (include_failed or not part_failed(rec, h)):
-                maco_units.append(Unit(plan.name, c, "maco"))
-        if "craft" in plan.parts:
-            h = plan.craft_hash(wnids[c], c)
-            rec = meta.get("craft")
-            if not part_done(rec, h):
-                if include_failed or not part_failed(rec, h):
-                    craft_units.append(Unit(plan.name, c, "craft"))
-                continue
-            for concept in visualized_concepts(meta, plan.craft):
-                ch = plan.concept_hash(h, concept["id"])
-                rec = concept.get("maco")
-                if not part_done(rec, ch) and (include_failed or not part_failed(rec, ch)):
-                    maco_units.append(Unit(plan.name, c, f"concept/{concept['id']}"))
+        for u, state in class_units(store, plan, store.meta(plan.name, c), c):
+            if state in todo:
+                (craft_units if u.kind == "craft" else maco_units).append(u)
     return craft_units + maco_units

@@ -12,7 +12,6 @@ class the rendering model predicts for them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,7 +26,8 @@ from .craft import make_views
 from .images import SourceImage, class_image_paths, demo_photos, load_rgb
 from .maco import classify
 from .models import LoadedModel, load_model, resolve_device
-from .store import Store, atomic_write_bytes
+from .records import Meta, ModelCard, Quality
+from .store import Store
 
 REFERENCE_PER_CLASS = 4  # real images per class used for plausibility (and accuracy)
 
@@ -98,11 +98,11 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
     dev = resolve_device(device)
     renders: dict[str, dict[int, np.ndarray]] = {}
     for name in models:
-        for meta in store.iter_metas(name):
-            rec = meta.get("maco") or {}
-            if meta["class_index"] in classes and rec.get("status") == "done":
-                path = store.class_dir(name, meta["class_index"]) / rec["files"]["image"]
-                renders.setdefault(name, {})[meta["class_index"]] = np.asarray(Image.open(path).convert("RGB"))
+        for meta in store.iter_meta_records(name, classes):
+            rec = meta.maco
+            if rec is not None and rec.done:
+                path = store.class_dir(name, meta.class_index) / rec.files["image"]
+                renders.setdefault(name, {})[meta.class_index] = np.asarray(Image.open(path).convert("RGB"))
     if not renders:
         return
     reference = reference_images(images_dir, classes)
@@ -139,21 +139,21 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
 
 
 def _store_scores(store: Store, model: str, class_index: int, s: dict) -> None:
-    def change(meta: dict) -> None:
-        rec = meta.get("maco")
-        if not rec or rec.get("status") != "done":
+    def change(meta: Meta) -> None:
+        rec = meta.maco
+        if rec is None or not rec.done:
             return
-        rec["quality"] = {"transfer": s["transfer"], "plausibility": s.get("plausibility")}
+        rec.quality = Quality.model_validate({"transfer": s["transfer"], "plausibility": s.get("plausibility")})
         if "self_rank" in s:
-            rec["self_prob"], rec["self_rank"] = s["self_prob"], s["self_rank"]
+            rec.self_prob, rec.self_rank = s["self_prob"], s["self_rank"]
 
-    c = imagenet_class(class_index)
-    store.update_meta(model, class_index, {"model": model, "class_index": c.index, "wnid": c.wnid, "class_name": c.name}, change)
+    store.update_meta(model, class_index, change)
 
 
 def _write_accuracy(store: Store, model: str, predicted: list[int], labels: list[int], source: str) -> None:
-    path = store.root / model / "model.json"
-    card = json.loads(path.read_text()) if path.exists() else {"name": model}
     correct = sum(p == t for p, t in zip(predicted, labels))
-    card["accuracy"] = {"top1": correct / len(labels), "n_images": len(labels), "source": source}
-    atomic_write_bytes(path, json.dumps(card, indent=1).encode())
+
+    def change(card: ModelCard) -> None:
+        card.accuracy = {"top1": correct / len(labels), "n_images": len(labels), "source": source}
+
+    store.update_model_card(model, change)

@@ -1,64 +1,116 @@
-"""`lens status`: done, pending and failed units per model and part, and why units failed."""
+"""`lens status`: the state of every selected unit per model and part, and why units are not done.
+
+States (`plan.STATES`): done; pending (never rendered); stale (done with other settings: a render
+with the current settings redoes it); missing (done, but a file meta.json lists is gone: a render
+repairs it); failed (with the reason); no-images (CRAFT found no usable photo for the class). It
+names the store and config it reads, reports meta.json files it had to move aside, and
+`--json` gives the same as one JSON object for scripts. Exit code: 0 when everything selected is
+done (no-images counts as finished), else 1.
+"""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .classes import imagenet_class
 from .config import Zoo
-from .plan import ModelPlan, RenderJob, model_plans, part_done, part_failed, visualized_concepts
+from .plan import STATES, ModelPlan, RenderJob, class_units, model_plans
 from .spectrum import resolve_spectrum
 from .store import Store
 
+KINDS = ("maco", "craft", "concept")
 
-def unit_states(store: Store, plan: ModelPlan) -> tuple[Counter, list[tuple[str, str]]]:
-    """Counts of (part, state) and the failures (unit id, error) of one model."""
-    counts: Counter = Counter()
-    failures = []
+
+@dataclass
+class StatusReport:
+    store: Path
+    config: Path
+    counts: dict[str, dict[str, Counter]] = field(default_factory=dict)  # model -> kind -> state -> n
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (unit id, error)
+    missing: list[tuple[str, list[str]]] = field(default_factory=list)  # (unit id, missing files)
+    problems: list[str] = field(default_factory=list)
+
+    def total(self, state: str) -> int:
+        return sum(c[state] for kinds in self.counts.values() for c in kinds.values())
+
+    @property
+    def all_done(self) -> bool:
+        return not any(self.total(s) for s in STATES if s not in ("done", "no-images"))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "store": str(self.store), "config": str(self.config),
+            "models": {m: {k: {s: c[s] for s in STATES} for k, c in kinds.items()} for m, kinds in self.counts.items()},
+            "totals": {s: self.total(s) for s in STATES},
+            "failures": [{"unit": u, "error": e} for u, e in self.failures],
+            "missing_files": [{"unit": u, "files": f} for u, f in self.missing],
+            "problems": self.problems, "all_done": self.all_done,
+        }
+
+    def text(self) -> str:
+        lines = [f"store {self.store}, config {self.config}", "",
+                 f"{'model':24s} {'part':8s} {'done':>6s} {'pending':>8s} {'stale':>6s} {'missing':>8s} {'failed':>7s} {'no-images':>10s}"]
+        for model, kinds in self.counts.items():
+            for kind in KINDS:
+                c = kinds.get(kind)
+                if c and sum(c.values()):
+                    lines.append(f"{model:24s} {kind:8s} {c['done']:6d} {c['pending']:8d} {c['stale']:6d} {c['missing']:8d} "
+                                 f"{c['failed']:7d} {c['no-images']:10d}")
+        lines.append(f"{'total':24s} {'':8s} " + " ".join(f"{self.total(s):{w}d}" for s, w in
+                     zip(STATES, (6, 8, 6, 8, 7, 10))))
+        lines.append("(concept visualizations are counted once CRAFT of their class is done)")
+        if self.total("stale"):
+            lines.append(f"stale: done with other settings ({self.total('stale')} units); "
+                         "`lens render` with these settings renders them again")
+        if self.total("missing"):
+            lines.append(f"missing: done, but {sum(len(f) for _, f in self.missing)} files meta.json lists are gone "
+                         f"({self.total('missing')} units); `lens render` repairs them")
+            lines += [f"  {u}: {', '.join(f[:3])}{' ...' if len(f) > 3 else ''}" for u, f in self.missing[:20]]
+        if self.total("no-images"):
+            lines.append(f"no-images: {self.total('no-images')} classes had no usable photo for CRAFT; "
+                         "set `images:` in models.yaml (or --images) to an ImageNet-layout folder")
+        if self.problems:
+            lines.append(f"\n{len(self.problems)} unusable records:")
+            lines += [f"  {p}" for p in self.problems]
+        if self.failures:
+            lines.append(f"\n{len(self.failures)} failed units:")
+            lines += [f"  {unit}: {error}" for unit, error in self.failures]
+        return "\n".join(lines)
+
+
+def unit_states(store: Store, plan: ModelPlan, report: StatusReport) -> None:
+    """Adds one model's units to the report."""
+    counts = report.counts.setdefault(plan.name, {k: Counter() for k in KINDS})
     for c in plan.classes:
-        meta = store.read_meta(plan.name, c) or {}
-        records: list[tuple[str, dict[str, Any] | None, str]] = []
-        if "maco" in plan.parts:
-            records.append(("maco", meta.get("maco"), plan.maco_hash()))
-        if "craft" in plan.parts:
-            craft_hash = plan.craft_hash(imagenet_class(c).wnid, c)
-            records.append(("craft", meta.get("craft"), craft_hash))
-            if part_done(meta.get("craft"), craft_hash):
-                for concept in visualized_concepts(meta, plan.craft):
-                    records.append((f"concept/{concept['id']}", concept.get("maco"), plan.concept_hash(craft_hash, concept["id"])))
-        for part, rec, h in records:
-            kind = part.split("/")[0]
-            if part_done(rec, h):
-                counts[kind, "done"] += 1
-            elif part_failed(rec, h):
-                counts[kind, "failed"] += 1
-                failures.append((f"{plan.name}/{c:04d}/{part}", str(rec.get("error"))))  # type: ignore[union-attr]
-            else:
-                counts[kind, "pending"] += 1
-    return counts, failures
+        meta = store.meta(plan.name, c)
+        for unit, state in class_units(store, plan, meta, c):
+            counts[unit.kind][state] += 1
+            if state == "failed":
+                report.failures.append((unit.id, str(meta.record(unit).error)))  # type: ignore[union-attr]
+            elif state == "missing":
+                report.missing.append((unit.id, store.missing_files(meta, unit)))  # type: ignore[arg-type]
 
 
-def render_status(zoo: Zoo, out: Path, models: list[str], classes: list[int], parts: frozenset[str],
-                  maco: dict[str, Any], craft: dict[str, Any], images: Path | None, spectrum: str) -> tuple[str, int]:
-    """A table of counts and the failure list; returns (text, number of failed units)."""
+def collect_status(zoo: Zoo, out: Path, models: list[str], classes: list[int], parts: frozenset[str],
+                   maco: dict[str, Any], craft: dict[str, Any], images: Path | None, spectrum: str) -> StatusReport:
     store = Store(out)
     spectrum_id = resolve_spectrum(spectrum, out / "spectra", images).id
     job = RenderJob(config=zoo.path, out=out, models=models, classes=classes, parts=parts,
                     maco_overrides=maco, craft_overrides=craft, images=images, spectrum=spectrum)
-    lines = [f"{'model':24s} {'part':8s} {'done':>6s} {'pending':>8s} {'failed':>7s}"]
-    all_failures = []
+    report = StatusReport(store=out, config=zoo.path)
     for plan in model_plans(job, zoo, spectrum_id):
-        counts, failures = unit_states(store, plan)
-        all_failures += failures
-        for kind in ("maco", "craft", "concept"):
-            if any(counts[kind, s] for s in ("done", "pending", "failed")):
-                done, pending, failed = (counts[kind, s] for s in ("done", "pending", "failed"))
-                lines.append(f"{plan.name:24s} {kind:8s} {done:6d} {pending:8d} {failed:7d}")
-    if "craft" in parts:
-        lines.append("(concept visualizations are counted once CRAFT of their class is done)")
-    if all_failures:
-        lines.append(f"\n{len(all_failures)} failed units:")
-        lines += [f"  {unit}: {error}" for unit, error in all_failures]
-    return "\n".join(lines), len(all_failures)
+        unit_states(store, plan, report)
+    report.problems = list(store.problems)
+    return report
+
+
+def render_status(zoo: Zoo, out: Path, models: list[str], classes: list[int], parts: frozenset[str],
+                  maco: dict[str, Any], craft: dict[str, Any], images: Path | None, spectrum: str,
+                  as_json: bool = False) -> tuple[str, int]:
+    """The report as text (or JSON) and the exit code: 0 when everything selected is done, else 1."""
+    report = collect_status(zoo, out, models, classes, parts, maco, craft, images, spectrum)
+    text = json.dumps(report.as_json(), indent=1) if as_json else report.text()
+    return text, 0 if report.all_done else 1

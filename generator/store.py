@@ -2,23 +2,18 @@
 
 Guarantees, because this is where data is lost in practice:
 - every file appears whole or not at all (temporary file, then rename);
-- `meta.json` is changed only by a locked read-modify-write, so concurrent workers never drop
-  each other's parts;
+- `meta.json` and `model.json` are changed only by a locked read-modify-write, so concurrent
+  workers never drop each other's parts;
 - a unit of work is claimed by an exclusive create, and claims of dead workers are reclaimed;
-- a part counts as done only when `meta.json` says so with the current settings hash.
+- a part counts as done only when `meta.json` says so with the current settings hash and every
+  file it lists exists;
+- a `meta.json` that does not parse or does not fit `records.Meta` is moved aside
+  (`meta.json.corrupt-<UTC time>`), reported in `Store.problems` and the run log, and its units
+  count as not done, so they are rendered again;
+- a full disk or a read-only store raises `StoreError` (one line); the write in flight is dropped
+  whole, and nothing finished before it is touched.
 
-meta.json (schema 1)::
-
-    {"schema": 1, "model": str, "class_index": int, "wnid": str, "class_name": str,
-     "maco":    {part record, "files": {"image": "maco.png", "alpha": "maco_alpha.png"},
-                 "self_prob", "self_rank", "quality": {...}},
-     "craft":   {part record, "n_images", "image_selection": "predicted"|"all"|"none",
-                 "nmf_error", "reason"?},
-     "concepts": [{"id", "rank", "importance", "logit_share", "files": {...}, "crops": [...],
-                   "attributions": [...], "maco": {part record}}, ...]}   # ordered by importance
-
-A part record always has "status" ("done" or "failed"), "settings_hash", and when done
-"settings", "wall_time_s", "versions", "finished_at"; when failed "error" and "attempts".
+The records themselves (schema, fields, the unit of work) are defined in `generator/records.py`.
 """
 
 from __future__ import annotations
@@ -35,13 +30,21 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
 
-SCHEMA = 1
+from .classes import imagenet_class
+from .errors import StoreError
+from .records import SCHEMA, Meta, ModelCard, Unit
+
+__all__ = ["SCHEMA", "META", "Store", "Unit", "Claim", "StoreError", "atomic_write_bytes", "atomic_write_json",
+           "encode_png", "encode_jpeg", "file_lock"]
+
 META = "meta.json"
+MODEL_CARD = "model.json"
+RESERVED = ("spectra", "runs.jsonl")  # the store's own entries beside the model folders
 CLAIM_TTL_S = 600.0  # a claim not refreshed for this long belongs to a dead worker
 HOST = socket.gethostname()
 _TMP_MARK = ".tmp."
@@ -52,7 +55,30 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}{_TMP_MARK}{HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
 
 
+# A store that is full, over quota or not writable: no retry or other unit can help.
+_STORE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+@contextlib.contextmanager
+def store_errors(path: Path) -> Iterator[None]:
+    """OSErrors that mean "this store cannot be written" become one StoreError line naming the path."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except OSError as e:
+        if e.errno in _STORE_ERRNOS:
+            raise StoreError(f"cannot write {path}: {e.strerror or e} (the store must be writable and have free space; "
+                             "everything finished before this is kept)") from None
+        raise
+
+
 def atomic_write_bytes(path: Path, data: bytes, fsync: bool = False) -> None:
+    with store_errors(path):
+        _atomic_write_bytes(path, data, fsync)
+
+
+def _atomic_write_bytes(path: Path, data: bytes, fsync: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
     try:
@@ -87,8 +113,9 @@ def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock (flock) held for a short read-modify-write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    with store_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -105,23 +132,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One piece of work: a part of a (model, class). part: `maco`, `craft` or `concept/<k>`."""
-
-    model: str
-    class_index: int
-    part: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.model}/{self.class_index:04d}/{self.part}"
-
-    @property
-    def kind(self) -> str:
-        return self.part.split("/")[0]
-
-
 @dataclass
 class Claim:
     unit: Unit
@@ -133,6 +143,7 @@ class Store:
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
+        self.problems: list[str] = []  # unusable records met while reading, one line each
 
     # ---------------------------------------------------------------- paths and reading
     def class_dir(self, model: str, class_index: int) -> Path:
@@ -142,49 +153,136 @@ class Store:
         return self.class_dir(model, class_index) / META
 
     def read_meta(self, model: str, class_index: int) -> dict[str, Any] | None:
+        """The raw dict of meta.json, unvalidated (kept for readers not yet on `meta()`); None if absent."""
         path = self.meta_path(model, class_index)
         try:
             return json.loads(path.read_text())
         except FileNotFoundError:
             return None
-        except json.JSONDecodeError as e:  # cannot happen through this module; say so if it does
-            raise RuntimeError(f"{path}: corrupt meta.json ({e}); delete it to re-render the class") from None
+        except json.JSONDecodeError as e:
+            raise RuntimeError(f"{path}: corrupt meta.json ({e})") from None
+
+    def meta(self, model: str, class_index: int, repair: bool = True) -> Meta | None:
+        """The validated meta.json, or None if absent or unusable (then moved aside when `repair`)."""
+        return self._load_meta(model, class_index, locked=False, repair=repair)
+
+    def _parse_meta(self, model: str, class_index: int) -> tuple[Meta | None, str | None]:
+        """(record, None), (None, None) when absent, or (None, why it is unusable). No side effects."""
+        path = self.meta_path(model, class_index)
+        try:
+            meta = Meta.from_json_obj(json.loads(path.read_bytes().decode("utf-8")))
+        except FileNotFoundError:
+            return None, None
+        except (ValueError, OSError) as e:  # JSON, UTF-8 and schema errors are ValueErrors; a folder is an OSError
+            return None, (str(e).splitlines()[0] if str(e) else type(e).__name__)
+        if (meta.model, meta.class_index) != (model, class_index):
+            return None, f"it belongs to {meta.model}/{meta.class_index:04d}"
+        return meta, None
+
+    def _load_meta(self, model: str, class_index: int, locked: bool, repair: bool = True) -> Meta | None:
+        meta, reason = self._parse_meta(model, class_index)
+        if reason is None:
+            return meta
+        path = self.meta_path(model, class_index)
+        if not repair:
+            self._problem(f"{path}: unusable meta.json ({reason}); its parts count as not done")
+            return None
+        try:
+            with contextlib.ExitStack() as stack:
+                if not locked:  # re-check under the lock: another process may have moved or replaced it
+                    stack.enter_context(file_lock(path.parent / ".meta.lock"))
+                    meta, reason = self._parse_meta(model, class_index)
+                    if reason is None:
+                        return meta
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                aside = path.with_name(f"{META}.corrupt-{stamp}-{uuid.uuid4().hex[:4]}")
+                path.rename(aside)
+        except FileNotFoundError:
+            return None
+        except OSError as e:  # StoreError included: a read-only store keeps the file, the parts still count as not done
+            self._problem(f"{path}: unusable meta.json ({reason}); could not move it aside ({e}); its parts count as not done")
+            return None
+        self._problem(f"{path}: unusable meta.json ({reason}); moved aside to {aside.name}, its parts will be rendered again")
+        with contextlib.suppress(OSError):
+            self.log({"event": "meta_quarantined", "path": str(path), "aside": aside.name, "reason": reason})
+        return None
+
+    def _problem(self, text: str) -> None:
+        self.problems.append(text)
 
     def models(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")) and p.name != "spectra")
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and not p.name.startswith((".", "_")) and p.name not in RESERVED)
 
-    def iter_metas(self, model: str) -> Iterator[dict[str, Any]]:
+    def class_indices(self, model: str) -> list[int]:
+        """Classes of a model that have a meta.json (valid or not)."""
         base = self.root / model
         if not base.is_dir():
-            return
-        for d in sorted(base.iterdir()):
-            if d.name.isdigit() and (d / META).is_file():
-                meta = self.read_meta(model, int(d.name))
+            return []
+        return sorted(int(d.name) for d in base.iterdir() if d.name.isdigit() and len(d.name) == 4 and (d / META).exists())
+
+    def iter_metas(self, model: str) -> Iterator[dict[str, Any]]:
+        """Valid meta.json files of a model, as on-disk dicts (unusable ones are moved aside)."""
+        for meta in self.iter_meta_records(model):
+            yield meta.to_json_obj()
+
+    def iter_meta_records(self, model: str, classes: Iterable[int] | None = None) -> Iterator[Meta]:
+        wanted = set(classes) if classes is not None else None
+        for c in self.class_indices(model):
+            if wanted is None or c in wanted:
+                meta = self.meta(model, c)
                 if meta is not None:
                     yield meta
+
+    def missing_files(self, meta: Meta, unit: Unit) -> list[str]:
+        """Files the unit's record lists that are not in the store (a done part with these is not done)."""
+        d = self.class_dir(meta.model, meta.class_index)
+        return [f for f in meta.files_of(unit) if not (d / f).is_file()]
 
     # ---------------------------------------------------------------- writing
     def write_file(self, model: str, class_index: int, rel: str, data: bytes) -> str:
         atomic_write_bytes(self.class_dir(model, class_index) / rel, data)
         return rel
 
-    def update_meta(self, model: str, class_index: int, identity: dict[str, Any],
-                    change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        """Locked read-modify-write of meta.json; `change` edits the dict in place."""
+    def update_meta(self, model: str, class_index: int, change: Callable[[Meta], Any]) -> Meta:
+        """Locked read-modify-write of meta.json; `change` edits the typed record in place."""
         d = self.class_dir(model, class_index)
         with file_lock(d / ".meta.lock"):
-            meta = self.read_meta(model, class_index) or {"schema": SCHEMA, **identity}
+            meta = self._load_meta(model, class_index, locked=True)
+            if meta is None:
+                c = imagenet_class(class_index)
+                meta = Meta(model=model, class_index=class_index, wnid=c.wnid, class_name=c.name)
             change(meta)
-            atomic_write_json(d / META, meta)
+            atomic_write_json(d / META, meta.to_json_obj())
         return meta
+
+    def model_card(self, model: str) -> ModelCard | None:
+        """The validated model.json, or None if absent or unusable (reported in `problems`)."""
+        path = self.root / model / MODEL_CARD
+        try:
+            return ModelCard.from_json_obj(json.loads(path.read_bytes().decode("utf-8")))
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError) as e:
+            self._problem(f"{path}: unusable model.json ({e}); it will be rewritten")
+            return None
+
+    def update_model_card(self, model: str, change: Callable[[ModelCard], Any]) -> ModelCard:
+        """Locked read-modify-write of model.json (the model folder's lock, as meta.json's is the class's)."""
+        with file_lock(self.root / model / ".meta.lock"):
+            card = self.model_card(model) or ModelCard(name=model)
+            change(card)
+            atomic_write_json(self.root / model / MODEL_CARD, card.to_json_obj())
+        return card
 
     def replace_dir(self, model: str, class_index: int, rel: str, fill: Callable[[Path], None]) -> None:
         """Build a whole folder aside with `fill(tmp)`, then swap it in for `rel`."""
         target = self.class_dir(model, class_index) / rel
         tmp = _tmp_name(target)
-        tmp.mkdir(parents=True)
+        with store_errors(tmp):
+            tmp.mkdir(parents=True)
         try:
             fill(tmp)
             old = target.with_name(f".{target.name}.old.{uuid.uuid4().hex[:8]}")
@@ -203,10 +301,12 @@ class Store:
     def claim(self, unit: Unit) -> Claim | None:
         """Take the unit for this process, or None if a live worker holds it."""
         path = self._claim_path(unit)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with store_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with store_errors(path):
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 if not self._reclaim_if_stale(path):
                     return None
@@ -263,7 +363,28 @@ class Store:
 
     def log(self, event: dict[str, Any]) -> None:
         """Append one line to the JSONL run log (locked, so lines from concurrent workers never interleave)."""
-        self.root.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"time": time.time(), "host": HOST, "pid": os.getpid(), **event}) + "\n"
-        with file_lock(self.root / ".runs.lock"), open(self.root / "runs.jsonl", "a") as f:
-            f.write(line)
+        with store_errors(self.root / "runs.jsonl"):
+            self.root.mkdir(parents=True, exist_ok=True)
+            with file_lock(self.root / ".runs.lock"), open(self.root / "runs.jsonl", "a") as f:
+                f.write(line)
+
+    def claimed_by_live_worker(self, unit: Unit) -> bool:
+        """A claim exists and does not look stale (its holder may still finish the unit)."""
+        path = self._claim_path(unit)
+        try:
+            info = json.loads(path.read_text() or "{}")
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        except (json.JSONDecodeError, OSError):
+            return True
+        if info.get("host") == HOST and isinstance(info.get("pid"), int):
+            return _pid_alive(info["pid"])
+        return age < CLAIM_TTL_S
+
+    def leftovers(self) -> list[Path]:
+        """Temporary and claim files in the store (none should remain once every run has ended)."""
+        if not self.root.is_dir():
+            return []
+        return [p for p in self.root.rglob("*") if _TMP_MARK in p.name or p.name.startswith(".claim.")]

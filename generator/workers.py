@@ -31,11 +31,13 @@ from . import __version__, maco
 from . import craft as craft_method
 from .classes import imagenet_class
 from .config import MacoSettings, load_zoo
+from .errors import LensError, StoreError
 from .images import SourceImage, demo_photos, load_class_images
 from .models import LoadedModel, load_model
-from .plan import ModelPlan, RenderJob, model_plans, part_done, pending_units
+from .plan import ModelPlan, RenderJob, model_plans, part_done, pending_units, unit_state
+from .records import Attribution, Concept, CraftRecord, Crop, MacoRecord, Meta, ModelCard, Unit
 from .spectrum import Spectrum, resolve_spectrum
-from .store import Claim, Store, Unit, atomic_write_bytes, encode_jpeg, encode_png
+from .store import Claim, Store, encode_jpeg, encode_png, store_errors
 
 log = logging.getLogger("lens")
 HEARTBEAT_S = 30.0
@@ -48,30 +50,49 @@ HEARTBEAT_S = 30.0
 class Outcome:
     unit: str
     kind: str
-    status: str  # done, failed, skipped
+    status: str  # done, failed, skipped, no-images
     error: str | None = None
     seconds: float = 0.0
 
 
 @dataclass
 class RenderSummary:
+    """What a run did. Exit code: 130 if stopped, else 1 if a unit failed or remains undone, else 0."""
+
     done: int = 0
     failed: int = 0
     skipped: int = 0
+    no_images: int = 0
     stopped: bool = False
     failures: list[Outcome] = field(default_factory=list)
     skipped_outcomes: list[Outcome] = field(default_factory=list)
+    undone: list[str] = field(default_factory=list)  # unit ids still not done when the run ended
+    problems: list[str] = field(default_factory=list)  # unusable meta.json files moved aside, etc.
+    images_source: str | None = None
 
     def add(self, o: Outcome) -> None:
-        setattr(self, o.status, getattr(self, o.status) + 1)
+        name = o.status.replace("-", "_")
+        setattr(self, name, getattr(self, name) + 1)
         if o.status == "failed":
             self.failures.append(o)
         elif o.status == "skipped":
             self.skipped_outcomes.append(o)
 
+    def merge(self, other: RenderSummary) -> None:
+        for name in ("done", "failed", "skipped", "no_images"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failures += other.failures
+        self.skipped_outcomes += other.skipped_outcomes
+        self.undone += other.undone
+        self.problems += other.problems
+        self.stopped = self.stopped or other.stopped
+        self.images_source = self.images_source or other.images_source
+
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else (130 if self.stopped else 0)
+        if self.stopped:
+            return 130
+        return 1 if self.failed or self.undone else 0
 
 
 def _now() -> str:
@@ -112,29 +133,53 @@ class Worker:
         self._demo_by_class: dict[int, list[SourceImage]] | None = None
         self._claims: list[Claim] = []
         self._batch_size: dict[str, int] = {}
+        # Deterministic load errors, kept for the run: a model is tried once, not once per unit.
+        self._load_errors: dict[str, str] = {}
+        self._concept_errors: dict[str, str] = {}  # loads without its concept layer: MACO only
         self._heartbeat = threading.Thread(target=self._beat, daemon=True)
         self._heartbeat.start()
 
     # -------------------------------------------------------------- model and inputs
-    def model(self, name: str) -> LoadedModel:
+    def model(self, name: str, kind: str = "craft") -> LoadedModel:
+        """The loaded model for a unit of `kind`; raises ModelUnavailable (once per run and model, then
+        from memory) when it cannot be built, loaded or split. Class MACOs never need the concept layer."""
+        if name in self._load_errors:
+            raise ModelUnavailable(self._load_errors[name])
+        if kind != "maco" and name in self._concept_errors:
+            raise ModelUnavailable(self._concept_errors[name])
         if self._model is None or self._model.name != name:
             self._model, self._demo_by_class = None, None
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
-            self._model = load_model(self.zoo.model(name), self.zoo.root, self.device)
-            self._write_model_card(self._model)
+            entry = self.zoo.model(name)
+            plain = entry.model_copy(update={"concept_layer": "features"})
+            if "craft" not in self.plans[name].parts:
+                entry = plain  # `--what maco`: the concept layer is not used, so it cannot stop the run
+            try:
+                self._model = load_model(entry, self.zoo.root, self.device)
+            except Exception as e:  # noqa: BLE001 - recorded on every unit of this model, the run goes on
+                reason = _reason(e)
+                if entry.concept_layer == "features":
+                    self._load_errors[name] = reason
+                    raise ModelUnavailable(reason) from e
+                try:  # is it the concept layer? Then the class visualizations can still be rendered.
+                    self._model = load_model(plain, self.zoo.root, self.device)
+                except Exception:  # noqa: BLE001
+                    self._load_errors[name] = reason
+                    raise ModelUnavailable(reason) from e
+                self._concept_errors[name] = reason
+            self._write_model_card(self._model, self.zoo.model(name).concept_layer)
+            if kind != "maco" and name in self._concept_errors:
+                raise ModelUnavailable(self._concept_errors[name])
         return self._model
 
-    def _write_model_card(self, m: LoadedModel) -> None:
-        import json
+    def _write_model_card(self, m: LoadedModel, concept_layer: str) -> None:
+        def change(card: ModelCard) -> None:
+            card.arch, card.weights, card.key_map = m.entry.arch, m.entry.weights.describe(), m.entry.key_map
+            card.description, card.params, card.preprocess = m.entry.description, m.num_params, m.preprocess.as_dict()
+            card.concept_layer = concept_layer
 
-        path = self.store.root / m.name / "model.json"
-        card = json.loads(path.read_text()) if path.exists() else {}
-        card.update({"name": m.name, "arch": m.entry.arch, "weights": m.entry.weights.describe(),
-                     "key_map": m.entry.key_map, "description": m.entry.description, "params": m.num_params,
-                     "preprocess": m.preprocess.as_dict(), "concept_layer": m.entry.concept_layer})
-        card.setdefault("accuracy", None)
-        atomic_write_bytes(path, json.dumps(card, indent=1).encode())
+        self.store.update_model_card(m.name, change)
 
     def class_images(self, m: LoadedModel, class_index: int, limit: int) -> list[SourceImage]:
         """The class's images from the configured folder, else the demo photos this model assigns to it."""
@@ -180,15 +225,12 @@ class Worker:
     def _still_needed(self, unit: Unit) -> bool:
         """Re-checked after claiming: another worker may have finished it since planning."""
         plan = self.plans[unit.model]
-        meta = self.store.read_meta(unit.model, unit.class_index) or {}
-        if unit.kind == "maco":
-            return not part_done(meta.get("maco"), plan.maco_hash())
-        craft_hash = plan.craft_hash(imagenet_class(unit.class_index).wnid, unit.class_index)
-        if unit.kind == "craft":
-            return not part_done(meta.get("craft"), craft_hash)
-        concept = _concept(meta, int(unit.part.split("/")[1]))
-        return (part_done(meta.get("craft"), craft_hash) and concept is not None
-                and not part_done(concept.get("maco"), plan.concept_hash(craft_hash, concept["id"])))
+        meta = self.store.meta(unit.model, unit.class_index)
+        if unit.kind == "concept":  # its concept must still exist under a done CRAFT
+            craft = Unit(unit.model, unit.class_index, "craft")
+            if meta is None or meta.concept(unit.concept) is None or unit_state(self.store, plan, meta, craft) != "done":  # type: ignore[arg-type]
+                return False
+        return unit_state(self.store, plan, meta, unit) not in ("done", "no-images")
 
     # -------------------------------------------------------------- CRAFT
     def run_craft(self, unit: Unit) -> Outcome:
@@ -202,14 +244,14 @@ class Worker:
         finally:
             self._release(claim)
 
-    def _craft_once(self, unit: Unit) -> float:
-        plan, m = self.plans[unit.model], self.model(unit.model)
+    def _craft_once(self, unit: Unit) -> tuple[str, float]:
+        plan, m = self.plans[unit.model], self.model(unit.model, "craft")
         t = time.perf_counter()
         images = self.class_images(m, unit.class_index, limit=max(plan.craft.max_images * 4, 1000))
         result = craft_method.run_craft(m, images, unit.class_index, plan.craft)
         seconds = time.perf_counter() - t
-        save_craft(self.store, plan, unit.class_index, result, m, seconds, self.device)
-        return seconds
+        status = save_craft(self.store, plan, unit.class_index, result, m, seconds, self.device)
+        return status, seconds
 
     # -------------------------------------------------------------- MACO
     def run_maco(self, units: list[Unit]) -> list[Outcome]:
@@ -234,7 +276,10 @@ class Worker:
 
     def _maco_claimed(self, units: list[Unit]) -> list[Outcome]:
         plan = self.plans[units[0].model]
-        m = self.model(plan.name)
+        try:
+            m = self.model(plan.name, "concept" if any(u.kind == "concept" for u in units) else "maco")
+        except ModelUnavailable as e:
+            return self.record_failures(units, str(e))
         objectives, failures = {}, []
         for u in units:
             try:
@@ -272,9 +317,11 @@ class Worker:
     def _objective(self, unit: Unit, m: LoadedModel) -> maco.Objective:
         if unit.kind == "maco":
             return maco.class_objective(unit.class_index)
-        k = int(unit.part.split("/")[1])
-        meta = self.store.read_meta(unit.model, unit.class_index) or {}
-        path = self.store.class_dir(unit.model, unit.class_index) / meta["craft"]["files"]["directions"]
+        k = unit.concept
+        meta = self.store.meta(unit.model, unit.class_index)
+        if meta is None or meta.craft is None or "directions" not in meta.craft.files:
+            raise RuntimeError("CRAFT record or its concept directions are gone")
+        path = self.store.class_dir(unit.model, unit.class_index) / meta.craft.files["directions"]
         directions = np.load(path, allow_pickle=False)
         return maco.direction_objective(f"concept/{unit.class_index:04d}/{k}", torch.from_numpy(directions[k]))
 
@@ -299,11 +346,14 @@ class Worker:
         return out
 
     # -------------------------------------------------------------- failures
-    def _attempts(self, unit: Unit, once: Callable[[], float]) -> Outcome:
+    def _attempts(self, unit: Unit, once: Callable[[], tuple[str, float]]) -> Outcome:
         for attempt in range(1, self.job.retries + 2):
             try:
-                return Outcome(unit.id, unit.kind, "done", seconds=once())
-            except craft_method.CraftError as e:  # a configuration problem: retrying cannot help
+                status, seconds = once()
+                return Outcome(unit.id, unit.kind, status, seconds=seconds)
+            except StoreError:  # the store cannot be written: no unit can succeed, stop the run
+                raise
+            except (LensError, ModelUnavailable) as e:  # configuration or model problem: retrying cannot help
                 return self._record_failure(unit, str(e), attempt)
             except Exception as e:  # noqa: BLE001 - recorded, the run goes on
                 error = f"{type(e).__name__}: {e}"
@@ -312,35 +362,39 @@ class Worker:
         return self._record_failure(unit, error, attempt)
 
     def _record_failure(self, unit: Unit, error: str, attempts: int) -> Outcome:
-        plan = self.plans[unit.model]
-        wnid = imagenet_class(unit.class_index).wnid
-        craft_hash = plan.craft_hash(wnid, unit.class_index)
-        record = {"status": "failed", "error": error, "attempts": attempts, "finished_at": _now(), "device": self.device}
-        if unit.kind == "maco":
-            record["settings_hash"] = plan.maco_hash()
-        elif unit.kind == "craft":
-            record["settings_hash"] = craft_hash
-        else:
-            record["settings_hash"] = plan.concept_hash(craft_hash, int(unit.part.split("/")[1]))
+        return self.record_failures([unit], error, attempts)[0]
 
-        def change(meta: dict[str, Any]) -> None:
-            if unit.kind in ("maco", "craft"):
-                meta[unit.kind] = record
-            elif (concept := _concept(meta, int(unit.part.split("/")[1]))) is not None:
-                concept["maco"] = record
+    def record_failures(self, units: list[Unit], error: str, attempts: int = 1) -> list[Outcome]:
+        """Record units as failed with the reason, one meta.json update per class."""
+        by_class: dict[tuple[str, int], list[Unit]] = {}
+        for u in units:
+            by_class.setdefault((u.model, u.class_index), []).append(u)
+        for (model, class_index), group in by_class.items():
+            plan = self.plans[model]
 
-        self.store.update_meta(unit.model, unit.class_index, identity(unit.model, unit.class_index), change)
-        self.store.log({"event": "unit_failed", "unit": unit.id, "error": error, "attempts": attempts, "device": self.device})
-        return Outcome(unit.id, unit.kind, "failed", error)
+            def change(meta: Meta, group: list[Unit] = group, plan: ModelPlan = plan) -> None:
+                for u in group:
+                    h = plan.unit_hash(u)
+                    if part_done(meta.record(u), h):
+                        continue  # another worker finished it meanwhile: never overwrite a result
+                    cls = CraftRecord if u.kind == "craft" else MacoRecord
+                    meta.set_record(u, cls(status="failed", settings_hash=h, error=error, attempts=attempts,
+                                           finished_at=_now(), device=self.device))
+
+            self.store.update_meta(model, class_index, change)
+        self.store.log({"event": "unit_failed", "units": [u.id for u in units[:50]], "n": len(units), "error": error,
+                        "attempts": attempts, "device": self.device})
+        return [Outcome(u.id, u.kind, "failed", error) for u in units]
 
 
-def _concept(meta: dict[str, Any], concept_id: int) -> dict[str, Any] | None:
-    return next((c for c in meta.get("concepts") or [] if c.get("id") == concept_id), None)
+class ModelUnavailable(Exception):
+    """A model that cannot be built, loaded or split here; the message is the recorded reason."""
 
 
-def identity(model: str, class_index: int) -> dict[str, Any]:
-    c = imagenet_class(class_index)
-    return {"model": model, "class_index": c.index, "wnid": c.wnid, "class_name": c.name}
+def _reason(e: BaseException) -> str:
+    """One line for meta.json: a LensError's own message, else the exception type and message."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return text if isinstance(e, LensError) else f"{type(e).__name__}: {text}"
 
 
 # ----------------------------------------------------------------------------- saving
@@ -357,72 +411,65 @@ def _prune(folder: Path, keep: set[Path], patterns: Iterable[str]) -> None:
 def save_maco(store: Store, plan: ModelPlan, unit: Unit, r: maco.MacoRender, m: LoadedModel, objective: maco.Objective,
               seconds: float, batch: int, device: str, attempt: int) -> None:
     """Write the images under new names, then point meta.json at them, then drop the old ones."""
-    craft_hash = None
-    if unit.kind == "maco":
-        settings_hash = plan.maco_hash()
-        folder = ""
-    else:
-        craft_hash = plan.craft_hash(imagenet_class(unit.class_index).wnid, unit.class_index)
-        settings_hash = plan.concept_hash(craft_hash, int(unit.part.split("/")[1]))
-        folder = f"concepts/{unit.part.split('/')[1]}/"
+    settings_hash = plan.unit_hash(unit)
+    folder = unit.folder
     tag = settings_hash[:8]
     files = {"image": f"{folder}maco.{tag}.png", "alpha": f"{folder}maco_alpha.{tag}.png"}
     store.write_file(unit.model, unit.class_index, files["image"], encode_png(r.image))
     store.write_file(unit.model, unit.class_index, files["alpha"], encode_png(r.alpha))
-    record: dict[str, Any] = {
-        "status": "done", "files": files, "settings": plan.maco.model_dump(mode="json"), "settings_hash": settings_hash,
-        "seed": maco.objective_seed(plan.maco.seed, plan.name, objective.key), "objective_key": objective.key,
-        "spectrum": plan.spectrum_id, "steps": plan.maco.steps, "wall_time_s": round(seconds, 3), "batch_size": batch,
-        "objective": r.objective, "attempts": attempt, "device": device, "versions": _versions(), "finished_at": _now(),
-    }
+    record = MacoRecord(
+        status="done", files=files, settings=plan.maco.model_dump(mode="json"), settings_hash=settings_hash,
+        seed=maco.objective_seed(plan.maco.seed, plan.name, objective.key), objective_key=objective.key,
+        spectrum=plan.spectrum_id, steps=plan.maco.steps, wall_time_s=round(seconds, 3), batch_size=batch,
+        objective=r.objective, attempts=attempt, device=device, versions=_versions(), finished_at=_now(),
+    )
     if unit.kind == "maco":
         probs, ranks = maco.classify(m, [r.image], [unit.class_index])
-        record.update(self_prob=probs[0], self_rank=ranks[0])
+        record.self_prob, record.self_rank = probs[0], ranks[0]
     class_dir = store.class_dir(unit.model, unit.class_index)
+    craft_unit = Unit(unit.model, unit.class_index, "craft")
 
-    def change(meta: dict[str, Any]) -> None:
-        if unit.kind == "maco":
-            meta["maco"] = record
-        else:
-            concept = _concept(meta, int(unit.part.split("/")[1]))
-            if concept is None or not part_done(meta.get("craft"), craft_hash or ""):
-                return  # CRAFT was re-run meanwhile: this direction is gone
-            concept["maco"] = record
+    def change(meta: Meta) -> None:
+        if unit.kind == "concept" and not part_done(meta.craft, plan.unit_hash(craft_unit)):
+            return  # CRAFT was re-run meanwhile: this direction is gone
+        if not meta.set_record(unit, record):
+            return
         _prune(class_dir / folder, {class_dir / f for f in files.values()}, ["maco.*.png", "maco_alpha.*.png"])
 
-    store.update_meta(unit.model, unit.class_index, identity(unit.model, unit.class_index), change)
+    store.update_meta(unit.model, unit.class_index, change)
 
 
 def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_method.CraftResult, m: LoadedModel,
-               seconds: float, device: str) -> None:
-    wnid = imagenet_class(class_index).wnid
-    craft_hash = plan.craft_hash(wnid, class_index)
+               seconds: float, device: str) -> str:
+    """Write CRAFT's files, then its record and concepts; returns the status: `done` or `no-images`."""
+    craft_hash = plan.unit_hash(Unit(m.name, class_index, "craft"))
     tag = craft_hash[:8]
     settings = plan.craft
-    record: dict[str, Any] = {
-        "status": "done", "settings": settings.model_dump(mode="json"), "settings_hash": craft_hash,
-        "n_images": len(result.views), "image_selection": result.selection,
-        "nmf_error": None if np.isnan(result.nmf_error) else result.nmf_error,
-        "timings_s": {k: round(v, 3) for k, v in result.timings.items()}, "wall_time_s": round(seconds, 3),
-        "device": device, "versions": _versions(), "finished_at": _now(), "files": {},
-        "images_source": "demo photos" if plan.images_dir is None else str(plan.images_dir),
-    }
-    if result.reason:
-        record["reason"] = result.reason
+    no_images = not result.views  # no usable photo: a state of its own, neither done nor failed
+    record = CraftRecord(
+        status="no-images" if no_images else "done", settings=settings.model_dump(mode="json"), settings_hash=craft_hash,
+        n_images=len(result.views), image_selection=result.selection,
+        nmf_error=None if np.isnan(result.nmf_error) else result.nmf_error,
+        timings_s={k: round(v, 3) for k, v in result.timings.items()}, wall_time_s=round(seconds, 3),
+        device=device, versions=_versions(), finished_at=_now(), files={},
+        images_source="demo photos" if plan.images_dir is None else str(plan.images_dir),
+        reason=result.reason or None,
+    )
     if result.deletion:
-        record["deletion"] = {k: result.deletion[k] for k in ("auc_importance", "auc_random", "curve_importance", "curve_random")}
+        record.deletion = {k: result.deletion[k] for k in ("auc_importance", "auc_random", "curve_importance", "curve_random")}
     credits = sorted({v.source.credit for v in result.views if v.source.credit and "CC BY" in v.source.credit})
     if credits:
-        record["credits"] = credits
-    concepts, written = [], set()
+        record.credits = credits
+    concepts: list[Concept] = []
+    written: set[str] = set()
     size = m.preprocess.input_size
     if result.concepts:
         directions = np.stack([c.direction.numpy() for c in sorted(result.concepts, key=lambda c: c.id)]).astype(np.float32)
-        record["files"]["directions"] = f"concepts/directions.{tag}.npy"
-        written.add(record["files"]["directions"])
+        record.files["directions"] = f"concepts/directions.{tag}.npy"
+        written.add(record.files["directions"])
         buf = io.BytesIO()
         np.save(buf, directions, allow_pickle=False)
-        store.write_file(m.name, class_index, record["files"]["directions"], buf.getvalue())
+        store.write_file(m.name, class_index, record.files["directions"], buf.getvalue())
     for rank, concept in enumerate(result.concepts, start=1):
         base = f"concepts/{concept.id}"
         crops = []
@@ -431,8 +478,8 @@ def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_me
             rel = f"{base}/crop_{j}.{tag}.jpg"
             store.write_file(m.name, class_index, rel, encode_jpeg(craft_method.crop_image(view, crop.box, size)))
             written.add(rel)
-            crops.append({"file": rel, "source": view.source.source, "box": craft_method.to_source_box(crop.box, view.region, size),
-                          "view_box": list(crop.box), "coefficient": crop.coefficient})
+            crops.append(Crop(file=rel, source=view.source.source, box=list(craft_method.to_source_box(crop.box, view.region, size)),
+                              view_box=list(crop.box), coefficient=crop.coefficient))
         attributions = []
         vmax = float(result.maps[..., concept.id].max())
         sources = list(dict.fromkeys(crop.view for crop in concept.crops))[: settings.attribution_images]
@@ -441,19 +488,22 @@ def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_me
             overlay = craft_method.attribution_overlay(result.views[v], result.maps[v, ..., concept.id], vmax)
             store.write_file(m.name, class_index, rel, encode_jpeg(overlay))
             written.add(rel)
-            attributions.append({"file": rel, "source": result.views[v].source.source})
-        concepts.append({"id": concept.id, "rank": rank, "importance": concept.importance, "logit_share": concept.logit_share,
-                         "removal_drop": concept.removal_drop, "crops": crops, "attributions": attributions})
+            attributions.append(Attribution(file=rel, source=result.views[v].source.source))
+        concepts.append(Concept(id=concept.id, rank=rank, importance=concept.importance, logit_share=concept.logit_share,
+                                removal_drop=concept.removal_drop, crops=crops, attributions=attributions))
     class_dir = store.class_dir(m.name, class_index)
 
-    def change(meta: dict[str, Any]) -> None:
-        meta["craft"] = record
-        meta["concepts"] = concepts
+    def change(meta: Meta) -> None:
+        meta.craft = record
+        meta.concepts = concepts
         keep = {class_dir / f for f in written}
         _prune(class_dir, keep, ["concepts/directions.*.npy", "concepts/*/crop_*.jpg", "concepts/*/attribution_*.jpg",
                                  "concepts/*/maco.*.png", "concepts/*/maco_alpha.*.png"])
 
-    store.update_meta(m.name, class_index, identity(m.name, class_index), change)
+    store.update_meta(m.name, class_index, change)
+    if no_images:
+        store.log({"event": "craft_no_images", "unit": f"{m.name}/{class_index:04d}/craft", "images": record.images_source})
+    return record.status
 
 
 # ----------------------------------------------------------------------------- scheduling
@@ -525,7 +575,8 @@ def _batches(units: list[Unit], size: int) -> list[list[Unit]]:
 def run_render(job: RenderJob) -> RenderSummary:
     """Render every pending unit of the job; returns counts (exit code 1 if any unit failed)."""
     store = Store(job.out)
-    store.root.mkdir(parents=True, exist_ok=True)
+    with store_errors(store.root):
+        store.root.mkdir(parents=True, exist_ok=True)
     swept = store.sweep_temporaries()
     if swept:
         log.info("removed %d temporary files left by interrupted workers", swept)
@@ -544,9 +595,21 @@ def run_render(job: RenderJob) -> RenderSummary:
     finally:
         bars.close()
         summary.stopped = stop.stopped
-        store.log({"event": "run_end", "done": summary.done, "failed": summary.failed, "skipped": summary.skipped,
-                   "stopped": summary.stopped, "seconds": round(time.time() - started, 2)})
+    summary.problems = list(dict.fromkeys(store.problems + summary.problems))
+    summary.images_source = "the demo photos (`images: null`)" if job.images is None else str(job.images)
+    if not summary.stopped:
+        summary.undone = undone_units(job, store)
+    store.log({"event": "run_end", "done": summary.done, "failed": summary.failed, "skipped": summary.skipped,
+               "no_images": summary.no_images, "undone": len(summary.undone), "stopped": summary.stopped,
+               "seconds": round(time.time() - started, 2)})
     return summary
+
+
+def undone_units(job: RenderJob, store: Store) -> list[str]:
+    """Selected units neither done, failed nor without images once the run ends (e.g. held by a run that died)."""
+    zoo = load_zoo(job.config)
+    spectrum = resolve_spectrum(job.spectrum, job.out / "spectra", job.images)
+    return [u.id for plan in model_plans(job, zoo, spectrum.id) for u in pending_units(store, plan, include_failed=False)]
 
 
 def _record(store: Store, summary: RenderSummary, outcomes: list[Outcome], device: str, batch: int, seconds: float, model: str) -> None:
@@ -559,33 +622,73 @@ def _record(store: Store, summary: RenderSummary, outcomes: list[Outcome], devic
 
 
 def _run_in_process(job: RenderJob, store: Store, stop: StopFlag, bars: Bars, summary: RenderSummary) -> None:
+    """Passes over the plan until nothing is left that this run can do: units held by other live
+    workers are waited for, and taken over if their holder dies (its claim goes stale)."""
     worker = Worker(job, job.devices[0], progress=bars.advance)
+    store.problems = worker.store.problems  # one list of records moved aside
     try:
-        for plan in worker.plans.values():
-            wnids = wnids_of(plan.classes)
-            units = pending_units(store, plan, wnids)
-            if not units:
-                continue
-            bars.open(plan.name, len(units))
-            for u in [u for u in units if u.kind == "craft"]:
+        first, waited, progress = True, False, -1
+        while True:
+            for plan in worker.plans.values():
                 if stop.stopped:
                     return
-                t = time.perf_counter()
-                o = worker.run_craft(u)
-                _record(store, summary, [o], worker.device, 1, time.perf_counter() - t, plan.name)
-                bars.advance(plan.name, 1)
-            todo = [u for u in pending_units(store, plan, wnids) if u.kind != "craft"]
-            bars.grow(plan.name, len(todo) - sum(u.kind != "craft" for u in units))
-            for batch in _batches(todo, worker.batch_size(worker.model(plan.name), plan.maco)):
-                if stop.stopped:
-                    return
-                t = time.perf_counter()
-                outcomes = worker.run_maco(batch)
-                _record(store, summary, outcomes, worker.device, len(batch), time.perf_counter() - t, plan.name)
-                bars.advance(plan.name, sum(o.status != "done" for o in outcomes))
-            bars.finish(plan.name)
+                _render_model(worker, plan, store, stop, bars, summary, include_failed=first)
+            if stop.stopped:
+                return
+            first = False
+            left = [u for plan in worker.plans.values() for u in pending_units(store, plan, include_failed=False)]
+            if not left:
+                return
+            if not all(store.claimed_by_live_worker(u) for u in left):
+                if summary.done + summary.failed + summary.no_images == progress:
+                    return  # a pass that changed nothing would loop forever; the rest is reported undone
+                progress = summary.done + summary.failed + summary.no_images
+                continue  # a holder died or released without finishing: render what it left
+            if not waited:
+                print(f"lens: waiting for {len(left)} units held by another live render", file=sys.stderr)
+                waited = True
+            time.sleep(1.0)
     finally:
         worker.release_all()
+
+
+def _render_model(worker: Worker, plan: ModelPlan, store: Store, stop: StopFlag, bars: Bars, summary: RenderSummary,
+                  include_failed: bool) -> None:
+    units = pending_units(store, plan, include_failed=include_failed)
+    units = [u for u in units if not store.claimed_by_live_worker(u)]
+    if not units:
+        return
+    try:  # a model that cannot be loaded fails all its units once, with the reason; the others go on
+        worker.model(plan.name, "maco" if all(u.kind == "maco" for u in units) else "craft")
+    except ModelUnavailable as e:
+        blocked = units if plan.name in worker._load_errors else [u for u in units if u.kind != "maco"]
+        log.warning("%s: cannot be used (%s); its %d units are recorded as failed", plan.name, e, len(blocked))
+        for o in worker.record_failures(blocked, str(e)):
+            summary.add(o)
+        units = [u for u in units if u not in set(blocked)]
+        if not units:
+            return
+    if plan.name in worker._concept_errors:  # concept units of earlier CRAFTs cannot be rendered either
+        include_failed = False
+    bars.open(plan.name, len(units))
+    for u in [u for u in units if u.kind == "craft"]:
+        if stop.stopped:
+            return
+        t = time.perf_counter()
+        o = worker.run_craft(u)
+        _record(store, summary, [o], worker.device, 1, time.perf_counter() - t, plan.name)
+        bars.advance(plan.name, 1)
+    todo = [u for u in pending_units(store, plan, include_failed=include_failed) if u.kind != "craft"
+            and (u in units or u.kind == "concept") and not store.claimed_by_live_worker(u)]
+    bars.grow(plan.name, len(todo) - sum(u.kind != "craft" for u in units))
+    for batch in _batches(todo, worker.batch_size(worker.model(plan.name, "maco"), plan.maco)):
+        if stop.stopped:
+            return
+        t = time.perf_counter()
+        outcomes = worker.run_maco(batch)
+        _record(store, summary, outcomes, worker.device, len(batch), time.perf_counter() - t, plan.name)
+        bars.advance(plan.name, sum(o.status != "done" for o in outcomes))
+    bars.finish(plan.name)
 
 
 # ----------------------------------------------------------------------------- several devices
@@ -610,8 +713,11 @@ def _worker_main(job: RenderJob, device: str, tasks: Any, results: Any, stop: An
             t = time.perf_counter()
             try:
                 outcomes = [worker.run_craft(units[0])] if kind == "craft" else worker.run_maco(units)
+            except StoreError as e:  # the store cannot be written: tell the parent, stop this worker
+                results.put(("fatal", str(e)))
+                break
             except Exception as e:  # noqa: BLE001 - e.g. a model that fails to load
-                outcomes = [worker._record_failure(u, f"{type(e).__name__}: {e}", 1) for u in units]
+                outcomes = worker.record_failures(units, _reason(e))
             results.put(("done", kind, units[0].model, device, len(units), time.perf_counter() - t, outcomes))
     finally:
         worker.release_all()
@@ -619,8 +725,7 @@ def _worker_main(job: RenderJob, device: str, tasks: Any, results: Any, stop: An
 
 
 def _unit(unit_id: str) -> Unit:
-    model, cls, part = unit_id.split("/", 2)
-    return Unit(model, int(cls), part)
+    return Unit.parse(unit_id)
 
 
 def _run_processes(job: RenderJob, store: Store, stop: StopFlag, bars: Bars, summary: RenderSummary) -> None:
@@ -664,6 +769,9 @@ def _run_processes(job: RenderJob, store: Store, stop: StopFlag, bars: Bars, sum
                 if all(not p.is_alive() for p in procs):
                     break
                 continue
+            if msg[0] == "fatal":
+                stop_event.set()
+                raise StoreError(msg[1])
             if msg[0] == "progress":
                 bars.advance(msg[1], msg[2])
             elif msg[0] == "exit":

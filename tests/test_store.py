@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from generator import store as store_mod
-from generator.store import Store, Unit, atomic_write_bytes, encode_png
+from generator.records import SCHEMA, Unit
+from generator.store import Store, atomic_write_bytes, encode_png
 
 
 def test_atomic_write_leaves_no_temporary(tmp_path):
@@ -37,8 +38,12 @@ def test_failed_write_keeps_old_content(tmp_path, monkeypatch):
 
 def _bump(root: str, key: str, n: int) -> None:
     s = Store(root)
+
+    def change(meta):
+        setattr(meta, key, getattr(meta, key, 0) + 1)  # extra keys are kept, like fields of newer writers
+
     for _ in range(n):
-        s.update_meta("m", 1, {"model": "m"}, lambda meta: meta.__setitem__(key, meta.get(key, 0) + 1))
+        s.update_meta("m", 1, change)
 
 
 def test_concurrent_meta_updates_lose_nothing(tmp_path):
@@ -50,12 +55,13 @@ def test_concurrent_meta_updates_lose_nothing(tmp_path):
     for p in procs:
         p.join()
     meta = Store(tmp_path).read_meta("m", 1)
-    assert meta == {"schema": 1, "model": "m", "k0": 25, "k1": 25, "k2": 25, "k3": 25}
+    assert meta == {"schema": SCHEMA, "model": "m", "class_index": 1, "wnid": "n01443537", "class_name": meta["class_name"],
+                    "concepts": [], "k0": 25, "k1": 25, "k2": 25, "k3": 25}
 
 
 def test_claims_are_exclusive_and_released(tmp_path):
     s = Store(tmp_path)
-    u = Unit("m", 3, "concept/2")
+    u = Unit("m", 3, "concept", 2)
     c = s.claim(u)
     assert c is not None and s.claim(u) is None
     s.release(c)

@@ -1,0 +1,305 @@
+"""Typed store records: the unit of work, `meta.json` and `model.json`, defined once.
+
+Every reader and writer of the store goes through these models: plan, status, workers, quality
+(and the site, which can read `Meta.model_dump(...)` as the same dict layout it reads today).
+
+The unit of work is `Unit(model, class_index, kind, concept)`: kind `maco` (class visualization),
+`craft` (the class's concepts) or `concept` (MACO of concept `concept`'s direction). Its text form
+`<model>/<class, 4 digits>/<part>` with part `maco`, `craft` or `concept/<k>` is parsed in one place,
+`Unit.parse`. Its settings hash is computed in one place, `plan.ModelPlan.unit_hash`.
+
+On disk (JSON, `extra` keys are kept, so newer writers never lose older readers' data)::
+
+    meta.json (schema 2; schema 1 files read unchanged, since 2 only adds the `no-images` state)
+    {"schema": 2, "model": str, "class_index": 0..999, "wnid": str, "class_name": str,
+     "maco":    MacoRecord | absent,
+     "craft":   CraftRecord | absent,
+     "concepts": [Concept, ...]}          # ordered by importance, rank 1 first
+
+    a part record (MacoRecord, CraftRecord): "status": "done" | "failed" | "no-images",
+      "settings_hash", and when done "settings", "wall_time_s", "versions", "finished_at", "files";
+      when failed "error" and "attempts"; "no-images" (CRAFT only): the class had no usable image,
+      "reason" says so and "images_source" says where they were looked for. It is neither done nor
+      failed: the site shows "no photos were available", status and the run summary count it apart.
+    MacoRecord adds "files": {"image", "alpha"}, "seed", "objective_key", "spectrum", "steps",
+      "batch_size", "objective", "self_prob", "self_rank", "quality": Quality.
+    CraftRecord adds "files": {"directions"}, "n_images", "image_selection", "nmf_error",
+      "timings_s", "images_source", "reason", "deletion", "credits".
+    Concept: "id", "rank", "importance", "logit_share", "removal_drop", "crops": [{"file",
+      "source", "box", "view_box", "coefficient"}], "attributions": [{"file", "source"}],
+      "maco": MacoRecord | absent.
+    Quality: "transfer": {judge: {"rank", "prob"}}, "plausibility": {"model", "same_class",
+      "other_classes", "margin"} | absent, "key": what was scored (judges, settings hash), so a
+      unit scored by the same judges with the same settings is skipped.
+
+    model.json (schema 2): "name", "arch", "weights", "key_map", "description", "params",
+      "preprocess", "concept_layer", "accuracy": {"top1", "n_images", "source"} | null.
+
+A file that does not parse or does not fit these models is not silently trusted: the store moves
+it aside (`meta.json.corrupt-<UTC time>`) and its units count as not done.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)
+Kind = Literal["maco", "craft", "concept"]
+Status = Literal["done", "failed", "no-images"]
+_UNIT_ID = re.compile(r"^(?P<model>[^/]+)/(?P<cls>\d{1,4})/(?P<part>maco|craft|concept/(?P<k>\d+))$")
+
+
+@dataclass(frozen=True, order=True)
+class Unit:
+    """One piece of work: a part of a (model, class)."""
+
+    model: str
+    class_index: int
+    kind: Kind
+    concept: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind == "concept") != (self.concept is not None):
+            raise ValueError(f"unit {self.model}/{self.class_index}: kind {self.kind!r} with concept {self.concept!r}")
+
+    @classmethod
+    def of(cls, model: str, class_index: int, part: str) -> Unit:
+        """From a part name: `maco`, `craft` or `concept/<k>`."""
+        return cls.parse(f"{model}/{class_index:04d}/{part}")
+
+    @classmethod
+    def parse(cls, unit_id: str) -> Unit:
+        """The one parser of `<model>/<class>/<part>` strings."""
+        m = _UNIT_ID.match(unit_id)
+        if m is None:
+            raise ValueError(f"not a unit id: {unit_id!r}")
+        k = m.group("k")
+        kind = "concept" if k is not None else m.group("part")
+        return cls(m.group("model"), int(m.group("cls")), kind, int(k) if k is not None else None)  # type: ignore[arg-type]
+
+    @property
+    def part(self) -> str:
+        return f"concept/{self.concept}" if self.kind == "concept" else self.kind
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}/{self.class_index:04d}/{self.part}"
+
+    @property
+    def folder(self) -> str:
+        """Where the unit's MACO files live inside the class folder ("" or `concepts/<k>/`)."""
+        return f"concepts/{self.concept}/" if self.kind == "concept" else ""
+
+
+class _Record(BaseModel):
+    # extra="allow": fields added by newer code survive a rewrite by older code, and vice versa.
+    model_config = ConfigDict(extra="allow", validate_assignment=False)
+
+
+class PartRecord(_Record):
+    status: Status
+    settings_hash: str
+    settings: dict[str, Any] | None = None
+    files: dict[str, str] = Field(default_factory=dict)
+    wall_time_s: float | None = None
+    versions: dict[str, str] | None = None
+    finished_at: str | None = None
+    device: str | None = None
+    error: str | None = None
+    attempts: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+class Transfer(_Record):
+    rank: int
+    prob: float
+
+
+class Plausibility(_Record):
+    model: str
+    same_class: float
+    other_classes: float
+    margin: float
+
+
+class Quality(_Record):
+    transfer: dict[str, Transfer] = Field(default_factory=dict)
+    plausibility: Plausibility | None = None
+    key: str | None = None  # judges and settings this was scored with (incremental `lens quality`)
+
+
+class MacoRecord(PartRecord):
+    seed: int | None = None
+    objective_key: str | None = None
+    spectrum: str | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    objective: float | None = None
+    self_prob: float | None = None
+    self_rank: int | None = None
+    quality: Quality | None = None
+
+
+class CraftRecord(PartRecord):
+    n_images: int | None = None
+    image_selection: str | None = None
+    nmf_error: float | None = None
+    timings_s: dict[str, float] | None = None
+    images_source: str | None = None
+    reason: str | None = None
+    deletion: dict[str, Any] | None = None
+    credits: list[str] | None = None
+
+
+class Crop(_Record):
+    file: str
+    source: str | None = None
+    box: list[float] | None = None
+    view_box: list[float] | None = None
+    coefficient: float | None = None
+
+
+class Attribution(_Record):
+    file: str
+    source: str | None = None
+
+
+class Concept(_Record):
+    id: int = Field(ge=0)
+    rank: int = Field(ge=1)
+    importance: float | None = None
+    logit_share: float | None = None
+    removal_drop: float | None = None
+    crops: list[Crop] = Field(default_factory=list)
+    attributions: list[Attribution] = Field(default_factory=list)
+    maco: MacoRecord | None = None
+
+
+class Meta(_Record):
+    """One class of one model: `<store>/<model>/<class>/meta.json`."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    schema_version: int = Field(SCHEMA, alias="schema")
+    model: str
+    class_index: int = Field(ge=0, le=999)
+    wnid: str
+    class_name: str
+    maco: MacoRecord | None = None
+    craft: CraftRecord | None = None
+    concepts: list[Concept] = Field(default_factory=list)
+
+    # ------------------------------------------------------------ reading and writing
+    @classmethod
+    def from_json_obj(cls, obj: Any) -> Meta:
+        """Validated; raises ValueError (naming the problem) for anything that is not a meta.json."""
+        if not isinstance(obj, dict):
+            raise ValueError(f"expected a JSON object, found {type(obj).__name__}")
+        if obj.get("schema") not in READABLE_SCHEMAS:
+            raise ValueError(f"schema {obj.get('schema')!r} is not one of {list(READABLE_SCHEMAS)}")
+        try:
+            return cls.model_validate(obj)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "top level"
+            more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
+            raise ValueError(f"{where}: {err['msg']}{more}") from None
+
+    def to_json_obj(self) -> dict[str, Any]:
+        """The on-disk dict (same layout the site reads): fields that are None are left out."""
+        out = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        out["schema"] = SCHEMA
+        return out
+
+    # ------------------------------------------------------------ units
+    def concept(self, concept_id: int) -> Concept | None:
+        return next((c for c in self.concepts if c.id == concept_id), None)
+
+    def record(self, unit: Unit) -> PartRecord | None:
+        """The record of a unit's part, or None."""
+        if unit.kind == "maco":
+            return self.maco
+        if unit.kind == "craft":
+            return self.craft
+        c = self.concept(unit.concept)  # type: ignore[arg-type]
+        return c.maco if c is not None else None
+
+    def set_record(self, unit: Unit, record: PartRecord) -> bool:
+        """Store a unit's record; False when the unit's concept no longer exists (CRAFT re-run)."""
+        if unit.kind == "maco":
+            self.maco = record  # type: ignore[assignment]
+        elif unit.kind == "craft":
+            self.craft = record  # type: ignore[assignment]
+        else:
+            c = self.concept(unit.concept)  # type: ignore[arg-type]
+            if c is None:
+                return False
+            c.maco = record  # type: ignore[assignment]
+        return True
+
+    def files_of(self, unit: Unit) -> list[str]:
+        """Relative paths of the files the unit's done record lists (CRAFT: directions, crops, heatmaps)."""
+        rec = self.record(unit)
+        if rec is None:
+            return []
+        files = list(rec.files.values())
+        if unit.kind == "craft":
+            for c in self.concepts:
+                files += [x.file for x in c.crops] + [a.file for a in c.attributions]
+        return files
+
+    def unit_ids(self, kinds: tuple[str, ...] = ("maco", "craft", "concept")) -> list[Unit]:
+        """Every unit this meta.json holds a record for."""
+        units = []
+        if "maco" in kinds and self.maco is not None:
+            units.append(Unit(self.model, self.class_index, "maco"))
+        if "craft" in kinds and self.craft is not None:
+            units.append(Unit(self.model, self.class_index, "craft"))
+        if "concept" in kinds:
+            units += [Unit(self.model, self.class_index, "concept", c.id) for c in self.concepts if c.maco is not None]
+        return units
+
+
+class ModelCard(_Record):
+    """`<store>/<model>/model.json`: what was rendered, and the model's accuracy once scored."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=())
+
+    schema_version: int = Field(SCHEMA, alias="schema")
+    name: str
+    arch: str | None = None
+    weights: str | None = None
+    key_map: str | None = None
+    description: str | None = None
+    params: int | None = None
+    preprocess: dict[str, Any] | None = None
+    concept_layer: str | None = None
+    accuracy: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json_obj(cls, obj: Any) -> ModelCard:
+        if not isinstance(obj, dict):
+            raise ValueError(f"expected a JSON object, found {type(obj).__name__}")
+        obj = {"schema": 1, **obj}  # cards written before the schema field
+        try:
+            return cls.model_validate(obj)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ValueError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+
+    def to_json_obj(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json", by_alias=True)
+        out["schema"] = SCHEMA
+        return out
