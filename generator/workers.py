@@ -403,6 +403,7 @@ def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_me
         "status": "done", "settings": settings.model_dump(mode="json"), "settings_hash": craft_hash,
         "n_images": len(result.views), "image_selection": result.selection,
         "nmf_error": None if np.isnan(result.nmf_error) else result.nmf_error,
+        "method": result.method,
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()}, "wall_time_s": round(seconds, 3),
         "device": device, "versions": _versions(), "finished_at": _now(), "files": {},
         "images_source": "demo photos" if plan.images_dir is None else str(plan.images_dir),
