@@ -65,7 +65,10 @@ class CraftSettings(_Strict):
     top_crops: int = Field(10, ge=1, description="crops shown per concept")
     attribution_images: int = Field(4, ge=0, description="source images with concept attribution maps, per concept")
     sobol_designs: int = Field(32, ge=4, description="quasi-Monte Carlo designs per Sobol estimate")
-    nmf_iters: int = Field(500, ge=1, description="HALS iterations, at most")
+    nmf_iters: int = Field(500, ge=1, description="factorisation (NMF or Semi-NMF) iterations, at most")
+    method: Literal["auto", "nmf", "semi-nmf"] = Field(
+        "auto", description="concept dictionary: `nmf` (non-negative layers), `semi-nmf` (any layer), `auto` (NMF where the layer is non-negative)"
+    )
     visualize: int | None = Field(None, ge=0, description="concepts given a MACO visualization (default: all)")
     seed: int = Field(0)
 
@@ -100,13 +103,21 @@ class ModelEntry(_Strict):
     arch: str = Field(description="timm architecture name")
     weights: WeightsSource
     key_map: str | None = Field(None, description="checkpoint key conversion, e.g. efficientnet_pytorch")
+    checkpoint_key: str | None = Field(
+        None, description="entry of the checkpoint that holds the weights, e.g. `state_dict_ema` (default: guessed)"
+    )
+    prefix_map: dict[str, str] | None = Field(
+        None, description="checkpoint key prefixes to replace, e.g. `{'model.backbone.': ''}`; keys under no listed prefix are ignored"
+    )
     description: str | None = None
     input_size: int | None = Field(None, ge=16, description="square input side (default: timm pretrained cfg)")
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
     crop_pct: float | None = Field(None, gt=0, le=1)
-    concept_layer: str = Field("features", description="`features` (before global pooling) or a module path")
+    concept_layer: str = Field(
+        "features", description="`features` (before global pooling), a module path or a graph node; `lens layers MODEL` lists them"
+    )
     maco: dict[str, Any] = Field(default_factory=dict, description="per-model MACO overrides")
     craft: dict[str, Any] = Field(default_factory=dict, description="per-model CRAFT overrides")
 

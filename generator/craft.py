@@ -1,9 +1,15 @@
-"""CRAFT (Fel et al. CVPR 2023): concepts by NMF on patch activations, ranked by Sobol importance.
+"""CRAFT (Fel et al. CVPR 2023): concepts by a dictionary of patch activations, ranked by Sobol importance.
 
 Steps, one function each: pick the class's images (those the model predicts as the class), cut
-patches, pool their concept-layer activations, factorise them (NMF, rank r), locate each concept
-in the images, estimate importance (Sobol total indices through h; exact logit shares where h is
-pool + linear), and keep the top crops and attribution maps.
+patches, pool their concept-layer activations, factorise them (rank r: NMF where the layer is
+non-negative, Semi-NMF with non-negative codes for signed layers; `dictionary.py`), locate each
+concept in the images, estimate importance (Sobol total indices through h; exact logit shares
+where h is pool + linear), and keep the top crops and attribution maps. Everything after the
+factorisation depends only on the codes U >= 0 and the bank W, so it is the same for every method.
+
+Tokens (ViT): a patch is pooled as the head pools (class token or mean of patch tokens;
+`LoadedModel.pooled`), patches are resized to the model's input size, and attribution maps show
+the patch tokens on the image grid (prefix tokens have no place in it).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from .config import CraftSettings
 from .errors import CraftError
 from .images import SourceImage
 from .models import LoadedModel
-from .nmf import nmf, nnls_transform
+from .dictionary import Dictionary, choose_method, make_dictionary
 from .sobol import jansen_total_indices, sobol_designs
 
 Box = tuple[int, int, int, int]
@@ -138,17 +144,24 @@ def check_non_negative(act: torch.Tensor, model: LoadedModel) -> None:
     if low < -1e-5:
         raise CraftError(
             f"model '{model.name}': concept layer '{model.entry.concept_layer}' has negative activations "
-            f"(min {low:.3g}); NMF needs non-negative ones. Set `concept_layer:` in models.yaml to a layer "
-            "that follows a ReLU-like activation (e.g. the output of a block's activation), or to `features` "
-            "for models whose last feature map is post-ReLU"
+            f"(min {low:.3g}); NMF needs non-negative ones. Set `craft: {{method: semi-nmf}}` (or `auto`) for this "
+            "model in models.yaml, or `concept_layer:` to a layer that follows a ReLU (`lens layers MODEL` lists them)"
         )
 
 
-def concept_maps(model: LoadedModel, act: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+def concept_maps(model: LoadedModel, act: torch.Tensor, dictionary: Dictionary) -> torch.Tensor:
     """Concept coefficients at every position of each image's activations: (N, H, W, r) or (N, T, r)."""
     spatial = model.channels_last(act)
     flat = spatial.reshape(-1, spatial.shape[-1])
-    return nnls_transform(flat, W).reshape(*spatial.shape[:-1], W.shape[0])
+    assert dictionary.W is not None
+    return dictionary.transform(flat).reshape(*spatial.shape[:-1], dictionary.W.shape[0])
+
+
+def pooled_codes(model: LoadedModel, maps: torch.Tensor) -> torch.Tensor:
+    """Concept coefficients pooled as the head pools activations: (N, r). Exact, as pooling is linear."""
+    if maps.ndim == 4:
+        return maps.flatten(1, -2).mean(1)
+    return model.pooled(maps)
 
 
 def _class_logit(model: LoadedModel, coefficients: torch.Tensor, W: torch.Tensor, class_index: int) -> torch.Tensor:
@@ -185,7 +198,7 @@ def logit_shares(model: LoadedModel, maps: torch.Tensor, W: torch.Tensor, class_
     if head is None:
         return None
     weight, _ = head
-    per_concept = maps.flatten(1, -2).mean(1) * (W @ weight[class_index].float())  # (N, r)
+    per_concept = pooled_codes(model, maps) * (W @ weight[class_index].float())  # (N, r)
     contribution = per_concept.mean(0)
     return contribution / contribution.abs().sum().clamp(min=1e-12)
 
@@ -245,7 +258,7 @@ class Crop:
 
 @dataclass
 class Concept:
-    id: int  # NMF component index
+    id: int  # dictionary component index
     importance: float
     logit_share: float | None
     direction: torch.Tensor  # (C,) W row: the direction visualised by MACO
@@ -257,12 +270,13 @@ class Concept:
 class CraftResult:
     concepts: list[Concept]  # ordered by importance, most important first
     views: list[View]
-    maps: torch.Tensor  # (N, h, w, r) concept coefficients per image position
+    maps: torch.Tensor  # (N, h, w, r) concept coefficients per image position (patch tokens on their grid)
     selection: str
-    nmf_error: float
+    nmf_error: float  # relative reconstruction error of the dictionary, whatever its method
     deletion: dict
     timings: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
+    method: str | None = None  # the dictionary used: `nmf` or `semi-nmf` (meta.json: craft.method)
 
 
 def run_craft(model: LoadedModel, images: Sequence[SourceImage], class_index: int, settings: CraftSettings) -> CraftResult:
@@ -276,16 +290,18 @@ def run_craft(model: LoadedModel, images: Sequence[SourceImage], class_index: in
     patch = max(8, round(settings.patch_size * size / 224))
     boxes = patch_boxes(size, patch, max(1, round(patch * settings.patch_stride)))
     patches = patch_activations(model, x, boxes)
-    check_non_negative(patches, model)
-    check_non_negative(act, model)
+    method = choose_method(settings.method, patches, act)
+    if method == "nmf":
+        check_non_negative(patches, model)
+        check_non_negative(act, model)
     _sync(model)
     timings["activations"] = time.perf_counter() - t
 
-    t = time.perf_counter()
+    t = time.perf_counter()  # the dictionary fit, whatever its method ("nmf" kept as the stage name)
     rank = min(settings.rank, patches.shape[0])
-    factors = nmf(patches, rank, iters=settings.nmf_iters, seed=settings.seed)
-    W = factors.W
-    maps = concept_maps(model, act, W)
+    dictionary = make_dictionary(method, rank, iters=settings.nmf_iters, seed=settings.seed)
+    U, W = dictionary.fit(patches)
+    maps = concept_maps(model, act, dictionary)
     _sync(model)
     timings["nmf"] = time.perf_counter() - t
 
@@ -296,7 +312,7 @@ def run_craft(model: LoadedModel, images: Sequence[SourceImage], class_index: in
 
     order = sorted(range(rank), key=lambda k: -float(importance[k]))
     deletion = deletion_curves(model, maps, W, class_index, order, settings.seed)
-    U = factors.U.cpu()
+    U = U.cpu()
     concepts = []
     for k in order:
         top = torch.argsort(U[:, k], descending=True)[: settings.top_crops].tolist()
@@ -305,7 +321,8 @@ def run_craft(model: LoadedModel, images: Sequence[SourceImage], class_index: in
             k, float(importance[k]), None if shares is None else float(shares[k]), W[k].cpu(), crops,
             float(deletion["single_removal_drop"][k]),
         ))
-    return CraftResult(concepts, views, maps.cpu(), selection, factors.relative_error, deletion, timings)
+    return CraftResult(concepts, views, model.spatial_maps(maps).cpu(), selection, dictionary.relative_error, deletion,
+                       timings, method=method)
 
 
 def _sync(model: LoadedModel) -> None:

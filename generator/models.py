@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
+import logging
+import os
+import pickle
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -102,22 +107,119 @@ def weights_path(entry: ModelEntry, root: Path) -> Path | None:
     return path
 
 
-def read_checkpoint(path: Path) -> StateDict:
-    """Tensors only: safetensors, or torch.load with weights_only=True (never a full unpickle)."""
+# Wrappers that training code puts around a state dict, in the order they are preferred when a
+# file holds several (timm's train script saves both `state_dict` and `state_dict_ema`).
+WRAPPER_KEYS = ("state_dict", "model", "module", "model_state_dict", "state_dict_ema", "model_ema", "ema")
+# Prefixes that wrappers add to every key: DataParallel/DDP, Lightning, torch.compile.
+WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.")
+_SAVE_HINT = ("save its weights instead: `from safetensors.torch import save_file; "
+              "save_file(model.state_dict(), 'weights.safetensors')`")
+
+
+def _load_file(path: Path) -> object:
+    """The raw object in a checkpoint file; any unreadable file is one ModelError line."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    for container in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(container), dict):
-            state = state[container]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path}: not a state dict of tensors")
-    if all(k.startswith("module.") for k in state):  # saved from DataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
+        try:
+            return load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - truncated or not safetensors at all
+            raise ModelError(f"{path}: not a readable safetensors file ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        if "weights_only" in text or "Unsupported global" in text:
+            # torch.save(model) pickles the class: never unpickled here (it could run any code).
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f" ({found.group(1)})" if found else ""
+            raise ModelError(f"{path}: holds a pickled Python object{what}, e.g. a whole model saved with torch.save(model); "
+                             f"it is only read with torch.load(weights_only=True), never unpickled; {_SAVE_HINT}") from None
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({text.splitlines()[0][:160]})") from None
+    except Exception as e:  # noqa: BLE001 - garbage, truncated zip, wrong format
+        first = str(e).splitlines()[0][:160] if str(e) else ""
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {first})") from None
+
+
+def _is_state(obj: object) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def unwrap_checkpoint(obj: object, where: str, key: str | None = None) -> StateDict:
+    """The state dict inside a checkpoint: `key` if given, else the first wrapper of WRAPPER_KEYS, nested."""
+    if key is not None:
+        for part in key.split("."):
+            if not isinstance(obj, dict) or part not in obj:
+                have = ", ".join(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
+                raise ModelError(f"{where}: key 'checkpoint_key': no '{part}' in the checkpoint (it has: {have[:200]})")
+            obj = obj[part]
+    while isinstance(obj, dict) and not _is_state(obj):
+        inner = next((k for k in WRAPPER_KEYS if _is_state(obj.get(k)) or isinstance(obj.get(k), dict) and obj.get(k)), None)
+        if inner is None:
+            break
+        obj = obj[inner]
+    if not _is_state(obj):
+        keys = ", ".join(map(str, obj))[:200] if isinstance(obj, dict) else type(obj).__name__
+        raise ModelError(f"{where}: not a state dict of tensors (top-level entries: {keys}); "
+                         "name the entry that holds the weights with `checkpoint_key:`")
+    return obj  # type: ignore[return-value]
+
+
+def strip_wrapper_prefixes(state: StateDict) -> StateDict:
+    """Remove `module.`, `model.`, `_orig_mod.` while every key carries one (in any nesting)."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                changed = True
     return state
+
+
+def map_prefixes(state: StateDict, mapping: dict[str, str]) -> StateDict:
+    """`prefix_map:` of models.yaml: each key under a listed prefix gets it replaced (longest prefix
+    first); keys under no listed prefix are dropped (a training wrapper's loss, teacher, ...)."""
+    out: StateDict = {}
+    ordered = sorted(mapping.items(), key=lambda kv: -len(kv[0]))
+    for k, v in state.items():
+        for old, new in ordered:
+            if k.startswith(old):
+                out[new + k[len(old):]] = v
+                break
+    return out
+
+
+def read_checkpoint(path: Path, key: str | None = None, prefix_map: dict[str, str] | None = None) -> StateDict:
+    """Tensors only: safetensors, or torch.load with weights_only=True (never a full unpickle).
+
+    Wrappers (`state_dict`, `model`, `module`, `state_dict_ema`, ...) are opened and wrapper key
+    prefixes (`module.`, `model.`, `_orig_mod.`) stripped where every key has them; `prefix_map`
+    replaces guessing where it would be ambiguous.
+    """
+    state = unwrap_checkpoint(_load_file(path), str(path), key)
+    if prefix_map:
+        mapped = map_prefixes(state, prefix_map)
+        if not mapped:
+            raise ModelError(f"{path}: key 'prefix_map': no checkpoint key starts with {', '.join(map(repr, prefix_map))} "
+                             f"(keys look like {', '.join(list(state)[:3])})")
+        return mapped
+    return strip_wrapper_prefixes(state)
+
+
+def _prefix_hint(own: dict, unexpected: list[str]) -> str:
+    """Where stripping one common prefix of the unexpected keys would make them fit, say so."""
+    counts: dict[str, int] = {}
+    for k in unexpected:
+        parts = k.split(".")
+        for i in range(1, len(parts)):
+            prefix = ".".join(parts[:i]) + "."
+            if k[len(prefix):] in own:
+                counts[prefix] = counts.get(prefix, 0) + 1
+    if not counts:
+        return ""
+    prefix, n = max(counts.items(), key=lambda kv: kv[1])
+    return f"; {n} unexpected keys fit once '{prefix}' is stripped: add `prefix_map: {{'{prefix}': ''}}` to the model's entry"
 
 
 def load_strict(model: nn.Module, state: StateDict, who: str) -> None:
@@ -132,31 +234,97 @@ def load_strict(model: nn.Module, state: StateDict, who: str) -> None:
             more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
             problems.append(f"{len(keys)} {label} keys: {', '.join(keys[:5])}{more}")
     if problems:
-        raise ModelError(f"{who}: weights do not fit the architecture: " + "; ".join(problems))
+        raise ModelError(f"{who}: weights do not fit the architecture: " + "; ".join(problems) + _prefix_hint(own, unexpected))
     model.load_state_dict(state, strict=True)
+
+
+def _create(arch: str, **kwargs: object) -> nn.Module:
+    """timm.create_model, with ViT-style models made to accept any input size.
+
+    ViTs fix their input size through the position embedding; `dynamic_img_size` interpolates it
+    for other sizes (MACO's `input_size`, YAML `input_size:`) and is the identity at the native size.
+    """
+    import timm
+
+    try:
+        return timm.create_model(arch, dynamic_img_size=True, **kwargs)
+    except TypeError:  # architectures without that option
+        return timm.create_model(arch, **kwargs)
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_cached_file(tagged: str) -> str | None:
+    """The local hub cache copy of a timm pretrained tag's weights, if there is one (no network)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(tagged)
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not hub_id:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    names = [cfg.hf_hub_filename] if getattr(cfg, "hf_hub_filename", None) else ["model.safetensors", "pytorch_model.bin"]
+    for name in names:
+        found = try_to_load_from_cache(hub_id, name)
+        if isinstance(found, str) and Path(found).is_file():
+            return found
+    return None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick connection to the hub, so that no network fails in seconds, not after minutes of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _timm_pretrained(entry: ModelEntry) -> nn.Module:
+    """`weights: {timm: TAG}`: from the local hub cache if there, else downloaded; offline, fail at once."""
+    tag = entry.weights.timm
+    tagged = f"{entry.arch}.{tag}" if tag else entry.arch
+    fetch = (f"fetch them beforehand on a connected machine (`python -c \"import timm; timm.create_model('{tagged}', "
+             f"pretrained=True)\"` fills the hub cache, ~/.cache/huggingface, which HF_HOME moves), "
+             "or point `weights: {file: ...}` at a local checkpoint")
+    cached = _hub_cached_file(tagged)
+    if cached is None and (_hub_offline() or not _hub_reachable()):
+        why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the Hugging Face hub cannot be reached"
+        raise ModelError(f"model '{entry.name}': could not get timm pretrained weights '{tagged}': {why} and they are "
+                         f"not in the local hub cache (without network access, {fetch})")
+    hub_log = logging.getLogger("huggingface_hub")
+    propagate, hub_log.propagate = hub_log.propagate, False  # the hub logs through its own handler: print once
+    try:
+        overlay = {"pretrained_cfg_overlay": {"file": cached}} if cached else {}
+        return _create(tagged, pretrained=True, **overlay)
+    except Exception as e:  # noqa: BLE001 - any hub failure gets the same clear message
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise ModelError(f"model '{entry.name}': could not get timm pretrained weights '{tagged}' ({type(e).__name__}: {first}); "
+                         f"without network access, {fetch}") from None
+    finally:
+        hub_log.propagate = propagate
 
 
 def build_module(entry: ModelEntry, root: Path) -> nn.Module:
     """The timm model of an entry with its weights loaded strictly, on the CPU, in eval mode."""
-    import timm
-
     check_arch(entry)
     source = entry.weights.describe()
     if entry.weights.timm is not None:
-        tagged = f"{entry.arch}.{entry.weights.timm}" if entry.weights.timm else entry.arch
-        try:
-            module = timm.create_model(tagged, pretrained=True)
-        except Exception as e:  # noqa: BLE001 - any hub failure gets the same clear message
-            raise ModelError(
-                f"model '{entry.name}': could not get timm pretrained weights '{tagged}' ({type(e).__name__}: {e}). "
-                "They come from the Hugging Face hub: without network access, download them once on a connected "
-                "machine (they are cached), or point `weights: {file: ...}` at a local checkpoint"
-            ) from None
+        module = _timm_pretrained(entry)
     else:
-        module = timm.create_model(entry.arch, pretrained=False)
+        module = _create(entry.arch, pretrained=False)
         path = weights_path(entry, root)
         assert path is not None
-        state = read_checkpoint(path)
+        state = read_checkpoint(path, entry.checkpoint_key, entry.prefix_map)
         if entry.key_map is not None:
             if entry.key_map not in KEY_MAPS:
                 known = ", ".join(KEY_MAPS)
@@ -182,53 +350,108 @@ def preprocess_of(entry: ModelEntry, module: nn.Module) -> Preprocess:
     )
 
 
+@dataclass
+class GraphCuts:
+    """A model's traced graph with every node returned, its nodes by name, and which are clean cuts."""
+
+    graph_module: torch.fx.GraphModule  # returns {name: output} for every node name
+    names: list[str]  # node names in graph order (torchvision's qualified names: `layer3.1.add`)
+    clean: dict[str, bool]  # nothing but this node's output flows past it
+    modules: dict[str, str]  # module path -> the node name that is its output (`layer3` -> `layer3.1.act2`)
+
+
+def graph_cuts(module: nn.Module) -> GraphCuts:
+    """Trace once and find every clean cut: a node i such that no node after i uses a node before i.
+
+    Inputs with defaults (e.g. a ViT's `attn_mask=None`) and parameters do not count as flowing past.
+    """
+    from timm.layers import create_feature_extractor, get_graph_node_names
+
+    names = [n for n in get_graph_node_names(module)[1]]
+    full = create_feature_extractor(module, {n: n for n in names})
+    returned = next(n for n in full.graph.nodes if n.op == "output").args[0]
+    order = [n for n in full.graph.nodes if n.op != "output"]
+    pos = {n: i for i, n in enumerate(order)}
+    placeholders = [n for n in order if n.op == "placeholder"]
+    constant = {n for n in order if n.op == "get_attr"} | set(placeholders[1:])
+    reach, clean_pos = -1, set()
+    for i, node in enumerate(order):
+        if reach <= i:
+            clean_pos.add(i)
+        if node not in constant:
+            reach = max([reach] + [pos[u] for u in node.users if u.op != "output"])
+    clean = {name: pos[returned[name]] in clean_pos for name in names if name in returned}
+    modules: dict[str, str] = {}
+    for name in names:  # the last node under a module path is that module's output
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            modules[".".join(parts[:i])] = name
+    return GraphCuts(full, names, clean, {m: n for m, n in modules.items() if m not in clean})
+
+
+def _suggest(layer: str, cuts: GraphCuts) -> str:
+    candidates = [n for n, ok in cuts.clean.items() if ok] + [m for m, n in cuts.modules.items() if cuts.clean.get(n)]
+    close = difflib.get_close_matches(layer, candidates, n=5, cutoff=0.5) or [n for n, ok in cuts.clean.items() if ok][-6:-1]
+    return ", ".join(close)
+
+
 def split_at_layer(module: nn.Module, layer: str, who: str) -> tuple[Callable, Callable]:
     """g: input -> activations at `layer`, h: activations -> logits.
 
-    `features` splits at timm's forward_features / forward_head. Any other module path splits the
-    traced graph; that is only valid where nothing but that layer's output flows past it, so a layer
-    crossed by a skip connection is refused with an error.
+    `features` splits at timm's forward_features / forward_head. Any other name is a node of the
+    traced graph (`layer3.1.act2`, a function node such as `layer3.1.add` or `blocks.11.add`) or a
+    module path (`layer3`, `stages.2`, `blocks.11`: that module's output). The split is only valid
+    where nothing but that layer's output flows past it, so a layer crossed by a skip connection is
+    refused with an error that names the nearest clean cut.
     """
     if layer == "features":
         return module.forward_features, module.forward_head  # type: ignore[return-value]
-    from timm.layers import create_feature_extractor, get_graph_node_names
+    from timm.layers import create_feature_extractor
 
-    names = get_graph_node_names(module)[1]
-    if layer not in names:
-        close = difflib.get_close_matches(layer, names, n=5) or names[-8:]
-        raise ModelError(f"{who}: key 'concept_layer': no layer '{layer}' in the traced model (e.g. {', '.join(close)})")
-    full = create_feature_extractor(module, return_nodes={layer: "act", names[-1]: "logits"})
-    g = create_feature_extractor(module, return_nodes={layer: "act"})
+    cuts = graph_cuts(module)
+    node_name = layer if layer in cuts.clean else cuts.modules.get(layer)
+    if node_name is None:
+        raise ModelError(f"{who}: key 'concept_layer': no layer '{layer}' in the traced model "
+                         f"(e.g. {_suggest(layer, cuts)}; `lens layers MODEL` lists them all)")
+    if not cuts.clean[node_name]:
+        after = cuts.names[cuts.names.index(node_name):]
+        nxt = next((n for n in after if cuts.clean.get(n)), None)
+        hint = f"; the next clean cut is '{nxt}'" if nxt else ""
+        raise ModelError(f"{who}: key 'concept_layer': '{layer}' is not a clean cut of the network (another tensor, "
+                         f"e.g. a skip connection, flows past it){hint}; `lens layers MODEL` lists the clean cuts")
+    full = create_feature_extractor(module, {node_name: "act", cuts.names[-1]: "logits"})
+    g = create_feature_extractor(module, {node_name: "act"})
     h = _graph_after(full, layer, who)
     return (lambda x: g(x)["act"]), h
 
 
 def _graph_after(full: torch.fx.GraphModule, layer: str, who: str) -> torch.fx.GraphModule:
+    """The graph from the cut node (a new input `act`) to the logits; inputs with defaults stay inputs."""
+    returned = next(n for n in full.graph.nodes if n.op == "output").args[0]
+    cut, logits = returned["act"], returned["logits"]
     graph = torch.fx.Graph()
-    env: dict[torch.fx.Node, torch.fx.Node] = {}
+    env: dict[torch.fx.Node, torch.fx.Node] = {cut: graph.placeholder("act")}
+    placeholders = [n for n in full.graph.nodes if n.op == "placeholder"]
+    for p in placeholders[1:]:  # optional inputs such as a ViT's attn_mask=None
+        env[p] = graph.placeholder(p.name, default_value=p.args[0] if p.args else inspect.Parameter.empty)
     before: set[torch.fx.Node] = set()
-    cut = None
+    seen_cut = False
     for node in full.graph.nodes:
-        if cut is None:
-            if node.name == layer.replace(".", "_") or node.target == layer:
-                cut = node
-                env[node] = graph.placeholder("act")
-            else:
+        if not seen_cut:
+            seen_cut = node is cut
+            if not seen_cut and node.op != "placeholder":
                 before.add(node)
             continue
         if node.op == "output":
-            logits = node.args[0]["logits"]
             graph.output(env[logits])
             break
         for used in node.all_input_nodes:
-            if used in before and used.op != "get_attr":
-                raise ModelError(
-                    f"{who}: key 'concept_layer': '{layer}' is not a clean cut of the network "
-                    f"('{used.name}' also flows past it, e.g. a skip connection); choose a layer between blocks"
-                )
+            if used in before and used.op == "get_attr" and used not in env:
+                env[used] = graph.node_copy(used)  # a parameter read before the cut and used after it
+            elif used in before and used.op != "get_attr" or used is placeholders[0]:
+                raise ModelError(f"{who}: key 'concept_layer': '{layer}' is not a clean cut of the network "
+                                 f"('{used.name}' also flows past it, e.g. a skip connection); `lens layers MODEL` lists the clean cuts")
         env[node] = graph.node_copy(node, lambda n: env[n] if n in env else n)
-    if cut is None:
-        raise ModelError(f"{who}: key 'concept_layer': layer '{layer}' not found in the traced graph")
     return torch.fx.GraphModule(full, graph)
 
 
@@ -259,6 +482,12 @@ class LoadedModel:
                              "need a feature map (N, C, H, W) or tokens (N, T, C)")
         self.act_shape = tuple(probe.shape[1:])
         self.num_concept_channels = probe.shape[1] if probe.ndim == 4 else probe.shape[-1]
+        # Tokens (N, T, C): the first `num_prefix_tokens` are class/register tokens (ViT), the rest
+        # patches. The pooled vector is what the head reads: the class token where the model pools
+        # by token, else the mean of the patch tokens.
+        self.num_prefix_tokens = int(getattr(module, "num_prefix_tokens", 0) or 0) if probe.ndim == 3 else 0
+        self.token_pool = ("cls" if getattr(module, "global_pool", None) == "token" and self.num_prefix_tokens else "mean") \
+            if probe.ndim == 3 else None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -279,8 +508,30 @@ class LoadedModel:
         return (x01 - self.mean.to(x01.dtype)) / self.std.to(x01.dtype)
 
     def pooled(self, act: torch.Tensor) -> torch.Tensor:
-        """Spatial (or token) mean of concept-layer activations: (N, C)."""
-        return act.mean(dim=(2, 3)) if act.ndim == 4 else act.mean(dim=1)
+        """Concept-layer activations as the head pools them: (N, C).
+
+        Feature maps: the spatial mean. Tokens: the class token where the head reads it (ViT's
+        `global_pool='token'`), else the mean of the patch tokens (prefix tokens left out). CRAFT's
+        patches, the concept bank and MACO's direction objective all live in this space. Linear
+        in `act`, so it also pools concept coefficients.
+        """
+        if act.ndim == 4:
+            return act.mean(dim=(2, 3))
+        if self.token_pool == "cls":
+            return act[:, 0]
+        return act[:, self.num_prefix_tokens :].mean(dim=1)
+
+    def spatial_maps(self, maps: torch.Tensor) -> torch.Tensor:
+        """Per-position values (N, H, W, k) or per-token ones (N, T, k) to an image grid (N, h, w, k).
+
+        Prefix tokens (class, registers) have no place in the image and are dropped; the patch
+        tokens of a square grid are laid out row by row. Anything else is returned as is.
+        """
+        if maps.ndim != 3:
+            return maps
+        patches = maps[:, self.num_prefix_tokens :]
+        side = int(round(patches.shape[1] ** 0.5))
+        return patches.reshape(len(maps), side, side, -1) if side * side == patches.shape[1] else patches
 
     def channels_last(self, act: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, H, W, C); tokens stay (N, T, C)."""

@@ -156,6 +156,7 @@ class CraftRecord(PartRecord):
     n_images: int | None = None
     image_selection: str | None = None
     nmf_error: float | None = None
+    method: str | None = None  # dictionary method: nmf, semi-nmf...
     timings_s: dict[str, float] | None = None
     images_source: str | None = None
     reason: str | None = None

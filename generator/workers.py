@@ -448,7 +448,7 @@ def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_me
     no_images = not result.views  # no usable photo: a state of its own, neither done nor failed
     record = CraftRecord(
         status="no-images" if no_images else "done", settings=settings.model_dump(mode="json"), settings_hash=craft_hash,
-        n_images=len(result.views), image_selection=result.selection,
+        n_images=len(result.views), image_selection=result.selection, method=result.method,
         nmf_error=None if np.isnan(result.nmf_error) else result.nmf_error,
         timings_s={k: round(v, 3) for k, v in result.timings.items()}, wall_time_s=round(seconds, 3),
         device=device, versions=_versions(), finished_at=_now(), files={},

@@ -128,7 +128,8 @@ def test_no_image_means_no_concepts(tiny_model):
     assert r.concepts == [] and r.selection == "none" and "no usable image" in r.reason
 
 
-def test_negative_activations_are_refused_with_the_layer_named(tmp_path):
+def test_signed_layer_gets_semi_nmf_and_nmf_is_refused_there(tmp_path):
+    """ConvNeXt features are signed: `auto` picks Semi-NMF; `nmf` forced is refused, naming the layer and the fix."""
     import timm
     from safetensors.torch import save_file
 
@@ -140,8 +141,12 @@ def test_negative_activations_are_refused_with_the_layer_named(tmp_path):
     zoo = load_zoo(tmp_path / "models.yaml")
     model = load_model(zoo.model("cnx"), zoo.root)
     image = SourceImage("x", Image.new("RGB", (64, 64), (200, 30, 30)))
-    with pytest.raises(craft.CraftError, match="model 'cnx': concept layer 'features' has negative activations.*concept_layer"):
-        craft.run_craft(model, [image], 1, CraftSettings(rank=2))
+    with pytest.raises(craft.CraftError, match="model 'cnx': concept layer 'features' has negative activations.*method: semi-nmf"):
+        craft.run_craft(model, [image], 1, CraftSettings(rank=2, method="nmf", sobol_designs=4, nmf_iters=20))
+    r = craft.run_craft(model, [image], 1, CraftSettings(rank=2, sobol_designs=4, nmf_iters=20, top_crops=2))
+    assert r.method == "semi-nmf" and len(r.concepts) == 2
+    assert any((c.direction < 0).any() for c in r.concepts)  # a signed concept bank
+    assert (r.maps >= 0).all() and all(c.crops for c in r.concepts)
 
 
 def test_concept_layer_inside_a_block_is_refused(tmp_path, tiny_config):
