@@ -49,6 +49,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from . import webp
+from .resources import templates_dir
 from .classes import NUM_CLASSES, ImageNetClass, all_classes
 from .config import (
     SLUG_PATTERN,
@@ -64,7 +65,7 @@ from .errors import SiteError
 from .images import CREDITS
 from .store import META, Store, atomic_write_bytes, file_lock
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = templates_dir()  # generator/resources.py: the packaged copy, else the checkout's templates/
 INDEX_FILE = "classes.json"
 MARKER_FILE = ".lens-site"  # says "this folder is a site we built", so pruning it is safe
 CHROME_PAGE = "classes/_chrome.md"

@@ -34,6 +34,7 @@ from .config import MacoSettings, load_zoo
 from .images import SourceImage, demo_photos, load_class_images
 from .models import LoadedModel, load_model
 from .plan import ModelPlan, RenderJob, model_plans, part_done, pending_units
+from .progress import LogBar
 from .spectrum import Spectrum, resolve_spectrum
 from .store import Claim, Store, Unit, atomic_write_bytes, encode_jpeg, encode_png
 
@@ -491,7 +492,8 @@ class Bars:
         self.bars: dict[str, Any] = {}
 
     def open(self, model: str, total: float) -> None:
-        if not self.enabled:
+        if not self.enabled:  # --no-progress: a log line every minute instead (generator/progress.py)
+            self.bars[model] = LogBar(model, total)
             return
         from tqdm import tqdm
 
