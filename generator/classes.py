@@ -6,6 +6,7 @@ timm.data.ImageNetInfo), read directly so that torch-free tools (the site) stay 
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import re
 from dataclasses import dataclass
@@ -71,7 +72,8 @@ _WNID = re.compile(r"^n\d{8}$")
 
 
 def parse_class_spec(spec: str) -> list[int]:
-    """`all`, `0-99`, `281,967`, `n02123045`, or a comma-separated mix; sorted, without repeats.
+    """`all`, `0-99`, `281,967`, `n02123045`, class names (`espresso,tabby`), or a comma-separated mix;
+    sorted, without repeats.
 
     Preset names (e.g. `demo`) are resolved by the caller, which knows `models.yaml`.
     """
@@ -94,8 +96,45 @@ def parse_class_spec(spec: str) -> list[int]:
             chosen.update(range(lo, hi + 1))
         elif _WNID.match(part):
             chosen.add(index_of_wnid(part))
+        elif _NAME.match(part):
+            chosen.add(index_of_name(part))
         else:
             raise ClassSpecError(
-                f"cannot read '{part}' in class SPEC '{spec}': use all, 0-99, 281,967, n02123045 or a preset name"
+                f"cannot read '{part}' in class SPEC '{spec}': use all, 0-99, 281,967, n02123045, espresso or a preset name"
             )
     return sorted(chosen)
+
+
+_NAME = re.compile(r"^[^\W\d][\w '.-]*$")
+
+
+def _normalise(name: str) -> str:
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+@lru_cache(maxsize=1)
+def _synonyms() -> dict[str, tuple[int, ...]]:
+    """Every synonym of every class name ('tabby, tabby cat' gives two), lower case, to its classes."""
+    table: dict[str, list[int]] = {}
+    for c in all_classes():
+        for synonym in c.name.split(","):
+            if synonym.strip():
+                table.setdefault(_normalise(synonym), []).append(c.index)
+    return {k: tuple(dict.fromkeys(v)) for k, v in table.items()}
+
+
+def index_of_name(name: str) -> int:
+    """The class one of whose synonyms is `name` (case, spaces and underscores aside); an ambiguous or
+    unknown name raises ClassSpecError listing the candidates with their indices."""
+    table = _synonyms()
+    found = table.get(_normalise(name), ())
+    if len(found) == 1:
+        return found[0]
+    if found:
+        options = ", ".join(f"{i} ({all_classes()[i].name})" for i in found)
+        raise ClassSpecError(f"class name '{name}' is ambiguous: {options}; give the index instead")
+    close = difflib.get_close_matches(_normalise(name), list(table), n=4, cutoff=0.75)
+    if not close:  # a word of a longer name: 'retriever' -> golden retriever, ...
+        close = [k for k in table if _normalise(name) in k.split()][:4]
+    hint = f" (did you mean {', '.join(f'{k!r} = {table[k][0]}' for k in close)}?)" if close else ""
+    raise ClassSpecError(f"unknown class name '{name}'{hint or ' (names are the ImageNet-1k ones timm uses, e.g. espresso, tabby)'}")

@@ -1,13 +1,19 @@
 """`lens`: render, inspect and publish the gallery.
 
+    lens init                       write a starter models.yaml (the embedded zoo) into this folder
     lens build   [filters]          render, score, then build the site (the one command)
     lens render  [filters]          MACO + CRAFT renders into the artifact store
     lens quality [filters]          (re)compute quality figures of existing renders
-    lens site    --artifacts DIR    static site from whatever the store holds
+    lens site                       static site from whatever the store holds
     lens serve                      serve the site locally
     lens status  [filters]          done / pending / failed per model and part
+    lens figure  [filters]          a classes x models grid as PNG and PDF, for papers
     lens models                     the zoo and whether each model's weights are available
     lens spectrum --images DIR      compute and cache a magnitude spectrum
+
+One meaning per option, in every command: --config (models.yaml), --store (the artifact store),
+--site (the site folder), --models and --classes (the selection). Every command says on stderr
+which config it read.
 """
 
 from __future__ import annotations
@@ -42,28 +48,107 @@ class Selection:
     preset: str | None = None
 
 
-def _add_selection(p: argparse.ArgumentParser) -> None:
+CONFIG_HELP = ("models.yaml, or a folder holding one (default: ./models.yaml if present, else the embedded default zoo "
+               "with the store and site in the current folder)")
+WHAT_CHOICES = {"maco": "maco", "craft": "craft", "maco,craft": "maco,craft", "craft,maco": "maco,craft", "both": "maco,craft"}
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling kept working: stores into the new option's dest and says what to use instead."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str = "", **kwargs: Any):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"lens: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+class _Removed(argparse.Action):
+    """An old spelling whose meaning changed: refuse it with the one-line fix, never guess."""
+
+    def __init__(self, option_strings: list[str], dest: str, hint: str = "", **kwargs: Any):
+        self.hint = hint
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string} was removed here: {self.hint}")
+
+
+def _what(text: str) -> str:
+    key = ",".join(p.strip() for p in text.split(","))
+    if key not in WHAT_CHOICES:
+        raise argparse.ArgumentTypeError(f"'{text}': choose maco, craft or maco,craft")
+    return WHAT_CHOICES[key]
+
+
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None, metavar="PATH", help=CONFIG_HELP)
+
+
+def _store_option(p: argparse.ArgumentParser, old_out: bool = True) -> None:
+    p.add_argument("--store", type=Path, default=None, metavar="DIR", help="the artifact store (default: `out:` of the config)")
+    old = ("--out", "--artifacts") if old_out else ("--artifacts",)
+    p.add_argument(*old, dest="store", type=Path, action=_Deprecated, new="--store", help=argparse.SUPPRESS)
+
+
+def _site_option(p: argparse.ArgumentParser, old: str | None = None) -> None:
+    p.add_argument("--site", "--site-dir", dest="site", type=Path, default=None, metavar="DIR",
+                   help="the site folder (default: `site:` of the config)")
+    if old:
+        p.add_argument(old, dest="site", type=Path, action=_Deprecated, new="--site", help=argparse.SUPPRESS)
+
+
+def _models_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", dest="models", default=None, metavar="NAME[,NAME...]",
+                   help="models of the zoo to use (default: all, or the preset's)")
+    p.add_argument("--model", dest="models", help=argparse.SUPPRESS)  # the singular, as typed
+
+
+def _add_selection(p: argparse.ArgumentParser, what: bool = True) -> None:
     g = p.add_argument_group("selection")
-    g.add_argument("--config", type=Path, default=None, help="models.yaml (default: ./models.yaml)")
-    g.add_argument("--model", "--models", dest="model", default=None, help="NAME[,NAME...] (default: all models)")
-    g.add_argument("--classes", default=None, help="all | 0-99 | 281,967 | n02123045 | a preset name such as demo (default: all)")
-    g.add_argument("--preset", default=None, help="a preset of models.yaml: its classes and settings")
-    g.add_argument("--out", "--artifacts", dest="out", type=Path, default=None, help="artifact store (default: `out:` of models.yaml)")
-    g.add_argument("--images", type=Path, default=None, help="ImageNet-layout folder for CRAFT (default: `images:` or the demo photos)")
-    g.add_argument("--spectrum", default=None, help="photos | powerlaw | images | path to a .npy from `lens spectrum`")
-    g.add_argument("--what", default="maco,craft", help="parts to render: maco, craft or both (default)")
-    s = p.add_argument_group("settings (override models.yaml)")
+    _config_option(g)
+    _store_option(g)
+    _models_option(g)
+    g.add_argument("--classes", default=None, metavar="SPEC",
+                   help="all | 0-99 | 281,967 | n02123045 | espresso,tabby | a preset name such as demo (default: all)")
+    g.add_argument("--preset", default=None, metavar="NAME", help="a preset of the config: its classes, models and settings")
+    g.add_argument("--images", type=Path, default=None, metavar="DIR",
+                   help="ImageNet-layout folder (nXXXXXXXX/*.jpg) for CRAFT and quality (default: `images:` or the demo photos)")
+    g.add_argument("--spectrum", default=None, metavar="KIND",
+                   help="MACO magnitude spectrum: photos | powerlaw | images | a .npy from `lens spectrum` (default: `spectrum:`)")
+    if what:
+        g.add_argument("--what", type=_what, default="maco,craft", metavar="PARTS",
+                       help="parts: maco (class visualizations), craft (concepts and their visualizations) or maco,craft "
+                            "(default; `both` is accepted)")
+    s = p.add_argument_group("settings (override the preset, the model's entry and `defaults:`)")
     s.add_argument("--steps", type=int, default=None, help="MACO optimisation steps")
     s.add_argument("--image-size", type=int, default=None, help="MACO image side in pixels")
     s.add_argument("--crops", type=int, default=None, help="MACO crops per step")
-    s.add_argument("--seed", type=int, default=None, help="base seed")
+    s.add_argument("--seed", type=int, default=None, help="base seed of MACO and CRAFT")
     s.add_argument("--rank", type=int, default=None, help="CRAFT concepts per class")
+
+
+_printed_configs: set[str] = set()
+
+
+def _load_zoo(args: argparse.Namespace) -> Zoo:
+    """The config of this command, announced once on stderr (which file, and where paths resolve)."""
+    zoo = load_zoo(args.config)
+    key = f"{zoo.path}|{zoo.root}"
+    if key not in _printed_configs:
+        _printed_configs.add(key)
+        print(f"lens: config: {zoo.describe()}", file=sys.stderr)
+    return zoo
 
 
 def _selection(args: argparse.Namespace) -> Selection:
     from .plan import parse_parts
 
-    zoo = load_zoo(args.config)
+    zoo = _load_zoo(args)
     preset_name = args.preset
     spec = args.classes
     if spec is not None and spec in zoo.data.presets and preset_name is None:
@@ -71,7 +156,7 @@ def _selection(args: argparse.Namespace) -> Selection:
     preset = zoo.preset(preset_name) if preset_name else None
     spec = spec or (preset.classes if preset else "all")
     classes = parse_class_spec(spec)
-    models = [m.name for m in zoo.select_models(args.model or (preset.models if preset else None))]
+    models = [m.name for m in zoo.select_models(args.models or (preset.models if preset else None))]
     images = args.images or (zoo.resolve_path(preset.images) if preset and preset.images else zoo.resolve_path(zoo.data.images))
     if images is not None and not images.is_dir():
         raise ConfigError(f"images folder '{images}' does not exist (from --images or `images:` in {zoo.path})")
@@ -86,8 +171,8 @@ def _selection(args: argparse.Namespace) -> Selection:
     spectrum = args.spectrum or zoo.data.spectrum
     if spectrum not in ("photos", "powerlaw", "images"):
         spectrum = str(zoo.resolve_path(spectrum)) if args.spectrum is None else spectrum
-    return Selection(zoo, models, classes, args.out or zoo.resolve_path(zoo.data.out), images, spectrum,
-                     parse_parts(args.what), maco, craft, preset_name)
+    return Selection(zoo, models, classes, args.store or zoo.resolve_path(zoo.data.out), images, spectrum,
+                     parse_parts(getattr(args, "what", "maco,craft")), maco, craft, preset_name)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -98,6 +183,15 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .workers import default_devices, run_render
 
     sel = _selection(args)
+    if args.dry_run or args.force:
+        from .runopts import dry_run, force_parts
+
+        if args.dry_run:
+            print(dry_run(sel.zoo, sel.out, sel.models, sel.classes, sel.parts, sel.maco, sel.craft, sel.images, sel.spectrum,
+                          shard=parse_shard(args.shard) if args.shard else None, force=args.force, device=args.device))
+            return 0
+        n = force_parts(sel.zoo, sel.out, sel.models, sel.classes, sel.parts, shard=parse_shard(args.shard) if args.shard else None)
+        print(f"lens: --force: {n} parts marked for re-rendering", file=sys.stderr)
     ray = args.executor == "ray"
     if ray and args.devices:
         raise ConfigError("--devices applies to --executor local; with --executor ray, Ray assigns one GPU per task")
@@ -166,7 +260,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import weights_status
 
-    zoo = load_zoo(args.config)
+    zoo = _load_zoo(args)
     for m in zoo.models.values():
         print(f"{m.name:24s} {m.arch:28s} {weights_status(m, zoo.root)}")
     return 0
@@ -178,7 +272,8 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     if not args.images.is_dir():
         raise ConfigError(f"--images '{args.images}' is not a folder")
     spectrum = spectrum_from_folder(args.images)
-    out = args.output or Path("artifacts") / "spectra" / f"{spectrum.id}.npy"
+    zoo = _load_zoo(args)
+    out = args.npy or (args.store or zoo.resolve_path(zoo.data.out)) / "spectra" / f"{spectrum.id}.npy"
     save_spectrum(spectrum, out)
     print(f"spectrum {spectrum.id} saved to {out}; use it with --spectrum {out} or `spectrum: {out}` in models.yaml")
     return 0
@@ -187,9 +282,9 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 def cmd_site(args: argparse.Namespace) -> int:
     from .site import build_site
 
-    zoo = load_zoo(args.config)
-    out = args.site_out or zoo.resolve_path(zoo.data.site)
-    store = args.out or zoo.resolve_path(zoo.data.out)
+    zoo = _load_zoo(args)
+    out = args.site or zoo.resolve_path(zoo.data.site)
+    store = args.store or zoo.resolve_path(zoo.data.out)
     report = build_site(zoo, store, out, progress=not args.no_progress)
     print(report)
     print(f"lens: site written to {out}; browse it with `lens serve`")
@@ -201,22 +296,47 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .site import build_site
 
     code = cmd_render(args)
-    if code == 130:
+    if code == 130 or args.dry_run:
         return code
     sel = _selection(args)
     run_quality(sel.zoo, sel.out, sel.models, sel.classes, sel.images, device=args.device, progress=not args.no_progress)
-    out = args.site_out or sel.zoo.resolve_path(sel.zoo.data.site)
+    out = args.site or sel.zoo.resolve_path(sel.zoo.data.site)
     # Same filters as the render (`lens site` alone publishes everything in the store).
     print(build_site(sel.zoo, sel.out, out, models=sel.models, classes=sel.classes, progress=not args.no_progress))
     print(f"lens: gallery written to {out}; browse it with `lens serve` (or open {out}/index.html)")
     return code
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from .config import CONFIG_FILENAME
+    from .resources import default_zoo_path
+
+    folder: Path = args.folder
+    target = folder / CONFIG_FILENAME
+    if target.exists() and not args.force:
+        raise ConfigError(f"{target} already exists; edit it, or pass --force to overwrite it with the default zoo")
+    folder.mkdir(parents=True, exist_ok=True)
+    target.write_text(default_zoo_path().read_text(encoding="utf-8"), encoding="utf-8")
+    print(f"lens: wrote {target}: the embedded zoo (three EfficientNet-Lite models, the `demo` preset). Add models under "
+          f"`models:`, then run `lens build --classes demo` in {folder.resolve()}; the store and site go next to models.yaml")
+    return 0
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    from .figure import make_figure
+
+    sel = _selection(args)
+    written = make_figure(sel.out, sel.classes, sel.models, args.output, overlay=args.overlay, concepts=args.concepts,
+                          cell=args.cell, dpi=args.dpi)
+    print(f"lens: figure written to {', '.join(str(w) for w in written)}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .site import serve
 
-    zoo = load_zoo(args.config)
-    serve(args.site_out or zoo.resolve_path(zoo.data.site), host=args.host, port=args.port)
+    zoo = _load_zoo(args)
+    serve(args.site or zoo.resolve_path(zoo.data.site), host=args.host, port=args.port)
     return 0
 
 
@@ -226,15 +346,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _render_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, GPUs if any)")
-    g.add_argument("--devices", default=None, help="GPU indices for one worker each, e.g. 0,1 (default: all visible)")
+    g.add_argument("--devices", default=None, metavar="I,J", help="GPU indices for one worker each, e.g. 0,1 (default: all visible)")
     g.add_argument("--batch-size", type=int, default=None, help="objectives per pass (default: from free memory)")
-    g.add_argument("--shard", default=None, help="K/N: render only shard K of N (0 <= K < N), e.g. a Slurm array task")
-    g.add_argument("--retries", type=int, default=2, help="retries of a failing unit before it is recorded as failed")
+    g.add_argument("--shard", default=None, metavar="K/N", help="render only shard K of N (0 <= K < N), e.g. a Slurm array task")
+    g.add_argument("--retries", type=int, default=2, help="retries of a failing unit before it is recorded as failed (default: 2)")
     g.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: worker processes on this machine (default); ray: one task per GPU of a Ray cluster (docs/cluster.md)")
-    g.add_argument("--ray-address", default=None,
+    g.add_argument("--ray-address", default=None, metavar="ADDRESS",
                    help="with --executor ray: cluster address (auto, ray://HOST:10001) or `local` for a new local instance "
                         "(default: $RAY_ADDRESS, else a `ray start` cluster on this machine, else a new local one)")
+    g.add_argument("--dry-run", action="store_true", help="print the units to do and an estimate of the time, render nothing")
+    g.add_argument("--force", action="store_true",
+                   help="re-render the selected parts even where the store holds them with the same settings")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,44 +368,65 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, fn: Any, help: str) -> argparse.ArgumentParser:  # noqa: A002
+    def command(name: str, fn: Any, help: str, progress: bool = True) -> argparse.ArgumentParser:  # noqa: A002
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(fn=fn)
-        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        if progress:
+            p.add_argument("--no-progress", action="store_true",
+                           help="no progress bars; long runs print a progress line now and then instead (for batch logs)")
         return p
 
+    p = command("init", cmd_init, "write a starter models.yaml (the embedded zoo, commented) into a folder", progress=False)
+    p.add_argument("folder", nargs="?", type=Path, default=Path("."), help="where to write models.yaml (default: here)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing models.yaml")
     p = command("render", cmd_render, "render MACO visualizations and CRAFT concepts into the artifact store")
     _add_selection(p)
     _render_options(p)
     p = command("build", cmd_build, "render, score quality, then build the static site")
     _add_selection(p)
     _render_options(p)
-    p.add_argument("--site-out", type=Path, default=None, help="site folder (default: `site:` of models.yaml)")
+    _site_option(p, old="--site-out")
     p = command("quality", cmd_quality, "compute quality figures (self, transfer, plausibility) of existing renders")
-    _add_selection(p)
-    p.add_argument("--device", default="auto")
-    p = command("status", cmd_status, "done, pending and failed units per model and part, with failure reasons")
+    _add_selection(p, what=False)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, a GPU if any)")
+    p = command("status", cmd_status, "done, pending and failed units per model and part, with failure reasons", progress=False)
     _add_selection(p)
     p.add_argument("--json", action="store_true", help="print the counts, failures and problems as one JSON object")
-    p = command("models", cmd_models, "list the zoo and whether each model's weights are available")
-    p.add_argument("--config", type=Path, default=None)
-    p = command("spectrum", cmd_spectrum, "compute a MACO magnitude spectrum from a folder of natural images")
-    p.add_argument("--images", type=Path, required=True)
-    p.add_argument("--output", type=Path, default=None, help=".npy path (default: artifacts/spectra/<id>.npy)")
+    p = command("figure", cmd_figure, "a grid of classes x models (optionally overlays or top concepts) as PNG and PDF")
+    _add_selection(p, what=False)
+    p.add_argument("--output", "-o", type=Path, default=Path("lens-figure.png"), metavar="FILE",
+                   help="figure file; a .png and a .pdf are written side by side (default: lens-figure.png)")
+    p.add_argument("--overlay", action="store_true", help="show the attribution map as transparency (over a white page)")
+    p.add_argument("--concepts", type=int, default=0, metavar="K",
+                   help="add the K most important concepts' visualizations after each model's class visualization")
+    p.add_argument("--cell", type=float, default=1.4, metavar="INCHES", help="side of one image in the figure (default: 1.4)")
+    p.add_argument("--dpi", type=int, default=200, help="resolution of the PNG (default: 200; the PDF embeds the images)")
+    p = command("models", cmd_models, "list the zoo and whether each model's weights are available", progress=False)
+    _config_option(p)
+    p = command("spectrum", cmd_spectrum, "compute a MACO magnitude spectrum from a folder of natural images", progress=False)
+    _config_option(p)
+    p.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of natural images (searched recursively)")
+    _store_option(p)
+    p.add_argument("--npy", type=Path, default=None, metavar="FILE", help="where to save it (default: STORE/spectra/<id>.npy)")
+    p.add_argument("--output", dest="npy", type=Path, action=_Deprecated, new="--npy", help=argparse.SUPPRESS)
     p = command("site", cmd_site, "build the static site from the artifact store")
-    p.add_argument("--config", type=Path, default=None)
-    p.add_argument("--artifacts", "--store", dest="out", type=Path, default=None)
-    p.add_argument("--out", dest="site_out", type=Path, default=None, help="site folder (default: `site:` of models.yaml)")
-    p = command("serve", cmd_serve, "serve the built site locally")
-    p.add_argument("--config", type=Path, default=None)
-    p.add_argument("--dir", dest="site_out", type=Path, default=None)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    _config_option(p)
+    _store_option(p, old_out=False)
+    _site_option(p)
+    # `lens site --out` named the site folder; everywhere else --out was the store: refuse it here.
+    p.add_argument("--out", action=_Removed, hint="use --site DIR for the site folder (and --store DIR for the artifact store)",
+                   help=argparse.SUPPRESS)
+    p = command("serve", cmd_serve, "serve the built site locally", progress=False)
+    _config_option(p)
+    _site_option(p, old="--dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _printed_configs.clear()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="lens: %(message)s")
     try:
         return args.fn(args)

@@ -154,11 +154,21 @@ class ZooFile(_Strict):
 class Zoo:
     """A validated `models.yaml`: models by name, presets, and the settings for each model."""
 
-    def __init__(self, data: ZooFile, path: Path):
+    def __init__(self, data: ZooFile, path: Path, root: Path | None = None):
         self.data = data
         self.path = path
-        self.root = path.parent
+        # Relative paths resolve against the file's folder; the embedded default zoo's against the
+        # current folder (root), so that it never writes into the installed package.
+        self.root = root if root is not None else path.parent
+        self.embedded = root is not None
         self.models: dict[str, ModelEntry] = {m.name: m for m in data.models}
+
+    def describe(self) -> str:
+        """Which config this is, for the line every command prints."""
+        if self.embedded:
+            return (f"the embedded default zoo ({self.path}); store and site relative to {self.root} "
+                    f"(`lens init` writes an editable models.yaml here)")
+        return str(self.path)
 
     def resolve_path(self, value: str | None) -> Path | None:
         """A path from `models.yaml`, relative to the file itself; `~` and `$VARS` expanded."""
@@ -245,16 +255,37 @@ def _format_validation(path: Path, raw: dict[str, Any], e: ValidationError) -> s
 
 
 def default_config_path() -> Path:
-    """`./models.yaml`, else the one beside the `generator` package (a source checkout)."""
+    """`./models.yaml` if there is one, else the embedded default zoo (never a source checkout's file
+    found from elsewhere: run from another folder, lens works there, not in the checkout)."""
     here = Path.cwd() / CONFIG_FILENAME
-    if here.exists():
+    if here.is_file():
         return here
-    return Path(__file__).resolve().parent.parent / CONFIG_FILENAME
+    from .resources import default_zoo_path
+
+    return default_zoo_path()
+
+
+def config_root(path: Path, explicit: bool) -> Path | None:
+    """Where relative paths of `path` resolve: None for its own folder (the documented rule), the
+    current folder for the embedded default zoo when it was not named (`lens` run from a folder
+    without models.yaml works in that folder) and for the installed package's copy in any case."""
+    from .resources import DATA_DIR, default_zoo_path
+
+    resolved = path.resolve()
+    if DATA_DIR in resolved.parts and resolved.parent.parent == Path(__file__).resolve().parent:
+        return Path.cwd()  # generator/_data/models.yaml of an installed wheel: never write into the package
+    if not explicit and resolved == default_zoo_path().resolve() and resolved != (Path.cwd() / CONFIG_FILENAME).resolve():
+        return Path.cwd()
+    return None
 
 
 def load_zoo(path: str | os.PathLike[str] | None = None) -> Zoo:
     """Read and validate `models.yaml`. Every problem raises ConfigError naming the file and key."""
+    explicit = path is not None
     path = Path(path) if path is not None else default_config_path()
+    if path.is_dir():  # --config FOLDER: the models.yaml in it
+        path = path / CONFIG_FILENAME
+    root = config_root(path, explicit)
     if not path.exists():
         raise ConfigError(f"{path}: file not found (pass --config PATH to use another models.yaml)")
     try:
@@ -275,7 +306,7 @@ def load_zoo(path: str | os.PathLike[str] | None = None) -> Zoo:
                 f"{path}: model '{m.name}' (entry {i + 1}): duplicate name, already used by entry {seen[m.name] + 1}"
             )
         seen[m.name] = i
-    zoo = Zoo(data, path)
+    zoo = Zoo(data, path, root)
     # Settings overrides are validated now, not at render time.
     for m in data.models:
         zoo.maco_settings(m)

@@ -35,6 +35,7 @@ from .errors import LensError, StoreError
 from .images import SourceImage, demo_photos, load_class_images
 from .models import LoadedModel, load_model
 from .plan import ModelPlan, RenderJob, model_plans, part_done, pending_units, unit_state
+from .progress import LogBar
 from .records import Attribution, Concept, CraftRecord, Crop, MacoRecord, Meta, ModelCard, Unit
 from .spectrum import Spectrum, resolve_spectrum
 from .store import Claim, Store, encode_jpeg, encode_png, store_errors
@@ -541,7 +542,8 @@ class Bars:
         self.bars: dict[str, Any] = {}
 
     def open(self, model: str, total: float) -> None:
-        if not self.enabled:
+        if not self.enabled:  # --no-progress: a log line every minute instead (generator/progress.py)
+            self.bars[model] = LogBar(model, total)
             return
         from tqdm import tqdm
 

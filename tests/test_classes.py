@@ -18,6 +18,9 @@ def test_classes_come_from_timm_with_unique_index_slugs():
     ("281,967", [281, 967]),
     ("n02123045", [281]),
     ("967, 0-1 ,n02123045,967", [0, 1, 281, 967]),
+    ("espresso,tabby", [281, 967]),  # 'tabby' is a synonym of 'tabby, tabby cat'
+    ("Golden_Retriever, tiger cat", [207, 282]),  # case, underscores and spaces aside
+    ("espresso,967", [967]),
 ])
 def test_spec_parser(spec, expected):
     assert parse_class_spec(spec) == expected
@@ -27,7 +30,11 @@ def test_spec_parser(spec, expected):
     ("1000", "out of range"),
     ("5-2", "runs backwards"),
     ("n99999999", "unknown WordNet id"),
-    ("espresso", "cannot read 'espresso'"),
+    ("crane", r"class name 'crane' is ambiguous: 134 \(crane\), 517 \(crane\)"),
+    ("espreso", r"unknown class name 'espreso' \(did you mean 'espresso' = 967\?\)"),
+    ("retriever", "did you mean 'flat-coated retriever' = 205"),
+    ("zzzz", "unknown class name 'zzzz' \\(names are the ImageNet-1k ones"),
+    ("0-9:2", "cannot read '0-9:2'"),
     ("1,,2", "empty item"),
     ("", "empty class SPEC"),
 ])

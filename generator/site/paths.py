@@ -11,9 +11,10 @@ from pathlib import Path
 
 from ..config import SLUG_PATTERN
 from ..errors import SiteError
+from ..resources import templates_dir
 from ..store import atomic_write_bytes
 
-TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+TEMPLATES = templates_dir()  # generator/resources.py: the packaged copy, else the checkout's templates/
 INDEX_FILE = "classes.json"
 MARKER_FILE = ".lens-site"  # says "this folder is a site we built", so pruning it is safe
 _SLUG = re.compile(SLUG_PATTERN)
