@@ -257,7 +257,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
         raise ConfigError(f"--images '{args.images}' is not a folder")
     spectrum = spectrum_from_folder(args.images)
     zoo = _load_zoo(args)
-    out = args.npy or (args.store or zoo.resolve_path(zoo.data.out)) / "spectra" / f"{spectrum.id}.npy"
+    out = args.output or (args.store or zoo.resolve_path(zoo.data.out)) / "spectra" / f"{spectrum.id}.npy"
     save_spectrum(spectrum, out)
     print(f"spectrum {spectrum.id} saved to {out}; use it with --spectrum {out} or `spectrum: {out}` in models.yaml")
     return 0
@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("figure", cmd_figure, "a grid of classes x models (optionally overlays or top concepts) as PNG and PDF")
     _add_selection(p, what=False)
     p.add_argument("--output", "-o", type=Path, default=Path("lens-figure.png"), metavar="FILE",
-                   help="figure file; a .png and a .pdf are written side by side (default: lens-figure.png)")
+                   help="the figure to write: FILE.png and FILE.pdf side by side (default: lens-figure.png)")
     p.add_argument("--overlay", action="store_true", help="show the attribution map as transparency (over a white page)")
     p.add_argument("--concepts", type=int, default=0, metavar="K",
                    help="add the K most important concepts' visualizations after each model's class visualization")
@@ -390,8 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(p)
     p.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of natural images (searched recursively)")
     _store_option(p)
-    p.add_argument("--npy", type=Path, default=None, metavar="FILE", help="where to save it (default: STORE/spectra/<id>.npy)")
-    p.add_argument("--output", dest="npy", type=Path, action=_Deprecated, new="--npy", help=argparse.SUPPRESS)
+    p.add_argument("--output", "-o", type=Path, default=None, metavar="FILE", help="the .npy to write (default: STORE/spectra/<id>.npy)")
     p = command("site", cmd_site, "build the static site from the artifact store")
     _config_option(p)
     _store_option(p, old_out=False)
