@@ -83,15 +83,17 @@ def dry_run(zoo: Zoo, store: Path, models: list[str], classes: list[int], parts:
         per_class = plan.craft.rank if plan.craft.visualize is None else min(plan.craft.visualize, plan.craft.rank)
         concepts = counts["concept"] + counts["craft"] * per_class  # the concepts CRAFT will create, at most
         maco_s, craft_s, n = _measured(st, plan)
-        if maco_s is None or craft_s is None:
-            rough_maco, rough_craft = _rough(plan)
-            maco_s = rough_maco if maco_s is None else maco_s
-            craft_s = rough_craft if craft_s is None else craft_s
-            basis = f"rough CPU figure, {n} matching units in the store" if n else "rough CPU figure"
+        rough_maco, rough_craft = _rough(plan)
+        need_maco, need_craft = counts["maco"] + concepts > 0, counts["craft"] > 0
+        rough = (need_maco and maco_s is None) or (need_craft and craft_s is None)
+        maco_s = rough_maco if maco_s is None else maco_s
+        craft_s = rough_craft if craft_s is None else craft_s
+        if not rough:
+            basis = f"from {n} units in the store" if n else "nothing to do"
+        else:
+            basis = f"rough CPU figure where the store has no unit with these settings ({n} have)" if n else "rough CPU figure"
             if device != "cpu":
                 unknown.append(plan.name)
-        else:
-            basis = f"from {n} units in the store"
         seconds = counts["craft"] * craft_s + (counts["maco"] + concepts) * maco_s
         total_s += seconds
         lines.append(f"{plan.name:24s} {counts['craft']:6d} {counts['maco']:6d} {concepts:8d}  ~{_duration(seconds)} ({basis})")
