@@ -19,7 +19,7 @@ from generator.errors import ConfigError, CraftError, LensError
 
 from .conftest import REPO
 
-FAST = {"steps": 3, "image_size": 48, "crops": 2, "input_size": 48}
+FAST = {"steps": 3, "image_size": 48, "crops": 2, "input_size": 48, "spectrum": "powerlaw"}
 
 
 class TinyNet(nn.Module):
@@ -70,7 +70,7 @@ def test_zoo_model_visualization_equals_the_one_lens_render_stores(tiny_config, 
 
 def test_timm_model_classes_by_name_and_directions(tmp_path):
     model = lens.from_timm("test_resnet", input_size=48)
-    assert model.input_size == 48 and model.name == "test-resnet" and "input 48px" in repr(model)
+    assert model.input_size == 48 and model.name == "test_resnet" and "input 48px" in repr(model)
     vs = lens.visualize(model, "goldfish,tabby", **FAST)
     assert [v.class_index for v in vs] == [1, 281]
     assert all(isinstance(v.image, Image.Image) and v.image.size == (48, 48) for v in vs)
