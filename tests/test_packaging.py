@@ -109,3 +109,23 @@ def test_installed_wheel_builds_a_site_outside_the_source_tree(wheel, tmp_path):
 
     assert _files(target) == installed_before  # nothing written into the installed package
     assert _files(REPO / "templates") | {p.name for p in REPO.iterdir()} == checkout_before
+
+
+def test_editable_install_reads_the_checkout_templates_and_zoo(tmp_path):
+    """`pip install -e .` (README's first command) goes through setup.py too: it must keep working."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in SOURCES:
+        path = REPO / name
+        (shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__")) if path.is_dir()
+         else shutil.copy2(path, src / name))
+    hook = "import sys; from setuptools import build_meta as b; print(b.build_editable(sys.argv[1]))"
+    name = _run([sys.executable, "-c", hook, str(tmp_path / "dist")], cwd=src).stdout.strip().splitlines()[-1]
+    target = tmp_path / "installed"
+    _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target),
+          str(tmp_path / "dist" / name)], cwd=tmp_path)
+    # --target does not process .pth files (the editable finder): addsitedir does, as site-packages would.
+    code = (f"import site; site.addsitedir({str(target)!r}); import generator, generator.resources as r; "
+            "print(generator.__file__); print(r.templates_dir()); print(r.default_zoo_path())")
+    where = _run([sys.executable, "-S", "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""}).stdout.split()
+    assert where == [str(src / "generator" / "__init__.py"), str(src / "templates"), str(src / "models.yaml")]
