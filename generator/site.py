@@ -49,6 +49,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from . import webp
+from .resources import templates_dir
 from .classes import NUM_CLASSES, ImageNetClass, all_classes
 from .config import (
     SLUG_PATTERN,
@@ -62,7 +63,6 @@ from .config import (
 )
 from .errors import SiteError
 from .images import CREDITS
-from .resources import templates_dir
 from .store import META, Store, atomic_write_bytes, file_lock
 
 TEMPLATES = templates_dir()  # generator/resources.py: the packaged copy, else the checkout's templates/
