@@ -211,13 +211,13 @@ class Visualization:
         return Image.fromarray(rgb.round().astype(np.uint8))
 
 
-_spectra: dict[tuple[str, int], Any] = {}
+_spectra: dict[str, Any] = {}
 
 
 def _spectrum(choice: str) -> Any:
     from .spectrum import resolve_spectrum
 
-    key = (choice, 0)
+    key = choice
     if key not in _spectra:
         with tempfile.TemporaryDirectory() as tmp:  # computed once per process, cached in memory, never on disk
             try:
