@@ -273,7 +273,7 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
         raise ConfigError(f"--images '{args.images}' is not a folder")
     spectrum = spectrum_from_folder(args.images)
     zoo = _load_zoo(args)
-    out = args.npy or (args.store or zoo.resolve_path(zoo.data.out)) / "spectra" / f"{spectrum.id}.npy"
+    out = args.output or (args.store or zoo.resolve_path(zoo.data.out)) / "spectra" / f"{spectrum.id}.npy"
     save_spectrum(spectrum, out)
     print(f"spectrum {spectrum.id} saved to {out}; use it with --spectrum {out} or `spectrum: {out}` in models.yaml")
     return 0
@@ -368,47 +368,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, fn: Any, help: str, progress: bool = True) -> argparse.ArgumentParser:  # noqa: A002
+    def command(name: str, fn: Any, help: str, progress: str | None = "no progress bars (for batch logs)") -> argparse.ArgumentParser:  # noqa: A002
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(fn=fn)
         if progress:
-            p.add_argument("--no-progress", action="store_true",
-                           help="no progress bars; long runs print a progress line now and then instead (for batch logs)")
+            p.add_argument("--no-progress", action="store_true", help=progress)
         return p
 
-    p = command("init", cmd_init, "write a starter models.yaml (the embedded zoo, commented) into a folder", progress=False)
+    lines = "no progress bars; instead, a progress line per model every minute (for batch logs; $LENS_PROGRESS_EVERY seconds)"
+
+    p = command("init", cmd_init, "write a starter models.yaml (the embedded zoo, commented) into a folder", None)
     p.add_argument("folder", nargs="?", type=Path, default=Path("."), help="where to write models.yaml (default: here)")
     p.add_argument("--force", action="store_true", help="overwrite an existing models.yaml")
-    p = command("render", cmd_render, "render MACO visualizations and CRAFT concepts into the artifact store")
+    p = command("render", cmd_render, "render MACO visualizations and CRAFT concepts into the artifact store", lines)
     _add_selection(p)
     _render_options(p)
-    p = command("build", cmd_build, "render, score quality, then build the static site")
+    p = command("build", cmd_build, "render, score quality, then build the static site", lines)
     _add_selection(p)
     _render_options(p)
     _site_option(p, old="--site-out")
     p = command("quality", cmd_quality, "compute quality figures (self, transfer, plausibility) of existing renders")
     _add_selection(p, what=False)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, a GPU if any)")
-    p = command("status", cmd_status, "done, pending and failed units per model and part, with failure reasons", progress=False)
+    p = command("status", cmd_status, "done, pending and failed units per model and part, with failure reasons", None)
     _add_selection(p)
     p.add_argument("--json", action="store_true", help="print the counts, failures and problems as one JSON object")
-    p = command("figure", cmd_figure, "a grid of classes x models (optionally overlays or top concepts) as PNG and PDF")
+    p = command("figure", cmd_figure, "a grid of classes x models (optionally overlays or top concepts) as PNG and PDF", None)
     _add_selection(p, what=False)
     p.add_argument("--output", "-o", type=Path, default=Path("lens-figure.png"), metavar="FILE",
-                   help="figure file; a .png and a .pdf are written side by side (default: lens-figure.png)")
+                   help="the figure to write: FILE.png and FILE.pdf side by side (default: lens-figure.png)")
     p.add_argument("--overlay", action="store_true", help="show the attribution map as transparency (over a white page)")
     p.add_argument("--concepts", type=int, default=0, metavar="K",
                    help="add the K most important concepts' visualizations after each model's class visualization")
     p.add_argument("--cell", type=float, default=1.4, metavar="INCHES", help="side of one image in the figure (default: 1.4)")
     p.add_argument("--dpi", type=int, default=200, help="resolution of the PNG (default: 200; the PDF embeds the images)")
-    p = command("models", cmd_models, "list the zoo and whether each model's weights are available", progress=False)
+    p = command("models", cmd_models, "list the zoo and whether each model's weights are available", None)
     _config_option(p)
-    p = command("spectrum", cmd_spectrum, "compute a MACO magnitude spectrum from a folder of natural images", progress=False)
+    p = command("spectrum", cmd_spectrum, "compute a MACO magnitude spectrum from a folder of natural images", None)
     _config_option(p)
     p.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of natural images (searched recursively)")
     _store_option(p)
-    p.add_argument("--npy", type=Path, default=None, metavar="FILE", help="where to save it (default: STORE/spectra/<id>.npy)")
-    p.add_argument("--output", dest="npy", type=Path, action=_Deprecated, new="--npy", help=argparse.SUPPRESS)
+    p.add_argument("--output", "-o", type=Path, default=None, metavar="FILE", help="the .npy to write (default: STORE/spectra/<id>.npy)")
     p = command("site", cmd_site, "build the static site from the artifact store")
     _config_option(p)
     _store_option(p, old_out=False)
@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     # `lens site --out` named the site folder; everywhere else --out was the store: refuse it here.
     p.add_argument("--out", action=_Removed, hint="use --site DIR for the site folder (and --store DIR for the artifact store)",
                    help=argparse.SUPPRESS)
-    p = command("serve", cmd_serve, "serve the built site locally", progress=False)
+    p = command("serve", cmd_serve, "serve the built site locally", None)
     _config_option(p)
     _site_option(p, old="--dir")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")

@@ -283,7 +283,7 @@ def load_zoo(path: str | os.PathLike[str] | None = None) -> Zoo:
     """Read and validate `models.yaml`. Every problem raises ConfigError naming the file and key."""
     explicit = path is not None
     path = Path(path) if path is not None else default_config_path()
-    if path.is_dir():  # --config FOLDER: the models.yaml in it
+    if path.is_dir() and (path / CONFIG_FILENAME).is_file():  # --config FOLDER: the models.yaml in it
         path = path / CONFIG_FILENAME
     root = config_root(path, explicit)
     if not path.exists():

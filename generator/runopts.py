@@ -83,15 +83,17 @@ def dry_run(zoo: Zoo, store: Path, models: list[str], classes: list[int], parts:
         per_class = plan.craft.rank if plan.craft.visualize is None else min(plan.craft.visualize, plan.craft.rank)
         concepts = counts["concept"] + counts["craft"] * per_class  # the concepts CRAFT will create, at most
         maco_s, craft_s, n = _measured(st, plan)
-        if maco_s is None or craft_s is None:
-            rough_maco, rough_craft = _rough(plan)
-            maco_s = rough_maco if maco_s is None else maco_s
-            craft_s = rough_craft if craft_s is None else craft_s
-            basis = f"rough CPU figure, {n} matching units in the store" if n else "rough CPU figure"
+        rough_maco, rough_craft = _rough(plan)
+        need_maco, need_craft = counts["maco"] + concepts > 0, counts["craft"] > 0
+        rough = (need_maco and maco_s is None) or (need_craft and craft_s is None)
+        maco_s = rough_maco if maco_s is None else maco_s
+        craft_s = rough_craft if craft_s is None else craft_s
+        if not rough:
+            basis = f"from {n} units in the store" if n else "nothing to do"
+        else:
+            basis = f"rough CPU figure where the store has no unit with these settings ({n} have)" if n else "rough CPU figure"
             if device != "cpu":
                 unknown.append(plan.name)
-        else:
-            basis = f"from {n} units in the store"
         seconds = counts["craft"] * craft_s + (counts["maco"] + concepts) * maco_s
         total_s += seconds
         lines.append(f"{plan.name:24s} {counts['craft']:6d} {counts['maco']:6d} {concepts:8d}  ~{_duration(seconds)} ({basis})")
@@ -113,14 +115,33 @@ def force_parts(zoo: Zoo, store: Path, models: list[str], classes: list[int], pa
                 continue
             count = [0]
 
-            def change(meta: dict[str, Any]) -> None:
+            def change(meta: Any) -> None:
+                # meta.json as a dict (store schema 1) or as the typed records.Meta (schema 2).
                 for part in ("maco", "craft"):
-                    rec = meta.get(part)
-                    if part in parts and isinstance(rec, dict) and not str(rec.get("settings_hash", "")).startswith("forced:"):
-                        rec["settings_hash"] = f"forced:{rec.get('settings_hash')}"
+                    rec = meta.get(part) if isinstance(meta, dict) else getattr(meta, part, None)
+                    if part not in parts or rec is None:
+                        continue
+                    old = str(rec.get("settings_hash", "") if isinstance(rec, dict) else rec.settings_hash)
+                    if not old.startswith("forced:"):
+                        if isinstance(rec, dict):
+                            rec["settings_hash"] = f"forced:{old}"
+                        else:
+                            rec.settings_hash = f"forced:{old}"
                         count[0] += 1
 
-            info = imagenet_class(c)  # identity of a new meta.json; never used, the record exists
-            st.update_meta(model, c, {"model": model, "class_index": c, "wnid": info.wnid, "class_name": info.name}, change)
+            _update_meta(st, model, c, change)
             marked += count[0]
     return marked
+
+
+def _update_meta(st: Store, model: str, class_index: int, change: Any) -> None:
+    """Store.update_meta across its two signatures while the typed store (records.py) is being merged:
+    (model, class, identity, change) and (model, class, change). Keep only the second after the merge."""
+    import inspect
+
+    if "identity" in inspect.signature(st.update_meta).parameters:
+        info = imagenet_class(class_index)  # identity of a new meta.json; unused, the record exists
+        identity = {"model": model, "class_index": class_index, "wnid": info.wnid, "class_name": info.name}
+        st.update_meta(model, class_index, identity, change)  # type: ignore[call-arg]
+    else:
+        st.update_meta(model, class_index, change)  # type: ignore[call-arg]

@@ -148,3 +148,36 @@ def test_adding_a_model_is_one_entry(tmp_path):
     from generator.models import load_model
 
     assert load_model(zoo.model("tiny-b"), zoo.root).preprocess.input_size == 64
+
+
+# ----------------------------------------------------------------------------- config discovery (H5)
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "models.yaml").write_text("out: renders\nsite: public\nimages: photos\n"
+                                         "models:\n  - {name: m, arch: test_resnet, weights: {file: w/m.safetensors}}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    zoo = load_zoo(Path("../project/models.yaml"))
+    assert not zoo.embedded
+    assert zoo.resolve_path(zoo.data.out).resolve() == project / "renders"
+    assert zoo.resolve_path(zoo.data.site).resolve() == project / "public"
+    assert zoo.resolve_path(zoo.data.images).resolve() == project / "photos"
+    assert load_zoo(project).path == project / "models.yaml"  # a folder holding a models.yaml
+
+
+def test_default_config_is_the_local_file_else_the_embedded_zoo_rooted_here(tmp_path, monkeypatch):
+    from generator.resources import default_zoo_path
+
+    monkeypatch.chdir(tmp_path)
+    zoo = load_zoo()
+    assert zoo.embedded and zoo.path == default_zoo_path() and zoo.root == tmp_path
+    assert zoo.resolve_path(zoo.data.out) == tmp_path / "artifacts"  # never the checkout or the installed package
+    assert "embedded default zoo" in zoo.describe()
+    (tmp_path / "models.yaml").write_text((REPO / "models.yaml").read_text())
+    zoo = load_zoo()
+    assert not zoo.embedded and zoo.path == tmp_path / "models.yaml" and zoo.root == tmp_path
+    assert zoo.describe() == str(tmp_path / "models.yaml")

@@ -1,8 +1,22 @@
-"""The README opens with the two set-up commands, and CI runs the second one verbatim."""
+"""The README opens with the two set-up commands, CI runs the second one verbatim, and the first
+python block of its "Python API" section runs as is, offline, on a CPU, in under a minute."""
 
+import os
 import re
+import resource
+import subprocess
+import sys
 
 from .conftest import REPO
+
+# Any attempt to open a network connection fails the example (the hub, a download...).
+NO_NETWORK = """
+import socket
+def _refuse(*args, **kwargs):
+    raise OSError("network access is disabled in the README example test")
+socket.socket.connect = _refuse
+socket.create_connection = _refuse
+"""
 
 
 def test_readme_starts_with_two_commands_and_ci_runs_the_test_one():
@@ -13,3 +27,41 @@ def test_readme_starts_with_two_commands_and_ci_runs_the_test_one():
     assert "lens build" in main_cmd and "pip install -e ." in main_cmd
     assert "pytest" in test_cmd and "'.[test]'" in test_cmd
     assert test_cmd in (REPO / ".ci" / "run").read_text()
+
+
+def python_api_example() -> str:
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("\n## Python API\n"):]
+    section = section[: section.index("\n## ", 1)]
+    return re.findall(r"```python\n(.*?)\n```", section, flags=re.S)[0]
+
+
+def test_readme_commands_use_the_current_option_names():
+    from generator.cli import build_parser
+
+    text = (REPO / "README.md").read_text()
+    commands = re.search(r"## Commands\n\n```sh\n(.*?)\n```", text, flags=re.S).group(1)
+    for line in commands.splitlines():
+        argv = line.split("#")[0].split()[1:]  # drop `lens` and the comment
+        args = build_parser().parse_args(argv)  # exits (fails the test) on an unknown option
+        assert args.command == argv[0]
+
+
+def test_readme_python_api_example_runs_offline_on_cpu_in_under_a_minute(tmp_path):
+    code = python_api_example()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", NO_NETWORK + code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert done.returncode == 0, done.stderr
+    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    # CPU time, one thread: what the example costs on an idle machine, whatever else shares this one.
+    assert cpu_s < 60, f"the README example took {cpu_s:.0f} s of CPU"
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("espresso p=") and lines[1].startswith("top concept: importance")
+    from PIL import Image
+
+    assert Image.open(tmp_path / "espresso.png").size == (128, 128)
+    assert Image.open(tmp_path / "espresso-concept.png").size == (128, 128)

@@ -1,0 +1,136 @@
+"""`lens figure`: a grid of classes x models from the artifact store, as PNG and PDF, for papers.
+
+Rows are classes (labelled with index and name), columns are models (labelled with their
+names); with `concepts=K`, each model's class visualization is followed by the visualizations
+of its K most important CRAFT concepts. With `overlay`, the attribution map is shown as
+transparency over white, as on the site. A part that is missing or failed is a grey cell that
+says so, never a silent gap. Only what the store holds is read: no model runs, no torch import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .classes import imagenet_class
+from .errors import StoreError
+from .store import Store
+
+MAX_ROWS = 200  # a figure beyond this is not readable; say so instead of drawing for minutes
+
+
+@dataclass
+class Cell:
+    """One picture of the grid, or the reason there is none."""
+
+    image: np.ndarray | None  # (H, W, 3) uint8
+    note: str = ""  # e.g. "failed", "not rendered"
+    title: str = ""
+
+
+def _load(store: Store, model: str, class_index: int, record: dict[str, Any] | None, overlay: bool) -> Cell:
+    if not record:
+        return Cell(None, "not rendered")
+    if record.get("status") != "done":
+        return Cell(None, "failed" if record.get("status") == "failed" else "not rendered")
+    folder = store.class_dir(model, class_index)
+    files = record.get("files") or {}
+    try:
+        rgb = np.asarray(Image.open(folder / files["image"]).convert("RGB"), dtype=np.float32)
+        if overlay and files.get("alpha"):
+            alpha = np.asarray(Image.open(folder / files["alpha"]).convert("L").resize(rgb.shape[1::-1]), dtype=np.float32) / 255
+            rgb = rgb * alpha[..., None] + 255 * (1 - alpha[..., None])
+    except (OSError, KeyError) as e:
+        return Cell(None, f"unreadable ({type(e).__name__})")
+    return Cell(rgb.round().astype(np.uint8))
+
+
+def figure_cells(store_root: Path, classes: Sequence[int], models: Sequence[str], overlay: bool = False,
+                 concepts: int = 0) -> tuple[list[int], list[str], list[list[Cell]]]:
+    """(classes, models, rows of cells) for the classes and models that the store holds anything of."""
+    store = Store(store_root)
+    present = set(store.models())
+    models = [m for m in models if m in present]
+    if not models:
+        raise StoreError(f"{store_root}: no renders of the selected models (the store holds: {', '.join(sorted(present)) or 'nothing'})")
+    metas = {(m, c): store.read_meta(m, c) for m in models for c in classes}
+    classes = [c for c in classes if any(metas[m, c] for m in models)]
+    if not classes:
+        raise StoreError(f"{store_root}: no renders of the selected classes for {', '.join(models)}")
+    if len(classes) > MAX_ROWS:
+        raise StoreError(f"{len(classes)} classes would make {len(classes)} rows; select at most {MAX_ROWS} with --classes")
+    rows = []
+    for c in classes:
+        row = []
+        for m in models:
+            meta = metas[m, c] or {}
+            cell = _load(store, m, c, meta.get("maco"), overlay)
+            cell.title = m
+            row.append(cell)
+            ranked = sorted(meta.get("concepts") or [], key=lambda k: k.get("rank", 1e9))
+            for k in range(concepts):
+                if k < len(ranked):
+                    cell = _load(store, m, c, ranked[k].get("maco"), overlay)
+                else:
+                    craft = meta.get("craft") or {}
+                    cell = Cell(None, "CRAFT failed" if craft.get("status") == "failed" else "no concept")
+                cell.title = f"concept {k + 1}"
+                row.append(cell)
+        rows.append(row)
+    return classes, models, rows
+
+
+def grid_figure(store_root: Path, classes: Sequence[int], models: Sequence[str], overlay: bool = False,
+                concepts: int = 0, cell: float = 1.4) -> Any:
+    """A matplotlib Figure of the grid (no pyplot, so it works under any backend, notebooks included)."""
+    from matplotlib.figure import Figure
+
+    classes, models, rows = figure_cells(store_root, classes, models, overlay, concepts)
+    per_model = 1 + concepts
+    ncols, nrows = len(models) * per_model, len(rows)
+    label_w, head_h = 1.3, 0.45 if concepts else 0.3
+    fig = Figure(figsize=(label_w + ncols * cell, head_h + nrows * cell))
+    fig.subplots_adjust(left=label_w / (label_w + ncols * cell), right=0.995, bottom=0.005,
+                        top=1 - head_h / (head_h + nrows * cell), wspace=0.04, hspace=0.04)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for r, (c, row) in enumerate(zip(classes, rows)):
+        for j, item in enumerate(row):
+            ax = axes[r][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if item.image is not None:
+                ax.imshow(item.image, interpolation="lanczos")
+            else:
+                ax.set_facecolor("#e6e6e6")
+                ax.text(0.5, 0.5, item.note, ha="center", va="center", fontsize=7, color="#555555", transform=ax.transAxes)
+            if r == 0 and concepts:
+                ax.text(0.5, 1.03, "class" if j % per_model == 0 else item.title, ha="center", va="bottom",
+                        fontsize=7, transform=ax.transAxes)
+        name = imagenet_class(c).name.split(",")[0]
+        axes[r][0].set_ylabel(f"{name}\n({c})", fontsize=8, rotation=0, ha="right", va="center", labelpad=6)
+    for g, model in enumerate(models):  # model names centred over their columns
+        first, last = axes[0][g * per_model].get_position(), axes[0][g * per_model + per_model - 1].get_position()
+        y = first.y1 + (0.2 if concepts else 0.06) / fig.get_figheight()
+        fig.text((first.x0 + last.x1) / 2, y, model, ha="center", va="bottom", fontsize=9, fontweight="bold")
+    return fig
+
+
+def make_figure(store_root: Path, classes: Sequence[int], models: Sequence[str], output: Path, *, overlay: bool = False,
+                concepts: int = 0, cell: float = 1.4, dpi: int = 200) -> list[Path]:
+    """Write the grid as `output` with .png and .pdf suffixes; returns both paths."""
+    fig = grid_figure(store_root, classes, models, overlay, concepts, cell)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix in (".png", ".pdf"):
+        path = output.with_suffix(suffix)
+        fig.savefig(path, dpi=dpi, facecolor="white")
+        written.append(path)
+    return written
