@@ -38,7 +38,9 @@ VARIANTS = {
     "overlay": "RGB image with its alpha map as transparency, FULL_SIZE",
     "overlay-thumb": "RGB image with its alpha map as transparency, THUMB_SIZE",
     "strip": "images side by side in CROP_CELL squares (centre-cropped), transparent gaps",
+    "png": "lossless PNG at the source's resolution, its alpha map (if any) as transparency (opt-in, for papers)",
 }
+_FIT = {"full": FULL_SIZE, "medium": FULL_SIZE // 2, "thumb": THUMB_SIZE, "overlay": FULL_SIZE, "overlay-thumb": THUMB_SIZE}
 KEY_NAME_CHARS = 12  # of the key, in site file names; unique enough within one class folder
 
 
@@ -50,8 +52,20 @@ def variant_key(variant: str, source_digests: Sequence[str]) -> str:
     return hashlib.sha256(recipe.encode()).hexdigest()
 
 
-def output_name(role: str, key: str) -> str:
-    return f"{role}.{key[:KEY_NAME_CHARS]}.webp"
+def output_name(role: str, key: str, variant: str = "") -> str:
+    return f"{role}.{key[:KEY_NAME_CHARS]}.{'png' if variant == 'png' else 'webp'}"
+
+
+def output_size(variant: str, source_size: tuple[int, int], n_sources: int = 1) -> tuple[int, int]:
+    """Pixel size of a variant made from sources of `source_size` (the first source's), without encoding it."""
+    w, h = source_size
+    if variant == "strip":
+        return n_sources * CROP_CELL + (n_sources - 1) * CROP_GAP, CROP_CELL
+    side = _FIT.get(variant)
+    if side is None or max(w, h) <= side:
+        return w, h
+    scale = side / max(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -120,9 +134,21 @@ def unreadable_placeholder(variant: str) -> Image.Image:
     return im
 
 
+def _png(image: Path, alpha: Path | None) -> bytes:
+    im = _open(image, "RGB")
+    if alpha is not None:
+        a = _open(alpha, "L")
+        im.putalpha(a if a.size == im.size else a.resize(im.size, Image.Resampling.BILINEAR))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
 def encode_variant(variant: str, sources: Sequence[Path]) -> tuple[bytes, str | None]:
-    """WebP bytes of a variant, and an error message when a source could not be decoded."""
+    """Encoded bytes of a variant (WebP; PNG for `png`), and an error message when a source could not be decoded."""
     try:
+        if variant == "png":
+            return _png(sources[0], sources[1] if len(sources) > 1 else None), None
         return _webp(render_variant(variant, sources)), None
     except Exception as e:  # noqa: BLE001 - any decoder failure gives a placeholder, not a stopped build
         return _webp(unreadable_placeholder(variant)), f"{', '.join(str(s) for s in sources)}: {e}"
@@ -169,6 +195,16 @@ class SourceHashes:
             self.hashed += 1
         self.seen[rel] = digest
         return digest
+
+    def size(self, rel: str) -> tuple[int, int]:
+        """Pixel size of an image whose digest was taken (memoized with it; only its header is read)."""
+        entry = self.memo[rel] if rel in self.memo else [0, 0, self.digest(rel)]
+        if len(entry) < 5:
+            with Image.open(self.path(rel)) as im:
+                entry[3:] = list(im.size)
+            self.memo[rel] = entry
+            self.changed = True
+        return int(entry[3]), int(entry[4])
 
     def save(self) -> None:
         """Keeps only the files looked at this time, so the memo never grows stale entries."""

@@ -9,16 +9,18 @@ from pathlib import Path
 
 from .. import webp
 from ..store import Store
-from .paths import SourceError, site_path, store_rel
+from .paths import SourceError, inside, site_path, store_rel
 from .report import SiteReport
 
 
 class ImagePlan:
     """The WebP files a build needs: per site folder the names to keys, per key how to encode it."""
 
-    def __init__(self, cache: webp.WebpCache, memo_root: Path):
+    def __init__(self, cache: webp.WebpCache, memo_root: Path, store_root: Path, full_res: bool = False):
         self.cache = cache
+        self.full_res = full_res  # also publish each visualization's lossless PNG with alpha (for papers)
         self.memo_root = memo_root
+        self.store_real = os.path.realpath(store_root)
         self.folders: dict[str, dict[str, str]] = {}
         self.recipes: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.sources_hashed = 0
@@ -41,6 +43,8 @@ class ClassImages:
         rels = [store_rel(f) for f in files]
         digests = []
         for rel in rels:
+            if not inside(self.hashes.path(rel), self.plan.store_real):  # a link out of the store is never followed
+                raise SourceError(f"{rel} links outside the artifact store")
             try:
                 digests.append(self.hashes.digest(rel))
             except (FileNotFoundError, NotADirectoryError):
@@ -48,11 +52,18 @@ class ClassImages:
             except OSError as e:
                 raise SourceError(f"file unreadable: {rel} ({e.strerror or e})") from None
         key = webp.variant_key(variant, digests)
-        name = webp.output_name(role, key)
+        name = webp.output_name(role, key, variant)
         self.names[name] = key
         if key not in self.plan.recipes:
             self.plan.recipes[key] = (variant, tuple(self.hashes.path(r) for r in rels))
         return f"{self.url_base}/{name}"
+
+    def size(self, variant: str, files: Sequence[object]) -> tuple[int, int] | None:
+        """Pixel size of a variant `add` planned (from its first source's header); None if unreadable."""
+        try:
+            return webp.output_size(variant, self.hashes.size(store_rel(files[0])), len(files))
+        except Exception:  # noqa: BLE001 - an undecodable source is encoded as a placeholder, sized by CSS
+            return None
 
     def done(self) -> None:
         self.plan.sources_hashed += self.hashes.hashed
