@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("site", cmd_site, "build the static site from the artifact store")
     p.add_argument("--config", type=Path, default=None)
     p.add_argument("--artifacts", "--store", dest="out", type=Path, default=None)
-    p.add_argument("--out", dest="site_out", type=Path, default=None, help="site folder (default: `site:` of models.yaml)")
+    p.add_argument("--out", "--site", dest="site_out", type=Path, default=None, help="site folder (default: `site:` of models.yaml)")
     _site_flags(p)
     p = command("publish", cmd_publish, "build the site for its public URL, check it, and optionally commit it as a gh-pages branch")
     p.add_argument("--config", type=Path, default=None, help="models.yaml (default: ./models.yaml)")

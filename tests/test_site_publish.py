@@ -77,7 +77,7 @@ def test_cache_must_not_be_inside_the_store_or_the_site(zoo, store, tmp_path):
         site.build_site(zoo, store, tmp_path / "site", progress=False, cache_dir=store / "cache")
     with pytest.raises(site.SiteError, match="must be outside the site folder"):
         site.build_site(zoo, store, tmp_path / "site", progress=False, cache_dir=tmp_path / "site" / "cache")
-    assert main(["site", "--store", str(store), "--out", str(tmp_path / "s2"), "--cache", str(store / "c"), "--no-progress"]) == 2
+    assert main(["site", "--store", str(store), "--site", str(tmp_path / "s2"), "--cache", str(store / "c"), "--no-progress"]) == 2
 
 
 def test_never_reads_images_through_links_that_leave_the_store(zoo, store, tmp_path):
@@ -193,7 +193,7 @@ def test_publish_builds_checks_and_writes_a_gh_pages_branch(store, tmp_path, cap
     # a site built without its URL is refused by the check
     site.build_site(load_zoo(ROOT / "models.yaml"), store, out, progress=False, cache_dir=tmp_path / "cache")
     assert any("rebuild it with --site-url" in p for p in check_site(out, url))
-    args = ["publish", "--store", str(store), "--out", str(out), "--cache", str(tmp_path / "cache"),
+    args = ["publish", "--store", str(store), "--site", str(out), "--cache", str(tmp_path / "cache"),
             "--site-url", url, "--gh-pages", "--repo", str(repo), "--no-progress"]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -212,7 +212,7 @@ def test_publish_builds_checks_and_writes_a_gh_pages_branch(store, tmp_path, cap
 
 
 def test_publish_needs_a_site_url(store, tmp_path):
-    assert main(["publish", "--store", str(store), "--out", str(tmp_path / "s"), "--no-progress"]) == 2
+    assert main(["publish", "--store", str(store), "--site", str(tmp_path / "s"), "--no-progress"]) == 2
 
 
 def test_write_branch_refuses_a_folder_that_is_not_a_repository(store, tmp_path):
