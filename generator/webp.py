@@ -19,16 +19,26 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from .store import atomic_write_bytes
 
+# Sizes and qualities are chosen for the weight budget: at default settings (512 px MACO, 10
+# concepts with crops and heatmaps) one class x model publishes <= 300 KB, so 1000 classes x 3
+# models fit in 1 GB (figures, PSNR/SSIM and side-by-side crops: benchmarks/bench_weight.py).
 FULL_SIZE = 512  # longest side of full views; smaller sources are not upscaled
 THUMB_SIZE = 128  # longest side of thumbnails in grids and concept lists
-CROP_CELL = 128  # side of one image in a strip (a concept's crops, its heatmaps)
+CROP_CELL = 80  # side of one image in a strip (a concept's crops, its heatmaps): shown 80-90 px high
 CROP_GAP = 4  # transparent gap between images in a strip
-QUALITY = 82
-ENCODER_VERSION = "1"  # bump to re-encode everything after changing how variants look
+STRIP_CROPS = 5  # crops shown per concept (the strongest first); a strip of 10 weighs twice as much
+STRIP_HEATMAPS = 3  # attribution heatmaps shown per concept (CRAFT records 4 by default)
+QUALITY = 70  # visualizations
+OVERLAY_QUALITY = 60  # the colours of an overlay, seen through its attribution map
+PHOTO_QUALITY = 55  # crops and heatmaps of photos, which compress better
+ALPHA_QUALITY = 40  # attribution maps (the overlay's alpha): smooth once blurred
+ALPHA_BLUR = 1.5  # px, at the output's resolution: drops pixel noise the eye cannot read in an attribution map
+METHOD = 6  # WebP's slowest, smallest setting: encoding is cached, bytes are published
+ENCODER_VERSION = "2"  # bump to re-encode everything after changing how variants look
 
 # variant -> what it makes of its sources
 VARIANTS = {
@@ -48,7 +58,8 @@ def variant_key(variant: str, source_digests: Sequence[str]) -> str:
     """The cache key of one output: everything that decides its bytes."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown image variant {variant!r}")
-    recipe = f"{ENCODER_VERSION}|{variant}|{FULL_SIZE}|{THUMB_SIZE}|{CROP_CELL}|{CROP_GAP}|{QUALITY}|" + ",".join(source_digests)
+    recipe = (f"{ENCODER_VERSION}|{variant}|{FULL_SIZE}|{THUMB_SIZE}|{CROP_CELL}|{CROP_GAP}|{QUALITY}|{OVERLAY_QUALITY}|{PHOTO_QUALITY}|"
+              f"{ALPHA_QUALITY}|{ALPHA_BLUR}|{METHOD}|" + ",".join(source_digests))
     return hashlib.sha256(recipe.encode()).hexdigest()
 
 
@@ -79,9 +90,9 @@ def _fit(im: Image.Image, side: int) -> Image.Image:
     return im
 
 
-def _webp(im: Image.Image) -> bytes:
+def _webp(im: Image.Image, quality: int = QUALITY) -> bytes:
     buf = io.BytesIO()
-    im.save(buf, format="WEBP", quality=QUALITY, method=4, alpha_quality=90)
+    im.save(buf, format="WEBP", quality=quality, method=METHOD, alpha_quality=ALPHA_QUALITY)
     return buf.getvalue()
 
 
@@ -96,7 +107,10 @@ def _overlay(image: Path, alpha: Path, side: int) -> Image.Image:
     if a.size != rgb.size:
         a = a.resize(rgb.size, Image.Resampling.BILINEAR)
     rgb.putalpha(a)
-    return _fit(rgb, side)
+    im = _fit(rgb, side)
+    if ALPHA_BLUR:  # at the output's resolution: thumbnails get as smooth a map as full views
+        im.putalpha(im.getchannel("A").filter(ImageFilter.GaussianBlur(ALPHA_BLUR)))
+    return im
 
 
 def _strip(crops: Sequence[Path]) -> Image.Image:
@@ -149,7 +163,8 @@ def encode_variant(variant: str, sources: Sequence[Path]) -> tuple[bytes, str | 
     try:
         if variant == "png":
             return _png(sources[0], sources[1] if len(sources) > 1 else None), None
-        return _webp(render_variant(variant, sources)), None
+        quality = PHOTO_QUALITY if variant == "strip" else OVERLAY_QUALITY if variant.startswith("overlay") else QUALITY
+        return _webp(render_variant(variant, sources), quality), None
     except Exception as e:  # noqa: BLE001 - any decoder failure gives a placeholder, not a stopped build
         return _webp(unreadable_placeholder(variant)), f"{', '.join(str(s) for s in sources)}: {e}"
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..images import CREDITS
+from ..webp import STRIP_CROPS, STRIP_HEATMAPS, output_size
 from .images import ClassImages
 from .paths import SourceError
 from .reading import UNREADABLE, Meta
@@ -138,8 +139,10 @@ class ConceptView:
     logit_pct: float
     vis: ImageView
     crops: str | None = None
+    crops_size: tuple[int, int] | None = None
     n_crops: int = 0
     heatmaps: str | None = None
+    heatmaps_size: tuple[int, int] | None = None
     heatmap_sources: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -166,27 +169,33 @@ class ModelClassView:
 
 
 def maco_view(record: Any, images: ClassImages, role: str = "maco", what: str = "MACO",
-              overlay_variant: str = "overlay", full_variant: str = "full") -> ImageView:
-    """A MACO part (class or concept): full view, thumbnail and RGBA overlay, or the reason it is missing."""
+              overlay_variant: str = "overlay", full_variant: str | None = "full") -> ImageView:
+    """A MACO part (class or concept): full view (None: the thumbnail is the only view), thumbnail
+    and RGBA overlay, or the reason it is missing."""
     problem = part_problem(record, what)
     if problem:
         return ImageView(problem[1], problem[0])
     files = as_dict(record.get("files"))
     sources = [files.get("image")] + ([files["alpha"]] if files.get("alpha") else [])
     try:
+        thumb = images.add(f"{role}-t", "thumb", sources[:1])
         return ImageView(
             problem=None,
-            full=images.add(role, full_variant, sources[:1]),
-            thumb=images.add(f"{role}-t", "thumb", sources[:1]),
+            full=images.add(role, full_variant, sources[:1]) if full_variant else thumb,
+            thumb=thumb,
             overlay=images.add(f"{role}-o", overlay_variant, sources) if len(sources) > 1 else None,
             png=images.add(f"{role}-png", "png", sources) if images.plan.full_res else None,
-            size=images.size(full_variant, sources[:1]),
+            size=images.size(full_variant or "thumb", sources[:1]),
             thumb_size=images.size("thumb", sources[:1]),
             self_prob=num(record.get("self_prob")),
             self_rank=record.get("self_rank"),
         )
     except SourceError as e:
         return ImageView(f"{what} image unavailable: {e}", UNAVAILABLE)
+
+
+def strip_size(n: int) -> tuple[int, int]:
+    return output_size("strip", (0, 0), n)
 
 
 def concept_view(concept: dict[str, Any], rank: int, images: ClassImages, top_importance: float,
@@ -198,23 +207,26 @@ def concept_view(concept: dict[str, Any], rank: int, images: ClassImages, top_im
         id=int(concept["id"]), rank=rank,
         importance=fmt(importance), importance_pct=bar(importance, top_importance),
         logit_share=None if share is None else pct(share), logit_pct=bar(None if share is None else abs(share), 1.0),
-        # Concepts show as thumbnails; their click-through view is half size (most of a site's bytes otherwise).
-        vis=maco_view(concept.get("maco"), images, role, "Concept visualization", "overlay-thumb", "medium"),
+        # Concepts show as thumbnails and have no larger view: ten of them would double a class's weight
+        # (the budget in generator/webp.py); the full-resolution PNG is the larger view when published.
+        vis=maco_view(concept.get("maco"), images, role, "Concept visualization", "overlay-thumb", None),
     )
     if concept.get("maco") is None and visualized is not None and rank > visualized:
         view.vis = ImageView(f"not visualized: these settings visualize the top {visualized} concepts (craft.visualize)",
                              NOT_VISUALIZED, limit=visualized)
-    crops = [c.get("file") for c in as_list(concept.get("crops")) if isinstance(c, dict)]
+    crops = [c.get("file") for c in as_list(concept.get("crops")) if isinstance(c, dict)][:STRIP_CROPS]
     if crops:
         try:
             view.crops, view.n_crops = images.add(f"{role}-crops", "strip", crops), len(crops)
+            view.crops_size = strip_size(len(crops))
         except SourceError as e:
             view.problems.append(f"crops unavailable: {e}")
-    heatmaps = [a for a in as_list(concept.get("attributions")) if isinstance(a, dict)]
+    heatmaps = [a for a in as_list(concept.get("attributions")) if isinstance(a, dict)][:STRIP_HEATMAPS]
     view.heatmap_sources = ", ".join(str(a.get("source") or "?") for a in heatmaps)
     if heatmaps:
         try:
             view.heatmaps = images.add(f"{role}-heat", "strip", [a.get("file") for a in heatmaps])
+            view.heatmaps_size = strip_size(len(heatmaps))
         except SourceError as e:
             view.problems.append(f"attribution heatmaps unavailable: {e}")
     return view
