@@ -221,3 +221,15 @@ def test_write_branch_refuses_a_folder_that_is_not_a_repository(store, tmp_path)
     (out / "index.html").write_text("x")
     with pytest.raises(site.SiteError, match="git rev-parse failed"):
         write_branch(out, tmp_path / "not-a-repo")
+
+
+def test_a_linked_folder_that_leaves_the_store_is_not_read_either(zoo, store, tmp_path):
+    class_dir = store / MODEL / "0000"
+    meta = json.loads((class_dir / "meta.json").read_text())
+    folder = meta["concepts"][0]["crops"][0]["file"].split("/")[0]
+    shutil.move(class_dir / folder, tmp_path / "moved")
+    os.symlink(tmp_path / "moved", class_dir / folder)
+    report = site.build_site(zoo, store, tmp_path / "site", progress=False, cache_dir=tmp_path / "cache",
+                             models=[MODEL], classes=[0])
+    assert any("crops unavailable" in p and "links outside the artifact store" in p for p in report.problems)
+    assert not list((tmp_path / "site" / "classes" / "0000" / MODEL).glob("*-crops.*"))

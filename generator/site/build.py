@@ -50,11 +50,12 @@ def build_site(zoo: Zoo, store_root: Path, out_dir: Path, *, models: list[str] |
                workers: int | None = None, site_url: str | None = None, full_res: bool | None = None) -> SiteReport:
     """Build (or bring up to date) the static site in `out_dir` from the renders in `store_root`.
 
-    `models`/`classes` restrict the site to those; `site_url` (default: models.yaml `site_url:`)
-    is where it will be published (canonical links, sitemap, 404 page; see `publish`); `full_res`
-    (default: models.yaml `site_full_res:`) also publishes every visualization as a lossless PNG; the cache of encoded images defaults to a folder
-    beside the site (`.site-cache` for `site`), never inside the store: nothing is written into the
-    store, which may be read-only. Raises SiteError when `out_dir` or `cache_dir` is not safe to write.
+    `models`/`classes` restrict the site to those. `site_url` (default: models.yaml `site_url:`)
+    is where it will be published (canonical links, sitemap, 404 page; see `publish`). `full_res`
+    (default: `site_full_res:`) also publishes every visualization as a lossless PNG. The cache of
+    encoded images defaults to a folder beside the site (`.site-cache` for `site`), never inside
+    the store: nothing is written into the store, which may be read-only. Raises SiteError when
+    `out_dir` or `cache_dir` is not safe to write.
     """
     store_root, out_dir = Path(store_root).resolve(), Path(out_dir).resolve()
     check_out_dir(out_dir, store_root)
