@@ -128,10 +128,14 @@ def main() -> None:
                 k = kind(name)
                 if k not in shown:
                     shown.add(k)
-                    side = min(160, a.shape[0], a.shape[1] // 2 if k in ("crops", "heatmaps") else a.shape[1])
-                    y0, x0 = (a.shape[0] - side) // 2, 0 if k in ("crops", "heatmaps") else (a.shape[1] - side) // 2
-                    pair = np.concatenate([a[y0:y0 + side, x0:x0 + side], np.full((side, 4, 3), 255, np.uint8),
-                                           b[y0:y0 + side, x0:x0 + side]], axis=1)
+                    if k in ("crops", "heatmaps"):  # the first cells of the strip
+                        h, w = a.shape[0], min(a.shape[1], 2 * webp.CROP_CELL + webp.CROP_GAP)
+                        y0 = x0 = 0
+                    else:  # the centre
+                        h = w = min(160, a.shape[0], a.shape[1])
+                        y0, x0 = (a.shape[0] - h) // 2, (a.shape[1] - w) // 2
+                    pair = np.concatenate([a[y0:y0 + h, x0:x0 + w], np.full((h, 4, 3), 255, np.uint8),
+                                           b[y0:y0 + h, x0:x0 + w]], axis=1)
                     path = RESULTS / f"sidebyside-{k}.png"
                     Image.fromarray(pair).resize((pair.shape[1] * 2, pair.shape[0] * 2), Image.Resampling.NEAREST).save(path)
     print("quality of the published WebP against the lossless variant (mean over files): kind: PSNR dB, SSIM, files")
