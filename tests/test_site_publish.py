@@ -131,7 +131,7 @@ def test_images_carry_their_pixel_size_and_are_never_stretched(zoo, store, tmp_p
             checked += 1
     assert checked > 0
     css = (out / "lens" / "lens.css").read_text()
-    rule = re.search(r"\.lens-maco img, \.lens-cvis img \{([^}]*)\}", css).group(1)
+    rule = re.search(r"\.lens-maco img, \.md-typeset \.lens-cvis img \{([^}]*)\}", css).group(1)
     assert "max-width: 100%" in rule and "width: 100%" not in rule.replace("max-width: 100%", "")
 
 
