@@ -6,6 +6,7 @@
     lens quality [filters]          (re)compute quality figures of existing renders
     lens site                       static site from whatever the store holds
     lens serve                      serve the site locally
+    lens publish --site-url URL     build for a public URL, check, optionally commit a gh-pages branch
     lens status  [filters]          done / pending / failed per model and part
     lens figure  [filters]          a classes x models grid as PNG and PDF, for papers
     lens models                     the zoo and whether each model's weights are available
@@ -285,9 +286,42 @@ def cmd_site(args: argparse.Namespace) -> int:
     zoo = _load_zoo(args)
     out = args.site or zoo.resolve_path(zoo.data.site)
     store = args.store or zoo.resolve_path(zoo.data.out)
-    report = build_site(zoo, store, out, progress=not args.no_progress)
+    report = build_site(zoo, store, out, progress=not args.no_progress, **_site_options(args))
     print(report)
     print(f"lens: site written to {out}; browse it with `lens serve`")
+    return 0
+
+
+def _site_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"cache_dir": args.cache, "site_url": args.site_url, "full_res": True if args.full_res else None}
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .site import build_site
+    from .site.publish import check_site, normalize_site_url, write_branch
+
+    zoo = _load_zoo(args)
+    out = args.site or zoo.resolve_path(zoo.data.site)
+    store = args.store or zoo.resolve_path(zoo.data.out)
+    site_url = normalize_site_url(args.site_url or zoo.data.site_url)
+    if not site_url:
+        raise ConfigError("publish needs the public URL of the site: --site-url https://USER.github.io/REPO/ (or `site_url:` in models.yaml)")
+    print(build_site(zoo, store, out, progress=not args.no_progress, **{**_site_options(args), "site_url": site_url}))
+    problems = check_site(out.resolve(), site_url)
+    for p in problems:
+        print(f"lens: publish: {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"lens: {out} is ready to serve at {site_url} (see docs/publishing.md)")
+    if args.gh_pages:
+        commit = write_branch(out.resolve(), args.repo, args.branch)
+        print(f"lens: committed the site as branch `{args.branch}` ({commit[:12]}) of {args.repo.resolve()}; nothing was pushed.")
+        print(f"  next: git -C {args.repo} push origin {args.branch}")
+        print(f"  then, once: GitHub > Settings > Pages > Deploy from a branch > {args.branch} / (root)")
+    else:
+        print(f"  GitHub Pages: lens publish --site-url {site_url} --gh-pages, then git push origin gh-pages")
+        print(f"  any static host or bucket: upload the contents of {out}/ to the folder served at {site_url}, e.g.")
+        print(f"    aws s3 sync {out}/ s3://BUCKET/PATH/ --delete   or   rsync -a --delete {out}/ HOST:/var/www/PATH/")
     return 0
 
 
@@ -302,7 +336,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     run_quality(sel.zoo, sel.out, sel.models, sel.classes, sel.images, device=args.device, progress=not args.no_progress)
     out = args.site or sel.zoo.resolve_path(sel.zoo.data.site)
     # Same filters as the render (`lens site` alone publishes everything in the store).
-    print(build_site(sel.zoo, sel.out, out, models=sel.models, classes=sel.classes, progress=not args.no_progress))
+    print(build_site(sel.zoo, sel.out, out, models=sel.models, classes=sel.classes, progress=not args.no_progress,
+                     **_site_options(args)))
     print(f"lens: gallery written to {out}; browse it with `lens serve` (or open {out}/index.html)")
     return code
 
@@ -336,7 +371,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .site import serve
 
     zoo = _load_zoo(args)
-    serve(args.site or zoo.resolve_path(zoo.data.site), host=args.host, port=args.port)
+    serve(args.site or zoo.resolve_path(zoo.data.site), host=args.host, port=args.port, prefix=args.prefix)
     return 0
 
 
@@ -387,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection(p)
     _render_options(p)
     _site_option(p, old="--site-out")
+    _site_flags(p)
     p = command("quality", cmd_quality, "compute quality figures (self, transfer, plausibility) of existing renders")
     _add_selection(p, what=False)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, a GPU if any)")
@@ -416,12 +452,30 @@ def build_parser() -> argparse.ArgumentParser:
     # `lens site --out` named the site folder; everywhere else --out was the store: refuse it here.
     p.add_argument("--out", action=_Removed, hint="use --site DIR for the site folder (and --store DIR for the artifact store)",
                    help=argparse.SUPPRESS)
+    _site_flags(p)
+    p = command("publish", cmd_publish, "build the site for its public URL, check it, and optionally commit it as a gh-pages branch")
+    _config_option(p)
+    _store_option(p, old_out=False)
+    _site_option(p)
+    _site_flags(p)
+    p.add_argument("--gh-pages", action="store_true", help="commit the site as a branch of the git repository --repo (no push)")
+    p.add_argument("--repo", type=Path, default=Path("."), help="git repository for --gh-pages (default: the current folder)")
+    p.add_argument("--branch", default="gh-pages", help="branch for --gh-pages (default: gh-pages)")
     p = command("serve", cmd_serve, "serve the built site locally", None)
     _config_option(p)
     _site_option(p, old="--dir")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--prefix", default="/", help="serve under this URL path, e.g. /repo/ as GitHub project pages do (default: /)")
     return parser
+
+
+def _site_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("site")
+    g.add_argument("--cache", type=Path, default=None,
+                   help="cache of encoded images and the MkDocs shell (default: .SITE-cache beside the site folder; never inside the store)")
+    g.add_argument("--site-url", default=None, help="public URL of the site, e.g. https://user.github.io/repo/ (default: `site_url:`)")
+    g.add_argument("--full-res", action="store_true", help="also publish lossless full-resolution PNGs with alpha (heavy; default: `site_full_res:`)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -146,6 +146,11 @@ class ZooFile(_Strict):
     spectrum: str = Field("photos", description="`photos`, `powerlaw`, `images` or a .npy path")
     out: str = Field("artifacts", description="artifact store")
     site: str = Field("site", description="site output folder")
+    site_url: str | None = Field(None, description="public http(s) URL of the published site, with the folder it is served from "
+                                 "(GitHub project pages: USER.github.io/REPO/); gives canonical links, a sitemap "
+                                 "and a 404 page that works under that folder")
+    site_full_res: bool = Field(False, description="also publish every visualization as a lossless full-resolution PNG "
+                                "with its attribution map as alpha (for papers; several times the site's weight)")
     defaults: Defaults = Defaults()
     presets: dict[str, Preset] = Field(default_factory=dict)
     models: list[ModelEntry] = Field(min_length=1)

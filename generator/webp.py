@@ -19,16 +19,26 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from .store import atomic_write_bytes
 
+# Sizes and qualities are chosen for the weight budget: at default settings (512 px MACO, 10
+# concepts with crops and heatmaps) one class x model publishes <= 300 KB, so 1000 classes x 3
+# models fit in 1 GB (figures, PSNR/SSIM and side-by-side crops: benchmarks/bench_weight.py).
 FULL_SIZE = 512  # longest side of full views; smaller sources are not upscaled
 THUMB_SIZE = 128  # longest side of thumbnails in grids and concept lists
-CROP_CELL = 128  # side of one image in a strip (a concept's crops, its heatmaps)
+CROP_CELL = 80  # side of one image in a strip (a concept's crops, its heatmaps): shown 80-90 px high
 CROP_GAP = 4  # transparent gap between images in a strip
-QUALITY = 82
-ENCODER_VERSION = "1"  # bump to re-encode everything after changing how variants look
+STRIP_CROPS = 5  # crops shown per concept (the strongest first); a strip of 10 weighs twice as much
+STRIP_HEATMAPS = 3  # attribution heatmaps shown per concept (CRAFT records 4 by default)
+QUALITY = 70  # visualizations
+OVERLAY_QUALITY = 60  # the colours of an overlay, seen through its attribution map
+PHOTO_QUALITY = 55  # crops and heatmaps of photos, which compress better
+ALPHA_QUALITY = 40  # attribution maps (the overlay's alpha): smooth once blurred
+ALPHA_BLUR = 1.5  # px, at the output's resolution: drops pixel noise the eye cannot read in an attribution map
+METHOD = 6  # WebP's slowest, smallest setting: encoding is cached, bytes are published
+ENCODER_VERSION = "2"  # bump to re-encode everything after changing how variants look
 
 # variant -> what it makes of its sources
 VARIANTS = {
@@ -38,7 +48,9 @@ VARIANTS = {
     "overlay": "RGB image with its alpha map as transparency, FULL_SIZE",
     "overlay-thumb": "RGB image with its alpha map as transparency, THUMB_SIZE",
     "strip": "images side by side in CROP_CELL squares (centre-cropped), transparent gaps",
+    "png": "lossless PNG at the source's resolution, its alpha map (if any) as transparency (opt-in, for papers)",
 }
+_FIT = {"full": FULL_SIZE, "medium": FULL_SIZE // 2, "thumb": THUMB_SIZE, "overlay": FULL_SIZE, "overlay-thumb": THUMB_SIZE}
 KEY_NAME_CHARS = 12  # of the key, in site file names; unique enough within one class folder
 
 
@@ -46,12 +58,25 @@ def variant_key(variant: str, source_digests: Sequence[str]) -> str:
     """The cache key of one output: everything that decides its bytes."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown image variant {variant!r}")
-    recipe = f"{ENCODER_VERSION}|{variant}|{FULL_SIZE}|{THUMB_SIZE}|{CROP_CELL}|{CROP_GAP}|{QUALITY}|" + ",".join(source_digests)
+    recipe = (f"{ENCODER_VERSION}|{variant}|{FULL_SIZE}|{THUMB_SIZE}|{CROP_CELL}|{CROP_GAP}|{QUALITY}|{OVERLAY_QUALITY}|{PHOTO_QUALITY}|"
+              f"{ALPHA_QUALITY}|{ALPHA_BLUR}|{METHOD}|" + ",".join(source_digests))
     return hashlib.sha256(recipe.encode()).hexdigest()
 
 
-def output_name(role: str, key: str) -> str:
-    return f"{role}.{key[:KEY_NAME_CHARS]}.webp"
+def output_name(role: str, key: str, variant: str = "") -> str:
+    return f"{role}.{key[:KEY_NAME_CHARS]}.{'png' if variant == 'png' else 'webp'}"
+
+
+def output_size(variant: str, source_size: tuple[int, int], n_sources: int = 1) -> tuple[int, int]:
+    """Pixel size of a variant made from sources of `source_size` (the first source's), without encoding it."""
+    w, h = source_size
+    if variant == "strip":
+        return n_sources * CROP_CELL + (n_sources - 1) * CROP_GAP, CROP_CELL
+    side = _FIT.get(variant)
+    if side is None or max(w, h) <= side:
+        return w, h
+    scale = side / max(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -65,9 +90,9 @@ def _fit(im: Image.Image, side: int) -> Image.Image:
     return im
 
 
-def _webp(im: Image.Image) -> bytes:
+def _webp(im: Image.Image, quality: int = QUALITY) -> bytes:
     buf = io.BytesIO()
-    im.save(buf, format="WEBP", quality=QUALITY, method=4, alpha_quality=90)
+    im.save(buf, format="WEBP", quality=quality, method=METHOD, alpha_quality=ALPHA_QUALITY)
     return buf.getvalue()
 
 
@@ -82,7 +107,10 @@ def _overlay(image: Path, alpha: Path, side: int) -> Image.Image:
     if a.size != rgb.size:
         a = a.resize(rgb.size, Image.Resampling.BILINEAR)
     rgb.putalpha(a)
-    return _fit(rgb, side)
+    im = _fit(rgb, side)
+    if ALPHA_BLUR:  # at the output's resolution: thumbnails get as smooth a map as full views
+        im.putalpha(im.getchannel("A").filter(ImageFilter.GaussianBlur(ALPHA_BLUR)))
+    return im
 
 
 def _strip(crops: Sequence[Path]) -> Image.Image:
@@ -120,10 +148,23 @@ def unreadable_placeholder(variant: str) -> Image.Image:
     return im
 
 
+def _png(image: Path, alpha: Path | None) -> bytes:
+    im = _open(image, "RGB")
+    if alpha is not None:
+        a = _open(alpha, "L")
+        im.putalpha(a if a.size == im.size else a.resize(im.size, Image.Resampling.BILINEAR))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
 def encode_variant(variant: str, sources: Sequence[Path]) -> tuple[bytes, str | None]:
-    """WebP bytes of a variant, and an error message when a source could not be decoded."""
+    """Encoded bytes of a variant (WebP; PNG for `png`), and an error message when a source could not be decoded."""
     try:
-        return _webp(render_variant(variant, sources)), None
+        if variant == "png":
+            return _png(sources[0], sources[1] if len(sources) > 1 else None), None
+        quality = PHOTO_QUALITY if variant == "strip" else OVERLAY_QUALITY if variant.startswith("overlay") else QUALITY
+        return _webp(render_variant(variant, sources), quality), None
     except Exception as e:  # noqa: BLE001 - any decoder failure gives a placeholder, not a stopped build
         return _webp(unreadable_placeholder(variant)), f"{', '.join(str(s) for s in sources)}: {e}"
 
@@ -169,6 +210,16 @@ class SourceHashes:
             self.hashed += 1
         self.seen[rel] = digest
         return digest
+
+    def size(self, rel: str) -> tuple[int, int]:
+        """Pixel size of an image whose digest was taken (memoized with it; only its header is read)."""
+        entry = self.memo[rel] if rel in self.memo else [0, 0, self.digest(rel)]
+        if len(entry) < 5:
+            with Image.open(self.path(rel)) as im:
+                entry[3:] = list(im.size)
+            self.memo[rel] = entry
+            self.changed = True
+        return int(entry[3]), int(entry[4])
 
     def save(self) -> None:
         """Keeps only the files looked at this time, so the memo never grows stale entries."""

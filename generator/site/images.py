@@ -9,16 +9,18 @@ from pathlib import Path
 
 from .. import webp
 from ..store import Store
-from .paths import SourceError, site_path, store_rel
+from .paths import SourceError, inside, site_path, store_rel
 from .report import SiteReport
 
 
 class ImagePlan:
     """The WebP files a build needs: per site folder the names to keys, per key how to encode it."""
 
-    def __init__(self, cache: webp.WebpCache, memo_root: Path):
+    def __init__(self, cache: webp.WebpCache, memo_root: Path, store_root: Path, full_res: bool = False):
         self.cache = cache
+        self.full_res = full_res  # also publish each visualization's lossless PNG with alpha (for papers)
         self.memo_root = memo_root
+        self.store_real = os.path.realpath(store_root)
         self.folders: dict[str, dict[str, str]] = {}
         self.recipes: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.sources_hashed = 0
@@ -36,11 +38,15 @@ class ClassImages:
 
     def __init__(self, plan: ImagePlan, url_base: str, names: dict[str, str], hashes: webp.SourceHashes):
         self.plan, self.url_base, self.names, self.hashes = plan, url_base, names, hashes
+        self.base_ok: bool | None = None  # the class folder resolves inside the store
+        self.checked: set[str] = set()  # sub-folders of the class folder found safe
 
     def add(self, role: str, variant: str, files: Sequence[object]) -> str:
         rels = [store_rel(f) for f in files]
         digests = []
         for rel in rels:
+            if not self._stays_in_store(rel):  # a link out of the store is never followed
+                raise SourceError(f"{rel} links outside the artifact store")
             try:
                 digests.append(self.hashes.digest(rel))
             except (FileNotFoundError, NotADirectoryError):
@@ -48,11 +54,36 @@ class ClassImages:
             except OSError as e:
                 raise SourceError(f"file unreadable: {rel} ({e.strerror or e})") from None
         key = webp.variant_key(variant, digests)
-        name = webp.output_name(role, key)
+        name = webp.output_name(role, key, variant)
         self.names[name] = key
         if key not in self.plan.recipes:
             self.plan.recipes[key] = (variant, tuple(self.hashes.path(r) for r in rels))
         return f"{self.url_base}/{name}"
+
+    def _stays_in_store(self, rel: str) -> bool:
+        """No component of the class folder or of `rel` is a link that leaves the store. One lstat per
+        file (folders memoized): a full realpath of every source costs ~30 s on 1000 classes x 3 models."""
+        if self.base_ok is None:
+            self.base_ok = inside(self.hashes.base, self.plan.store_real)
+        if not self.base_ok:
+            return False
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if sub not in self.checked:
+                path = self.hashes.path(sub)
+                if os.path.islink(path) and not inside(path, self.plan.store_real):
+                    return False
+                if i < len(parts):
+                    self.checked.add(sub)
+        return True
+
+    def size(self, variant: str, files: Sequence[object]) -> tuple[int, int] | None:
+        """Pixel size of a variant `add` planned (from its first source's header); None if unreadable."""
+        try:
+            return webp.output_size(variant, self.hashes.size(store_rel(files[0])), len(files))
+        except Exception:  # noqa: BLE001 - an undecodable source is encoded as a placeholder, sized by CSS
+            return None
 
     def done(self) -> None:
         self.plan.sources_hashed += self.hashes.hashed

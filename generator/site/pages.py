@@ -12,12 +12,12 @@ from markupsafe import escape
 from ..classes import ImageNetClass
 from ..config import Zoo
 from ..store import Store
-from .paths import INDEX_FILE, site_path, write_if_changed
+from .paths import INDEX_SCRIPT, site_path, write_if_changed
 from .reading import UNREADABLE, Meta, model_card
 from .report import SiteReport
 from .shell import EXAMPLE_ENTRY, TITLE_MARK, field_reference
 from .templating import jinja_env
-from .views import ModelClassView, figures_table, model_summary, photo_credits, short_name
+from .views import Item, ModelClassView, figures_table, model_summary, photo_credits, redact_paths, short_name, view_problems
 
 Views = dict[int, list[ModelClassView]]  # class index -> one view per model, in model order
 
@@ -25,9 +25,12 @@ Views = dict[int, list[ModelClassView]]  # class index -> one view per model, in
 def shell_context(zoo: Zoo, store: Store, model_names: list[str], metas: dict[tuple[str, int], Meta | None],
                   infos: dict[int, ImageNetClass], views: Views) -> dict[str, Any]:
     summaries = []
-    for m in model_names:
+    for pos, m in enumerate(model_names):
         ms = [meta for (mm, _), meta in sorted(metas.items()) if mm == m and meta and UNREADABLE not in meta]
-        summaries.append(model_summary(m, model_card(zoo, store, m), ms))
+        summary = model_summary(m, model_card(zoo, store, m), ms)
+        summary.problems = [Item(infos[i].slug, redact_paths(p, str(store.root))) for i, vs in views.items()
+                            for p in view_problems(vs[pos])]
+        summaries.append(summary)
     credits = sorted({c for meta in metas.values() if meta for c in photo_credits(meta)})
     return {
         "title": zoo.data.title,
@@ -37,7 +40,7 @@ def shell_context(zoo: Zoo, store: Store, model_names: list[str], metas: dict[tu
         "reference": field_reference(),
         "example_entry": EXAMPLE_ENTRY,
         "credits": credits,
-        "index_file": INDEX_FILE,
+        "index_file": INDEX_SCRIPT,
     }
 
 
@@ -48,7 +51,7 @@ def example_figure(infos: dict[int, ImageNetClass], views: Views) -> dict[str, A
             if v.maco.overlay:
                 c = infos[i]
                 return {"slug": c.slug, "name": c.name, "model": v.name,
-                        "plain": f"classes/{v.maco.full}", "overlay": f"classes/{v.maco.overlay}"}
+                        "plain": f"classes/{v.maco.full}", "overlay": f"classes/{v.maco.overlay}", "size": v.maco.size}
     return None
 
 
@@ -66,6 +69,17 @@ def class_index_json(model_names: list[str], infos: dict[int, ImageNetClass], vi
                 cells.append("!")
         rows.append([i, info.wnid, info.name, cells])
     return json.dumps({"models": model_names, "classes": rows}, separators=(",", ":"), ensure_ascii=False)
+
+
+def index_script(index_json: str) -> bytes:
+    """classes.js: the filter index as a script that sets window.LENS_INDEX (ASCII-only JSON: valid JS everywhere)."""
+    return b"window.LENS_INDEX=" + json.dumps(json.loads(index_json), separators=(",", ":")).encode() + b";\n"
+
+
+def class_search_docs(infos: dict[int, ImageNetClass]) -> list[dict[str, str]]:
+    """Entries of the header search's index for the class pages: found by name, WordNet id and index."""
+    return [{"location": f"classes/{c.slug}.html", "title": f"{c.slug} {short_name(c.name)}",
+             "text": f"{c.name} · {c.wnid} · ImageNet class {i} ({c.slug})"} for i, c in infos.items()]
 
 
 def page_html(head: str, tail: str, title: str, body: str) -> bytes:
@@ -88,8 +102,10 @@ def write_class_pages(out_dir: Path, head: str, tail: str, model_names: list[str
             next=infos[order[pos + 1]] if pos + 1 < len(order) else None,
             figures=figures_table(model_names, [metas.get((m, i)) for m in model_names]),
         )
-        data = page_html(head, tail, f"{info.slug} · {short_name(info.name)}", body)
         name = f"{info.slug}.html"
+        # The chrome's canonical link (set with site_url) names the chrome page: make it this page's.
+        data = page_html(head.replace('/classes/_chrome.html"', f'/classes/{name}"'), tail,
+                         f"{info.slug} · {short_name(info.name)}", body)
         if write_if_changed(site_path(out_dir, f"classes/{name}"), data):
             report.pages_written += 1
         else:

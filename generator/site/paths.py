@@ -16,6 +16,7 @@ from ..store import atomic_write_bytes
 
 TEMPLATES = templates_dir()  # generator/resources.py: the packaged copy, else the checkout's templates/
 INDEX_FILE = "classes.json"
+INDEX_SCRIPT = "classes.js"  # the same index as a script: pages load it from file:// too, where fetch() is blocked
 MARKER_FILE = ".lens-site"  # says "this folder is a site we built", so pruning it is safe
 _SLUG = re.compile(SLUG_PATTERN)
 
@@ -53,9 +54,22 @@ def check_out_dir(out_dir: Path, store_root: Path) -> None:
                         f"(choose an empty or new folder)")
 
 
-def default_cache_dir(store_root: Path) -> Path:
-    """Beside the renders it derives from (Store.models() skips dot folders)."""
-    return store_root / ".site-cache"
+def default_cache_dir(out_dir: Path) -> Path:
+    """Beside the site folder (`site/` -> `.site-cache/`), never in the store: the store may be
+    read-only or shared, and a site build writes nothing there."""
+    return out_dir.parent / f".{out_dir.name}-cache"
+
+
+def check_cache_dir(cache_dir: Path, store_root: Path, out_dir: Path) -> None:
+    """The cache may be anywhere but inside the store (read-only builds) or the site (it would be pruned or published)."""
+    for what, root in (("artifact store", store_root), ("site folder", out_dir)):
+        if cache_dir == root or root in cache_dir.parents or cache_dir in root.parents:
+            raise SiteError(f"--cache {cache_dir} must be outside the {what} {root}; choose another folder")
+
+
+def inside(path: str, root: str) -> bool:
+    """Whether `path`, with every link resolved, is inside the folder `root` (already resolved)."""
+    return os.path.realpath(path).startswith(root.rstrip(os.sep) + os.sep)
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
@@ -71,7 +85,7 @@ def write_if_changed(path: Path, data: bytes) -> bool:
 def prune(out_dir: Path, shell_files: set[str], pages: set[str], folders: dict[str, dict[str, str]]) -> int:
     """Delete what an earlier build left and this one did not make; only inside our own layout."""
     removed = 0
-    keep_top = shell_files | {INDEX_FILE, MARKER_FILE}
+    keep_top = shell_files | {INDEX_FILE, INDEX_SCRIPT, MARKER_FILE}
     for root, dirs, files in os.walk(out_dir):
         rel_root = Path(root).relative_to(out_dir).as_posix()
         if rel_root == ".":

@@ -28,6 +28,7 @@ class SiteReport:
     search_index_bytes: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # "model class: detail" behind each placeholder
 
     def __str__(self) -> str:
         kb = 1024
@@ -43,6 +44,9 @@ class SiteReport:
             f" shell {'rebuilt' if self.shell_built else 'unchanged'}",
             "  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.seconds.items()),
         ]
+        lines += [f"  problem: {p}" for p in self.problems[:20]]
+        if len(self.problems) > 20:
+            lines.append(f"  ... and {len(self.problems) - 20} more problems (listed on each model page)")
         lines += [f"  warning: {w}" for w in self.warnings[:20]]
         if len(self.warnings) > 20:
             lines.append(f"  ... and {len(self.warnings) - 20} more warnings")

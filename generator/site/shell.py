@@ -82,7 +82,9 @@ def field_reference() -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- MkDocs
 
 
-def mkdocs_config(title: str, models: list[str], docs_dir: Path, site_dir: Path) -> dict[str, Any]:
+def mkdocs_config(title: str, models: list[str], docs_dir: Path, site_dir: Path, site_url: str | None = None) -> dict[str, Any]:
+    """`site_url` (where the site is published) gives canonical links and a 404 page whose links
+    work under that URL's path (MkDocs makes 404.html links absolute: it is served at any depth)."""
     nav: list[Any] = [{"Home": "index.md"}, {"Classes": "classes.md"}]
     if models:
         nav.append({"Models": [{m: f"models/{m}.md"} for m in models]})
@@ -92,6 +94,7 @@ def mkdocs_config(title: str, models: list[str], docs_dir: Path, site_dir: Path)
         "site_name": str(escape(title)),
         "docs_dir": str(docs_dir),
         "site_dir": str(site_dir),
+        **({"site_url": site_url} if site_url else {}),
         "use_directory_urls": False,  # plain .html links: work from any static host and from disk
         "theme": {
             "name": "material",
@@ -143,11 +146,12 @@ def _versions_tag() -> str:
     return ",".join(versions)
 
 
-def build_shell(shell_dir: Path, context: dict[str, Any], title: str, models: list[str], report: SiteReport) -> Path:
+def build_shell(shell_dir: Path, context: dict[str, Any], title: str, models: list[str], report: SiteReport,
+                site_url: str | None = None) -> Path:
     """Run MkDocs into `shell_dir/site` unless its inputs are unchanged; returns that folder."""
     docs_dir, site_dir = shell_dir / "docs", shell_dir / "site"
     files = write_shell_docs(docs_dir, context)
-    config = mkdocs_config(title, models, docs_dir, site_dir)
+    config = mkdocs_config(title, models, docs_dir, site_dir, site_url)
     digest = hashlib.sha256()
     digest.update(f"{SHELL_VERSION}|{_versions_tag()}|{json.dumps(config, sort_keys=True)}".encode())
     for rel in sorted(files):
@@ -204,14 +208,25 @@ def split_chrome(shell_site: Path) -> tuple[str, str]:
     return head, tail
 
 
-def sync_shell(shell_site: Path, out_dir: Path) -> set[str]:
-    """Copy the MkDocs output into the site, writing only files whose bytes changed."""
-    skip = {CHROME_PAGE.replace(".md", ".html"), "sitemap.xml", "sitemap.xml.gz"}  # no site_url: a sitemap is useless
+SEARCH_INDEX = "search/search_index.json"
+
+
+def sync_shell(shell_site: Path, out_dir: Path, search_docs: list[dict[str, str]] | None = None) -> set[str]:
+    """Copy the MkDocs output into the site, writing only files whose bytes changed. `search_docs`
+    (the class pages, which MkDocs never sees) are added to the header search's index."""
+    # MkDocs' sitemap lists shell pages only: the build writes one with every page (`publish`).
+    skip = {CHROME_PAGE.replace(".md", ".html"), "sitemap.xml", "sitemap.xml.gz"}
     copied = set()
     for path in shell_site.rglob("*"):
         rel = path.relative_to(shell_site).as_posix()
         if not path.is_file() or rel in skip:
             continue
-        write_if_changed(site_path(out_dir, rel), path.read_bytes())
+        data = path.read_bytes()
+        if rel == SEARCH_INDEX and search_docs:
+            index = json.loads(data)
+            index["docs"] = [d for d in index.get("docs", []) if not d.get("location", "").startswith(CHROME_PAGE[:-3])]
+            index["docs"] += search_docs
+            data = json.dumps(index, separators=(",", ":"), ensure_ascii=False).encode()
+        write_if_changed(site_path(out_dir, rel), data)
         copied.add(rel)
     return copied

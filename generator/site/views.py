@@ -1,14 +1,16 @@
 """Typed view models: what the templates show, computed from the store's records.
 
 Each view is a dataclass with the display-ready fields a template reads (text already formatted,
-URLs already relative to the page). A part that cannot be shown carries `problem`, the reason
-shown in its place; views never raise for a bad or partial record.
+URLs already relative to the page). A part that cannot be shown carries `state` (what its
+placeholder tells visitors, in words the templates hold) and `problem` (the detail, for the build
+report and the model page only); views never raise for a bad or partial record.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from collections import Counter
 from collections.abc import Iterable
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..images import CREDITS
+from ..webp import STRIP_CROPS, STRIP_HEATMAPS, output_size
 from .images import ClassImages
 from .paths import SourceError
 from .reading import UNREADABLE, Meta
@@ -41,6 +44,17 @@ def fmt(value: Any) -> str:
 def short_name(name: str) -> str:
     """The first of an ImageNet class's synonyms: `great white shark, white shark, ...` -> `great white shark`."""
     return name.split(",")[0].strip() or name
+
+
+_ABS_DIRS = re.compile(r"(?<![\w.:/~>-])(?:/|~/)(?:[^/\s'\"]+/)+")
+
+
+def redact_paths(text: str, store_root: str | None = None) -> str:
+    """Text for a page, without the building machine's absolute paths: the store becomes `<store>`,
+    any other absolute folder `…/` (the file name stays)."""
+    if store_root:
+        text = text.replace(store_root.rstrip("/") + "/", "<store>/")
+    return _ABS_DIRS.sub("…/", text)
 
 
 def num(value: Any) -> float | None:
@@ -75,15 +89,23 @@ def bar(value: float | None, top: float) -> float:
     return round(max(0.0, min(100.0, 100 * value / top)), 1)
 
 
-def part_problem(record: Any, what: str) -> str | None:
-    """Why a part cannot be shown, or None when it is done."""
+# What a placeholder is about; templates turn each state into the words visitors read, and the
+# detail (operator text: errors, settings keys) goes to the build report and the model page only.
+MISSING, FAILED, UNAVAILABLE, NO_IMAGES, NO_CONCEPTS, NOT_VISUALIZED = (
+    "missing", "failed", "unavailable", "no-images", "no-concepts", "not-visualized")
+
+
+def part_problem(record: Any, what: str) -> tuple[str, str] | None:
+    """(state, detail) of a part that cannot be shown, or None when it is done."""
     if not isinstance(record, dict):
-        return f"{what} not rendered yet"
+        return MISSING, f"{what} not rendered yet"
     status = record.get("status")
     if status == "failed":
-        return f"{what} failed: {fmt(record.get('error') or 'no error message recorded')}"
+        return FAILED, f"{what} failed: {record.get('error') or 'no error message recorded'}"
+    if status == NO_IMAGES:
+        return NO_IMAGES, f"{what}: {record.get('reason') or 'no usable image of this class'}"
     if status != "done":
-        return f"{what} not finished (status {fmt(status)})"
+        return UNAVAILABLE, f"{what} not finished (status {fmt(status)})"
     return None
 
 
@@ -94,10 +116,15 @@ def part_problem(record: Any, what: str) -> str | None:
 class ImageView:
     """A MACO picture (class or concept): URLs of its views, or why it is missing."""
 
-    problem: str | None = None
+    problem: str | None = None  # detail for the operator (report, model page), never shown on class pages
+    state: str | None = None  # MISSING, FAILED, ... : what the placeholder says to visitors
+    limit: int | None = None  # NOT_VISUALIZED: how many top concepts the settings visualize
     full: str | None = None
     thumb: str | None = None
     overlay: str | None = None
+    png: str | None = None  # lossless full-resolution PNG with alpha, when the build publishes them
+    size: tuple[int, int] | None = None  # pixels of `full` (and `overlay`): never shown larger
+    thumb_size: tuple[int, int] | None = None
     self_prob: float | None = None
     self_rank: Any = None
 
@@ -112,8 +139,10 @@ class ConceptView:
     logit_pct: float
     vis: ImageView
     crops: str | None = None
+    crops_size: tuple[int, int] | None = None
     n_crops: int = 0
     heatmaps: str | None = None
+    heatmaps_size: tuple[int, int] | None = None
     heatmap_sources: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -121,6 +150,7 @@ class ConceptView:
 @dataclass
 class CraftView:
     problem: str | None = None
+    state: str | None = None
     concepts: list[ConceptView] = field(default_factory=list)
     n_images: Any = None
     selection: Any = None
@@ -139,23 +169,33 @@ class ModelClassView:
 
 
 def maco_view(record: Any, images: ClassImages, role: str = "maco", what: str = "MACO",
-              overlay_variant: str = "overlay", full_variant: str = "full") -> ImageView:
-    """A MACO part (class or concept): full view, thumbnail and RGBA overlay, or the reason it is missing."""
+              overlay_variant: str = "overlay", full_variant: str | None = "full") -> ImageView:
+    """A MACO part (class or concept): full view (None: the thumbnail is the only view), thumbnail
+    and RGBA overlay, or the reason it is missing."""
     problem = part_problem(record, what)
     if problem:
-        return ImageView(problem)
+        return ImageView(problem[1], problem[0])
     files = as_dict(record.get("files"))
+    sources = [files.get("image")] + ([files["alpha"]] if files.get("alpha") else [])
     try:
+        thumb = images.add(f"{role}-t", "thumb", sources[:1])
         return ImageView(
             problem=None,
-            full=images.add(role, full_variant, [files.get("image")]),
-            thumb=images.add(f"{role}-t", "thumb", [files.get("image")]),
-            overlay=images.add(f"{role}-o", overlay_variant, [files.get("image"), files["alpha"]]) if files.get("alpha") else None,
+            full=images.add(role, full_variant, sources[:1]) if full_variant else thumb,
+            thumb=thumb,
+            overlay=images.add(f"{role}-o", overlay_variant, sources) if len(sources) > 1 else None,
+            png=images.add(f"{role}-png", "png", sources) if images.plan.full_res else None,
+            size=images.size(full_variant or "thumb", sources[:1]),
+            thumb_size=images.size("thumb", sources[:1]),
             self_prob=num(record.get("self_prob")),
             self_rank=record.get("self_rank"),
         )
     except SourceError as e:
-        return ImageView(f"{what} image unavailable: {e}")
+        return ImageView(f"{what} image unavailable: {e}", UNAVAILABLE)
+
+
+def strip_size(n: int) -> tuple[int, int]:
+    return output_size("strip", (0, 0), n)
 
 
 def concept_view(concept: dict[str, Any], rank: int, images: ClassImages, top_importance: float,
@@ -167,22 +207,26 @@ def concept_view(concept: dict[str, Any], rank: int, images: ClassImages, top_im
         id=int(concept["id"]), rank=rank,
         importance=fmt(importance), importance_pct=bar(importance, top_importance),
         logit_share=None if share is None else pct(share), logit_pct=bar(None if share is None else abs(share), 1.0),
-        # Concepts show as thumbnails; their click-through view is half size (most of a site's bytes otherwise).
-        vis=maco_view(concept.get("maco"), images, role, "Concept visualization", "overlay-thumb", "medium"),
+        # Concepts show as thumbnails and have no larger view: ten of them would double a class's weight
+        # (the budget in generator/webp.py); the full-resolution PNG is the larger view when published.
+        vis=maco_view(concept.get("maco"), images, role, "Concept visualization", "overlay-thumb", None),
     )
     if concept.get("maco") is None and visualized is not None and rank > visualized:
-        view.vis.problem = f"Not visualized: these settings visualize the top {visualized} concepts (craft.visualize)"
-    crops = [c.get("file") for c in as_list(concept.get("crops")) if isinstance(c, dict)]
+        view.vis = ImageView(f"not visualized: these settings visualize the top {visualized} concepts (craft.visualize)",
+                             NOT_VISUALIZED, limit=visualized)
+    crops = [c.get("file") for c in as_list(concept.get("crops")) if isinstance(c, dict)][:STRIP_CROPS]
     if crops:
         try:
             view.crops, view.n_crops = images.add(f"{role}-crops", "strip", crops), len(crops)
+            view.crops_size = strip_size(len(crops))
         except SourceError as e:
             view.problems.append(f"crops unavailable: {e}")
-    heatmaps = [a for a in as_list(concept.get("attributions")) if isinstance(a, dict)]
+    heatmaps = [a for a in as_list(concept.get("attributions")) if isinstance(a, dict)][:STRIP_HEATMAPS]
     view.heatmap_sources = ", ".join(str(a.get("source") or "?") for a in heatmaps)
     if heatmaps:
         try:
             view.heatmaps = images.add(f"{role}-heat", "strip", [a.get("file") for a in heatmaps])
+            view.heatmaps_size = strip_size(len(heatmaps))
         except SourceError as e:
             view.problems.append(f"attribution heatmaps unavailable: {e}")
     return view
@@ -197,7 +241,7 @@ def craft_view(meta: Meta, images: ClassImages) -> CraftView:
     record = meta.get("craft")
     problem = part_problem(record, "CRAFT")
     if problem:
-        return CraftView(problem)
+        return CraftView(problem[1], problem[0])
     concepts = sorted((c for c in as_list(meta.get("concepts")) if isinstance(c, dict) and is_index(c.get("id"))), key=concept_order)
     top = max((num(c.get("importance")) or 0.0 for c in concepts), default=0.0)
     visualized = as_dict(record.get("settings")).get("visualize")
@@ -210,8 +254,10 @@ def craft_view(meta: Meta, images: ClassImages) -> CraftView:
         reason=record.get("reason"),
         credits=photo_credits(meta),
     )
-    if not view.concepts:
-        view.problem = f"No concepts: {record.get('reason') or 'CRAFT found no images of this class'}"
+    if not view.concepts and (record.get("n_images") == 0 or record.get("image_selection") == "none"):
+        view.problem, view.state = f"CRAFT: {record.get('reason') or 'no usable image of this class'}", NO_IMAGES
+    elif not view.concepts:
+        view.problem, view.state = f"CRAFT found no concepts: {record.get('reason') or 'no reason recorded'}", NO_CONCEPTS
     return view
 
 
@@ -229,14 +275,27 @@ def photo_credits(meta: Meta) -> list[str]:
 def model_class_view(model: str, meta: Meta | None, images: ClassImages | None) -> ModelClassView:
     """Everything a class page shows for one model; placeholders say why a part is missing."""
     if meta is None or images is None:
-        missing = "Not rendered for this model yet"
-        return ModelClassView(model, False, ImageView(missing), CraftView(missing))
+        missing = "not rendered for this model yet"
+        return ModelClassView(model, False, ImageView(missing, MISSING), CraftView(missing, MISSING))
     if UNREADABLE in meta:
-        return ModelClassView(model, True, ImageView(meta[UNREADABLE]), CraftView(meta[UNREADABLE]))
+        return ModelClassView(model, True, ImageView(meta[UNREADABLE], UNAVAILABLE), CraftView(meta[UNREADABLE], UNAVAILABLE))
     try:
         return ModelClassView(model, True, maco_view(meta.get("maco"), images), craft_view(meta, images))
     finally:
         images.done()
+
+
+def view_problems(view: ModelClassView) -> list[str]:
+    """The operator details behind a class page's placeholders (for the report and the model page);
+    parts that are absent by design (concepts beyond `visualize`) are not problems."""
+    if not view.rendered:
+        return []
+    found = [d for d in (view.maco.problem, view.craft.problem) if d]
+    for c in view.craft.concepts:
+        if c.vis.problem and c.vis.state != NOT_VISUALIZED:
+            found.append(f"concept {c.id}: {c.vis.problem}")
+        found += [f"concept {c.id}: {p}" for p in c.problems]
+    return found
 
 
 def count_placeholders(view: ModelClassView) -> int:
@@ -339,6 +398,7 @@ class ModelSummary:
     figures: list[Item]
     maco_settings: list[Item]
     craft_settings: list[Item]
+    problems: list[Item] = field(default_factory=list)  # class -> why a part is missing or failed (operator detail)
 
 
 def model_summary(model: str, card: dict[str, Any], metas: list[Meta]) -> ModelSummary:

@@ -11,12 +11,21 @@
     return null;
   }
 
+  /* The class index comes as classes.js (it sets window.LENS_INDEX), loaded by a script element:
+     unlike fetch(), that also works when the site is opened from disk (file://). */
   var indexCache = {};
   function loadIndex(url) {
     if (!indexCache[url]) {
-      indexCache[url] = fetch(url).then(function (r) {
-        if (!r.ok) throw new Error("HTTP " + r.status);
-        return r.json();
+      indexCache[url] = new Promise(function (resolve, reject) {
+        if (window.LENS_INDEX) { resolve(window.LENS_INDEX); return; }
+        var s = document.createElement("script");
+        s.src = url;
+        s.onload = function () {
+          if (window.LENS_INDEX) resolve(window.LENS_INDEX);
+          else reject(new Error("no index in " + url));
+        };
+        s.onerror = function () { reject(new Error("missing " + url)); };
+        document.head.appendChild(s);
       });
     }
     return indexCache[url];
@@ -96,7 +105,7 @@
       input.addEventListener("input", apply);
       apply();
     }).catch(function (e) {
-      count.textContent = "Could not load the class index (" + e.message + "). Serve the site over HTTP, e.g. with `lens serve`.";
+      count.textContent = "Could not load the class index (" + e.message + "). Rebuild the site with `lens site`, or serve it with `lens serve`.";
     });
   }
 
