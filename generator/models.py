@@ -46,6 +46,13 @@ class Preprocess:
             "interpolation": self.interpolation, "crop_pct": self.crop_pct,
         }
 
+    def transform(self) -> Callable:
+        """PIL image -> normalised (3, S, S) tensor, as timm evaluates (resize, centre crop, normalise)."""
+        from timm.data import create_transform
+
+        return create_transform(input_size=(3, self.input_size, self.input_size), interpolation=self.interpolation,
+                                mean=self.mean, std=self.std, crop_pct=self.crop_pct)
+
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
@@ -455,6 +462,63 @@ def _graph_after(full: torch.fx.GraphModule, layer: str, who: str) -> torch.fx.G
     return torch.fx.GraphModule(full, graph)
 
 
+def _channels_last_map(t: torch.Tensor) -> bool:
+    """A 4-d (N, H, W, C) tensor, such as the inside of a ConvNeXt block: inputs are square, so a
+    (N, C, H, W) map has H == W in its last two dimensions."""
+    return t.ndim == 4 and t.shape[-1] != t.shape[-2]
+
+
+@dataclass
+class LayerRow:
+    """One candidate concept layer, for `lens layers`."""
+
+    name: str
+    clean: bool  # nothing but this layer's output flows past it: a valid g/h split
+    shape: tuple[int, ...]  # per image: (C, H, W) or (T, C)
+    minimum: float  # over the sample inputs
+    module: str | None  # the module path whose output this node is, if any (`layer3`)
+
+    @property
+    def non_negative(self) -> bool:
+        return self.minimum >= -1e-5
+
+
+@torch.no_grad()
+def layer_table(module: nn.Module, x: torch.Tensor, include_unclean: bool = False) -> list[LayerRow]:
+    """Every node with a feature-map (N, C, H, W) or token (N, T, C) output, run on the inputs `x`.
+
+    Runs the traced graph once node by node (values freed after their last use), recording each
+    node's shape and minimum. Clean cuts only unless `include_unclean`; `features` comes first.
+    """
+    cuts = graph_cuts(module)
+    gm = cuts.graph_module
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    returned = dict(out_node.args[0])
+    qualname = {node: name for name, node in returned.items()}
+    out_node.args = (returned[cuts.names[-1]],)  # keep only the logits alive to the end
+    gm.recompile()
+    stats: dict[str, tuple[tuple[int, ...], float]] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> object:
+            result = super().run_node(n)
+            if (n in qualname and n.op != "placeholder" and isinstance(result, torch.Tensor) and result.is_floating_point()
+                    and result.ndim in (3, 4) and result.shape[0] == len(x) and not _channels_last_map(result)):
+                stats[qualname[n]] = (tuple(result.shape[1:]), float(result.min()))
+            return result
+
+    Recorder(gm).run(x)
+    alias: dict[str, str] = {}
+    for path, node_name in sorted(cuts.modules.items(), key=lambda kv: len(kv[0])):
+        alias.setdefault(node_name, path)
+    feats = module.forward_features(x)
+    rows = [LayerRow("features", True, tuple(feats.shape[1:]), float(feats.min()), None)]
+    for name in cuts.names:
+        if name in stats and (include_unclean or cuts.clean[name]):
+            rows.append(LayerRow(name, cuts.clean[name], stats[name][0], stats[name][1], alias.get(name)))
+    return rows
+
+
 class LoadedModel:
     """A zoo model ready to render: module, preprocessing, and its g/h split at the concept layer."""
 
@@ -477,9 +541,10 @@ class LoadedModel:
         self.std = torch.tensor(self.preprocess.std, device=device).view(1, 3, 1, 1)
         with torch.no_grad():
             probe = self.g(torch.zeros(1, 3, self.preprocess.input_size, self.preprocess.input_size, device=device))
-        if probe.ndim not in (3, 4):
-            raise ModelError(f"model '{self.name}': concept layer '{entry.concept_layer}' gives a {probe.ndim}-d output; "
-                             "need a feature map (N, C, H, W) or tokens (N, T, C)")
+        if probe.ndim not in (3, 4) or _channels_last_map(probe):
+            what = "a channels-last (N, H, W, C)" if probe.ndim == 4 else f"a {probe.ndim}-d"
+            raise ModelError(f"model '{self.name}': concept layer '{entry.concept_layer}' gives {what} output; "
+                             "need a feature map (N, C, H, W) or tokens (N, T, C) (`lens layers MODEL` lists them)")
         self.act_shape = tuple(probe.shape[1:])
         self.num_concept_channels = probe.shape[1] if probe.ndim == 4 else probe.shape[-1]
         # Tokens (N, T, C): the first `num_prefix_tokens` are class/register tokens (ViT), the rest
@@ -568,13 +633,7 @@ class LoadedModel:
 
     def image_transform(self) -> Callable:
         """PIL image -> normalised tensor, as timm evaluates (resize, centre crop)."""
-        from timm.data import create_transform
-
-        p = self.preprocess
-        return create_transform(
-            input_size=(3, p.input_size, p.input_size), interpolation=p.interpolation,
-            mean=p.mean, std=p.std, crop_pct=p.crop_pct,
-        )
+        return self.preprocess.transform()
 
 
 def load_model(entry: ModelEntry, root: Path, device: str | torch.device = "cpu", **options: bool) -> LoadedModel:
@@ -591,5 +650,14 @@ def weights_status(entry: ModelEntry, root: Path) -> str:
     except ModelError as e:
         return f"unavailable: {e}"
     if path is None:
-        return f"timm hub ({entry.arch}.{entry.weights.timm}); needs network access or the hub cache"
-    return f"available: {path}"
+        cached = _hub_cached_file(f"{entry.arch}.{entry.weights.timm}" if entry.weights.timm else entry.arch)
+        where = f"in the hub cache: {cached}" if cached else "needs network access or the hub cache"
+        return f"timm hub ({entry.arch}.{entry.weights.timm}); {where} (not loaded; --check loads it)"
+    return f"found: {path} (not loaded; --check loads it)"
+
+
+def check_weights(entry: ModelEntry, root: Path) -> str:
+    """For `lens models --check`: build the model and load its weights strictly. Raises ModelError."""
+    module = build_module(entry, root)
+    params = sum(p.numel() for p in module.parameters())
+    return f"usable: {entry.weights.describe()} fits {entry.arch} ({params / 1e6:.1f} M parameters)"

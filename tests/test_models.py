@@ -58,3 +58,77 @@ def test_lite0_top1_on_imagenet_samples(lite0, samples):
     accuracy = correct / total
     print(f"efficientnet-lite0 top-1 on {total} ImageNet samples: {accuracy:.3f}")
     assert accuracy >= 0.70
+
+
+# ----------------------------------------------------------------------------- any architecture, end to end
+
+ARCHS = {"resnet18-random": "resnet18", "vit-tiny-random": "vit_tiny_patch16_224", "convnext-atto-random": "convnext_atto"}
+
+
+@pytest.fixture(scope="module")
+def arch_zoo(tmp_path_factory):
+    """A zoo of three randomly initialised timm models (pretrained=False) saved as safetensors, at 64 px."""
+    import timm
+    from safetensors.torch import save_file
+
+    from .conftest import write_class_folder
+
+    folder = tmp_path_factory.mktemp("archs")
+    images = write_class_folder(folder / "imagenet", classes=(1,), per_class=2)
+    entries = []
+    for name, arch in ARCHS.items():
+        torch.manual_seed(0)
+        save_file(timm.create_model(arch, pretrained=False).state_dict(), str(folder / f"{arch}.safetensors"))
+        entries.append(f"  - {{name: {name}, arch: {arch}, weights: {{file: {arch}.safetensors}}, input_size: 64}}")
+    (folder / "models.yaml").write_text(f"""
+images: {images}
+spectrum: powerlaw
+defaults:
+  maco: {{steps: 2, image_size: 64, crops: 2}}
+  craft: {{rank: 3, top_crops: 2, sobol_designs: 4, nmf_iters: 30, attribution_images: 1, visualize: 2}}
+models:
+""" + "\n".join(entries) + "\n")
+    return folder / "models.yaml"
+
+
+def test_any_architecture_renders_class_maco_concepts_and_concept_macos(arch_zoo, tmp_path):
+    """ResNet (post-ReLU: NMF), ViT and ConvNeXt (signed: Semi-NMF) all render every part."""
+    from generator.cli import main
+    from generator.store import Store
+
+    out = tmp_path / "artifacts"
+    assert main(["render", "--config", str(arch_zoo), "--classes", "1", "--out", str(out), "--no-progress"]) == 0
+    methods = {}
+    for name in ARCHS:
+        (meta,) = list(Store(out).iter_metas(name))
+        assert meta["maco"]["status"] == "done" and meta["craft"]["status"] == "done", (name, meta["craft"])
+        assert meta["craft"]["image_selection"] == "all" and len(meta["concepts"]) == 3, name
+        methods[name] = meta["craft"]["method"]
+        visualized = [c for c in meta["concepts"] if c.get("maco")]
+        assert len(visualized) == 2 and all(c["maco"]["status"] == "done" for c in visualized), name
+        for c in meta["concepts"]:
+            assert c["crops"] and c["attributions"], name
+            for f in [x["file"] for x in c["crops"] + c["attributions"]] + list((c.get("maco") or {}).get("files", {}).values()):
+                assert (out / name / "0001" / f).stat().st_size > 0, (name, f)
+        shares = [c["logit_share"] for c in meta["concepts"]]
+        # ResNet and ViT (class token) heads are pool + linear: exact shares; ConvNeXt's head has a LayerNorm.
+        assert all(s is not None for s in shares) == (name != "convnext-atto-random"), (name, shares)
+    assert methods == {"resnet18-random": "nmf", "vit-tiny-random": "semi-nmf", "convnext-atto-random": "semi-nmf"}
+
+
+def test_vit_tokens_patches_and_head_pooling(arch_zoo):
+    """ViT: the class token is what the head reads (pooled), patch tokens form the attribution grid."""
+    from generator.config import load_zoo
+    from generator.models import load_model
+
+    zoo = load_zoo(arch_zoo)
+    vit = load_model(zoo.model("vit-tiny-random"), zoo.root)
+    assert vit.act_shape == (1 + 16, 192) and vit.num_prefix_tokens == 1 and vit.token_pool == "cls"
+    act = torch.randn(2, *vit.act_shape)
+    assert torch.equal(vit.pooled(act), act[:, 0])
+    assert vit.linear_head is not None  # h = head(class token): exact logit shares
+    maps = torch.arange(2 * 17 * 3.0).view(2, 17, 3)
+    assert torch.equal(vit.spatial_maps(maps), maps[:, 1:].view(2, 4, 4, 3))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(vit.h(vit.g(x)), vit.module(x), atol=1e-5)
