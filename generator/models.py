@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import re
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -136,7 +137,7 @@ def _load_file(path: Path) -> object:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
-        if "weights_only" in text or "Unsupported global" in text:
+        if "Unsupported global" in text:
             # torch.save(model) pickles the class: never unpickled here (it could run any code).
             found = re.search(r"GLOBAL ([\w.]+)", text)
             what = f" ({found.group(1)})" if found else ""
@@ -367,11 +368,20 @@ class GraphCuts:
     modules: dict[str, str]  # module path -> the node name that is its output (`layer3` -> `layer3.1.act2`)
 
 
-def graph_cuts(module: nn.Module) -> GraphCuts:
-    """Trace once and find every clean cut: a node i such that no node after i uses a node before i.
+_CUTS: weakref.WeakKeyDictionary[nn.Module, GraphCuts] = weakref.WeakKeyDictionary()
 
-    Inputs with defaults (e.g. a ViT's `attn_mask=None`) and parameters do not count as flowing past.
+
+def graph_cuts(module: nn.Module) -> GraphCuts:
+    """Trace once (cached per module) and find every clean cut: a node i such that no node after i
+    uses a node before i. Inputs with defaults (a ViT's `attn_mask=None`) and parameters do not
+    count as flowing past. `layer_table` changes the returned graph: it gets a fresh trace.
     """
+    if module not in _CUTS:
+        _CUTS[module] = _trace_cuts(module)
+    return _CUTS[module]
+
+
+def _trace_cuts(module: nn.Module) -> GraphCuts:
     from timm.layers import create_feature_extractor, get_graph_node_names
 
     names = [n for n in get_graph_node_names(module)[1]]
@@ -413,8 +423,6 @@ def split_at_layer(module: nn.Module, layer: str, who: str) -> tuple[Callable, C
     """
     if layer == "features":
         return module.forward_features, module.forward_head  # type: ignore[return-value]
-    from timm.layers import create_feature_extractor
-
     cuts = graph_cuts(module)
     node_name = layer if layer in cuts.clean else cuts.modules.get(layer)
     if node_name is None:
@@ -426,16 +434,30 @@ def split_at_layer(module: nn.Module, layer: str, who: str) -> tuple[Callable, C
         hint = f"; the next clean cut is '{nxt}'" if nxt else ""
         raise ModelError(f"{who}: key 'concept_layer': '{layer}' is not a clean cut of the network (another tensor, "
                          f"e.g. a skip connection, flows past it){hint}; `lens layers MODEL` lists the clean cuts")
-    full = create_feature_extractor(module, {node_name: "act", cuts.names[-1]: "logits"})
-    g = create_feature_extractor(module, {node_name: "act"})
-    h = _graph_after(full, layer, who)
-    return (lambda x: g(x)["act"]), h
+    returned = next(n for n in cuts.graph_module.graph.nodes if n.op == "output").args[0]
+    g = _graph_until(cuts.graph_module, returned[node_name])
+    h = _graph_after(cuts.graph_module, returned[node_name], returned[cuts.names[-1]], layer, who)
+    return g, h
 
 
-def _graph_after(full: torch.fx.GraphModule, layer: str, who: str) -> torch.fx.GraphModule:
+def _graph_until(full: torch.fx.GraphModule, cut: torch.fx.Node) -> torch.fx.GraphModule:
+    """The graph from the input to the cut node's output (one traced graph serves both halves)."""
+    graph = torch.fx.Graph()
+    env: dict[torch.fx.Node, torch.fx.Node] = {}
+    for node in full.graph.nodes:
+        env[node] = graph.node_copy(node, lambda n: env[n])
+        if node is cut:
+            break
+    graph.output(env[cut])
+    gm = torch.fx.GraphModule(full, graph)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
+
+
+def _graph_after(full: torch.fx.GraphModule, cut: torch.fx.Node, logits: torch.fx.Node, layer: str,
+                 who: str) -> torch.fx.GraphModule:
     """The graph from the cut node (a new input `act`) to the logits; inputs with defaults stay inputs."""
-    returned = next(n for n in full.graph.nodes if n.op == "output").args[0]
-    cut, logits = returned["act"], returned["logits"]
     graph = torch.fx.Graph()
     env: dict[torch.fx.Node, torch.fx.Node] = {cut: graph.placeholder("act")}
     placeholders = [n for n in full.graph.nodes if n.op == "placeholder"]
@@ -490,7 +512,7 @@ def layer_table(module: nn.Module, x: torch.Tensor, include_unclean: bool = Fals
     Runs the traced graph once node by node (values freed after their last use), recording each
     node's shape and minimum. Clean cuts only unless `include_unclean`; `features` comes first.
     """
-    cuts = graph_cuts(module)
+    cuts = _trace_cuts(module)
     gm = cuts.graph_module
     out_node = next(n for n in gm.graph.nodes if n.op == "output")
     returned = dict(out_node.args[0])
