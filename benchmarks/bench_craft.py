@@ -93,7 +93,8 @@ def main() -> int:
     for method in methods:
         summary = summarise([r for r in rows if r["method_setting"] == method], args, device)
         summaries[method] = summary
-        md += [f"CRAFT ({method}: {', '.join(summary['methods_used'])}), {args.model} on {summary['device']} ({summary['threads']} threads), "
+        used = ", ".join(summary["methods_used"])
+        md += [f"CRAFT ({method}: {used}), {args.model} on {summary['device']} ({summary['threads']} threads), "
                f"{summary['classes']} classes of {summary['images']} ({summary['images_per_class']:.1f} images/class"
                + (", with mirror and corner crops" if args.augment else "") + ")", "",
                "| stage | mean seconds per class |", "|---|---:|"]

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .config import CraftSettings
+from .dictionary import Dictionary, choose_method, make_dictionary
 from .errors import CraftError
 from .images import SourceImage
 from .models import LoadedModel
-from .dictionary import Dictionary, choose_method, make_dictionary
 from .sobol import jansen_total_indices, sobol_designs
 
 Box = tuple[int, int, int, int]

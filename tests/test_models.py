@@ -302,7 +302,8 @@ def test_timm_weights_offline_fail_fast_with_one_message(tmp_path, monkeypatch, 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     (tmp_path / "models.yaml").write_text("models:\n  - {name: m, arch: resnet18, weights: {timm: a1_in1k}}\n")
     start = time.perf_counter()
-    with pytest.raises(ModelError, match="'resnet18.a1_in1k': HF_HUB_OFFLINE is set and they are not in the local hub cache.*beforehand") as e:
+    expected = "'resnet18.a1_in1k': HF_HUB_OFFLINE is set and they are not in the local hub cache.*beforehand"
+    with pytest.raises(ModelError, match=expected) as e:
         build_module(load_zoo(tmp_path / "models.yaml").model("m"), tmp_path)
     assert time.perf_counter() - start < 5 and "\n" not in str(e.value)
     assert not caplog.records and not capsys.readouterr().err  # no log lines, let alone duplicated ones
