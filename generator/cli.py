@@ -10,6 +10,7 @@
     lens status  [filters]          done / pending / failed per model and part
     lens figure  [filters]          a classes x models grid as PNG and PDF, for papers
     lens models                     the zoo and whether each model's weights are available
+    lens layers MODEL               a model's concept layers (clean cut, shape, non-negative)
     lens spectrum --images DIR      compute and cache a magnitude spectrum
 
 One meaning per option, in every command: --config (models.yaml), --store (the artifact store),
@@ -259,11 +260,46 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import weights_status
+    from .errors import ModelError
+    from .models import check_weights, weights_status
 
     zoo = _load_zoo(args)
+    unusable = 0
     for m in zoo.models.values():
-        print(f"{m.name:24s} {m.arch:28s} {weights_status(m, zoo.root)}")
+        if args.check:
+            try:
+                status = check_weights(m, zoo.root)
+            except ModelError as e:
+                status, unusable = f"unusable: {e}", unusable + 1
+        else:
+            status = weights_status(m, zoo.root)
+        print(f"{m.name:24s} {m.arch:28s} {status}")
+    if unusable:
+        print(f"lens: {unusable} of {len(zoo.models)} models cannot load their weights", file=sys.stderr)
+    return 1 if unusable else 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    import torch
+
+    from .images import demo_photos
+    from .models import build_module, layer_table, preprocess_of
+
+    zoo = _load_zoo(args)
+    entry = zoo.model(args.name)
+    module = build_module(entry, zoo.root)
+    preprocess = preprocess_of(entry, module)
+    transform = preprocess.transform()
+    photos = demo_photos()[: args.samples]
+    x = torch.stack([transform(p.image) for p in photos])
+    rows = layer_table(module, x, include_unclean=args.all)
+    print(f"{entry.name} ({entry.arch}): concept layers at a {preprocess.input_size} px input, on {len(x)} demo photos; "
+          f"concept_layer: now '{entry.concept_layer}'")
+    print(f"{'layer':40s} {'clean cut':9s} {'shape':16s} {'non-negative':18s} {'craft auto':10s} module")
+    for r in rows:
+        sign = "yes" if r.non_negative else f"no (min {r.minimum:.3g})"
+        print(f"{r.name:40s} {'yes' if r.clean else 'no':9s} {'x'.join(map(str, r.shape)):16s} {sign:18s} "
+              f"{'nmf' if r.non_negative else 'semi-nmf':10s} {r.module or ''}")
     return 0
 
 
@@ -440,6 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dpi", type=int, default=200, help="resolution of the PNG (default: 200; the PDF embeds the images)")
     p = command("models", cmd_models, "list the zoo and whether each model's weights are available", None)
     _config_option(p)
+    p.add_argument("--check", action="store_true", help="load every model's weights; exit 1 if one cannot be used")
+    p = command("layers", cmd_layers, "list a model's concept layers: clean cut or not, output shape, sign", None)
+    p.add_argument("name", metavar="MODEL", help="a model name of models.yaml")
+    _config_option(p)
+    p.add_argument("--all", action="store_true", help="also list layers inside blocks (not clean cuts)")
+    p.add_argument("--samples", type=int, default=4, help="demo photos used to test each layer's sign (default: 4)")
     p = command("spectrum", cmd_spectrum, "compute a MACO magnitude spectrum from a folder of natural images", None)
     _config_option(p)
     p.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of natural images (searched recursively)")

@@ -67,7 +67,8 @@ class CraftSettings(_Strict):
     sobol_designs: int = Field(32, ge=4, description="quasi-Monte Carlo designs per Sobol estimate")
     nmf_iters: int = Field(500, ge=1, description="factorisation (NMF or Semi-NMF) iterations, at most")
     method: Literal["auto", "nmf", "semi-nmf"] = Field(
-        "auto", description="concept dictionary: `nmf` (non-negative layers), `semi-nmf` (any layer), `auto` (NMF where the layer is non-negative)"
+        "auto",
+        description="concept dictionary: `nmf` (non-negative layers), `semi-nmf` (any layer), `auto` (NMF where the layer is non-negative)",
     )
     visualize: int | None = Field(None, ge=0, description="concepts given a MACO visualization (default: all)")
     seed: int = Field(0)

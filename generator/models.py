@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import re
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -45,6 +46,13 @@ class Preprocess:
             "input_size": self.input_size, "mean": list(self.mean), "std": list(self.std),
             "interpolation": self.interpolation, "crop_pct": self.crop_pct,
         }
+
+    def transform(self) -> Callable:
+        """PIL image -> normalised (3, S, S) tensor, as timm evaluates (resize, centre crop, normalise)."""
+        from timm.data import create_transform
+
+        return create_transform(input_size=(3, self.input_size, self.input_size), interpolation=self.interpolation,
+                                mean=self.mean, std=self.std, crop_pct=self.crop_pct)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -129,7 +137,7 @@ def _load_file(path: Path) -> object:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
-        if "weights_only" in text or "Unsupported global" in text:
+        if "Unsupported global" in text:
             # torch.save(model) pickles the class: never unpickled here (it could run any code).
             found = re.search(r"GLOBAL ([\w.]+)", text)
             what = f" ({found.group(1)})" if found else ""
@@ -360,11 +368,20 @@ class GraphCuts:
     modules: dict[str, str]  # module path -> the node name that is its output (`layer3` -> `layer3.1.act2`)
 
 
-def graph_cuts(module: nn.Module) -> GraphCuts:
-    """Trace once and find every clean cut: a node i such that no node after i uses a node before i.
+_CUTS: weakref.WeakKeyDictionary[nn.Module, GraphCuts] = weakref.WeakKeyDictionary()
 
-    Inputs with defaults (e.g. a ViT's `attn_mask=None`) and parameters do not count as flowing past.
+
+def graph_cuts(module: nn.Module) -> GraphCuts:
+    """Trace once (cached per module) and find every clean cut: a node i such that no node after i
+    uses a node before i. Inputs with defaults (a ViT's `attn_mask=None`) and parameters do not
+    count as flowing past. `layer_table` changes the returned graph: it gets a fresh trace.
     """
+    if module not in _CUTS:
+        _CUTS[module] = _trace_cuts(module)
+    return _CUTS[module]
+
+
+def _trace_cuts(module: nn.Module) -> GraphCuts:
     from timm.layers import create_feature_extractor, get_graph_node_names
 
     names = [n for n in get_graph_node_names(module)[1]]
@@ -406,8 +423,6 @@ def split_at_layer(module: nn.Module, layer: str, who: str) -> tuple[Callable, C
     """
     if layer == "features":
         return module.forward_features, module.forward_head  # type: ignore[return-value]
-    from timm.layers import create_feature_extractor
-
     cuts = graph_cuts(module)
     node_name = layer if layer in cuts.clean else cuts.modules.get(layer)
     if node_name is None:
@@ -419,16 +434,30 @@ def split_at_layer(module: nn.Module, layer: str, who: str) -> tuple[Callable, C
         hint = f"; the next clean cut is '{nxt}'" if nxt else ""
         raise ModelError(f"{who}: key 'concept_layer': '{layer}' is not a clean cut of the network (another tensor, "
                          f"e.g. a skip connection, flows past it){hint}; `lens layers MODEL` lists the clean cuts")
-    full = create_feature_extractor(module, {node_name: "act", cuts.names[-1]: "logits"})
-    g = create_feature_extractor(module, {node_name: "act"})
-    h = _graph_after(full, layer, who)
-    return (lambda x: g(x)["act"]), h
+    returned = next(n for n in cuts.graph_module.graph.nodes if n.op == "output").args[0]
+    g = _graph_until(cuts.graph_module, returned[node_name])
+    h = _graph_after(cuts.graph_module, returned[node_name], returned[cuts.names[-1]], layer, who)
+    return g, h
 
 
-def _graph_after(full: torch.fx.GraphModule, layer: str, who: str) -> torch.fx.GraphModule:
+def _graph_until(full: torch.fx.GraphModule, cut: torch.fx.Node) -> torch.fx.GraphModule:
+    """The graph from the input to the cut node's output (one traced graph serves both halves)."""
+    graph = torch.fx.Graph()
+    env: dict[torch.fx.Node, torch.fx.Node] = {}
+    for node in full.graph.nodes:
+        env[node] = graph.node_copy(node, lambda n: env[n])
+        if node is cut:
+            break
+    graph.output(env[cut])
+    gm = torch.fx.GraphModule(full, graph)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
+
+
+def _graph_after(full: torch.fx.GraphModule, cut: torch.fx.Node, logits: torch.fx.Node, layer: str,
+                 who: str) -> torch.fx.GraphModule:
     """The graph from the cut node (a new input `act`) to the logits; inputs with defaults stay inputs."""
-    returned = next(n for n in full.graph.nodes if n.op == "output").args[0]
-    cut, logits = returned["act"], returned["logits"]
     graph = torch.fx.Graph()
     env: dict[torch.fx.Node, torch.fx.Node] = {cut: graph.placeholder("act")}
     placeholders = [n for n in full.graph.nodes if n.op == "placeholder"]
@@ -455,6 +484,63 @@ def _graph_after(full: torch.fx.GraphModule, layer: str, who: str) -> torch.fx.G
     return torch.fx.GraphModule(full, graph)
 
 
+def _channels_last_map(t: torch.Tensor) -> bool:
+    """A 4-d (N, H, W, C) tensor, such as the inside of a ConvNeXt block: inputs are square, so a
+    (N, C, H, W) map has H == W in its last two dimensions."""
+    return t.ndim == 4 and t.shape[-1] != t.shape[-2]
+
+
+@dataclass
+class LayerRow:
+    """One candidate concept layer, for `lens layers`."""
+
+    name: str
+    clean: bool  # nothing but this layer's output flows past it: a valid g/h split
+    shape: tuple[int, ...]  # per image: (C, H, W) or (T, C)
+    minimum: float  # over the sample inputs
+    module: str | None  # the module path whose output this node is, if any (`layer3`)
+
+    @property
+    def non_negative(self) -> bool:
+        return self.minimum >= -1e-5
+
+
+@torch.no_grad()
+def layer_table(module: nn.Module, x: torch.Tensor, include_unclean: bool = False) -> list[LayerRow]:
+    """Every node with a feature-map (N, C, H, W) or token (N, T, C) output, run on the inputs `x`.
+
+    Runs the traced graph once node by node (values freed after their last use), recording each
+    node's shape and minimum. Clean cuts only unless `include_unclean`; `features` comes first.
+    """
+    cuts = _trace_cuts(module)
+    gm = cuts.graph_module
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    returned = dict(out_node.args[0])
+    qualname = {node: name for name, node in returned.items()}
+    out_node.args = (returned[cuts.names[-1]],)  # keep only the logits alive to the end
+    gm.recompile()
+    stats: dict[str, tuple[tuple[int, ...], float]] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> object:
+            result = super().run_node(n)
+            if (n in qualname and n.op != "placeholder" and isinstance(result, torch.Tensor) and result.is_floating_point()
+                    and result.ndim in (3, 4) and result.shape[0] == len(x) and not _channels_last_map(result)):
+                stats[qualname[n]] = (tuple(result.shape[1:]), float(result.min()))
+            return result
+
+    Recorder(gm).run(x)
+    alias: dict[str, str] = {}
+    for path, node_name in sorted(cuts.modules.items(), key=lambda kv: len(kv[0])):
+        alias.setdefault(node_name, path)
+    feats = module.forward_features(x)
+    rows = [LayerRow("features", True, tuple(feats.shape[1:]), float(feats.min()), None)]
+    for name in cuts.names:
+        if name in stats and (include_unclean or cuts.clean[name]):
+            rows.append(LayerRow(name, cuts.clean[name], stats[name][0], stats[name][1], alias.get(name)))
+    return rows
+
+
 class LoadedModel:
     """A zoo model ready to render: module, preprocessing, and its g/h split at the concept layer."""
 
@@ -477,9 +563,10 @@ class LoadedModel:
         self.std = torch.tensor(self.preprocess.std, device=device).view(1, 3, 1, 1)
         with torch.no_grad():
             probe = self.g(torch.zeros(1, 3, self.preprocess.input_size, self.preprocess.input_size, device=device))
-        if probe.ndim not in (3, 4):
-            raise ModelError(f"model '{self.name}': concept layer '{entry.concept_layer}' gives a {probe.ndim}-d output; "
-                             "need a feature map (N, C, H, W) or tokens (N, T, C)")
+        if probe.ndim not in (3, 4) or _channels_last_map(probe):
+            what = "a channels-last (N, H, W, C)" if probe.ndim == 4 else f"a {probe.ndim}-d"
+            raise ModelError(f"model '{self.name}': concept layer '{entry.concept_layer}' gives {what} output; "
+                             "need a feature map (N, C, H, W) or tokens (N, T, C) (`lens layers MODEL` lists them)")
         self.act_shape = tuple(probe.shape[1:])
         self.num_concept_channels = probe.shape[1] if probe.ndim == 4 else probe.shape[-1]
         # Tokens (N, T, C): the first `num_prefix_tokens` are class/register tokens (ViT), the rest
@@ -568,13 +655,7 @@ class LoadedModel:
 
     def image_transform(self) -> Callable:
         """PIL image -> normalised tensor, as timm evaluates (resize, centre crop)."""
-        from timm.data import create_transform
-
-        p = self.preprocess
-        return create_transform(
-            input_size=(3, p.input_size, p.input_size), interpolation=p.interpolation,
-            mean=p.mean, std=p.std, crop_pct=p.crop_pct,
-        )
+        return self.preprocess.transform()
 
 
 def load_model(entry: ModelEntry, root: Path, device: str | torch.device = "cpu", **options: bool) -> LoadedModel:
@@ -591,5 +672,14 @@ def weights_status(entry: ModelEntry, root: Path) -> str:
     except ModelError as e:
         return f"unavailable: {e}"
     if path is None:
-        return f"timm hub ({entry.arch}.{entry.weights.timm}); needs network access or the hub cache"
-    return f"available: {path}"
+        cached = _hub_cached_file(f"{entry.arch}.{entry.weights.timm}" if entry.weights.timm else entry.arch)
+        where = f"in the hub cache: {cached}" if cached else "needs network access or the hub cache"
+        return f"timm hub ({entry.arch}.{entry.weights.timm}); {where} (not loaded; --check loads it)"
+    return f"found: {path} (not loaded; --check loads it)"
+
+
+def check_weights(entry: ModelEntry, root: Path) -> str:
+    """For `lens models --check`: build the model and load its weights strictly. Raises ModelError."""
+    module = build_module(entry, root)
+    params = sum(p.numel() for p in module.parameters())
+    return f"usable: {entry.weights.describe()} fits {entry.arch} ({params / 1e6:.1f} M parameters)"

@@ -58,3 +58,276 @@ def test_lite0_top1_on_imagenet_samples(lite0, samples):
     accuracy = correct / total
     print(f"efficientnet-lite0 top-1 on {total} ImageNet samples: {accuracy:.3f}")
     assert accuracy >= 0.70
+
+
+# ----------------------------------------------------------------------------- any architecture, end to end
+
+ARCHS = {"resnet18-random": "resnet18", "vit-tiny-random": "vit_tiny_patch16_224", "convnext-atto-random": "convnext_atto"}
+
+
+@pytest.fixture(scope="module")
+def arch_zoo(tmp_path_factory):
+    """A zoo of three randomly initialised timm models (pretrained=False) saved as safetensors, at 64 px."""
+    import timm
+    from safetensors.torch import save_file
+
+    from .conftest import write_class_folder
+
+    folder = tmp_path_factory.mktemp("archs")
+    images = write_class_folder(folder / "imagenet", classes=(1,), per_class=2)
+    entries = []
+    for name, arch in ARCHS.items():
+        torch.manual_seed(0)
+        save_file(timm.create_model(arch, pretrained=False).state_dict(), str(folder / f"{arch}.safetensors"))
+        entries.append(f"  - {{name: {name}, arch: {arch}, weights: {{file: {arch}.safetensors}}, input_size: 64}}")
+    (folder / "models.yaml").write_text(f"""
+images: {images}
+spectrum: powerlaw
+defaults:
+  maco: {{steps: 2, image_size: 64, crops: 2}}
+  craft: {{rank: 3, top_crops: 2, sobol_designs: 4, nmf_iters: 30, attribution_images: 1, visualize: 2}}
+models:
+""" + "\n".join(entries) + "\n")
+    return folder / "models.yaml"
+
+
+def test_any_architecture_renders_class_maco_concepts_and_concept_macos(arch_zoo, tmp_path):
+    """ResNet (post-ReLU: NMF), ViT and ConvNeXt (signed: Semi-NMF) all render every part."""
+    from generator.cli import main
+    from generator.store import Store
+
+    out = tmp_path / "artifacts"
+    assert main(["render", "--config", str(arch_zoo), "--classes", "1", "--out", str(out), "--no-progress"]) == 0
+    methods = {}
+    for name in ARCHS:
+        (meta,) = list(Store(out).iter_metas(name))
+        assert meta["maco"]["status"] == "done" and meta["craft"]["status"] == "done", (name, meta["craft"])
+        assert meta["craft"]["image_selection"] == "all" and len(meta["concepts"]) == 3, name
+        methods[name] = meta["craft"]["method"]
+        visualized = [c for c in meta["concepts"] if c.get("maco")]
+        assert len(visualized) == 2 and all(c["maco"]["status"] == "done" for c in visualized), name
+        for c in meta["concepts"]:
+            assert c["crops"] and c["attributions"], name
+            for f in [x["file"] for x in c["crops"] + c["attributions"]] + list((c.get("maco") or {}).get("files", {}).values()):
+                assert (out / name / "0001" / f).stat().st_size > 0, (name, f)
+        shares = [c["logit_share"] for c in meta["concepts"]]
+        # ResNet and ViT (class token) heads are pool + linear: exact shares; ConvNeXt's head has a LayerNorm.
+        assert all(s is not None for s in shares) == (name != "convnext-atto-random"), (name, shares)
+    assert methods == {"resnet18-random": "nmf", "vit-tiny-random": "semi-nmf", "convnext-atto-random": "semi-nmf"}
+
+
+def test_vit_tokens_patches_and_head_pooling(arch_zoo):
+    """ViT: the class token is what the head reads (pooled), patch tokens form the attribution grid."""
+    from generator.config import load_zoo
+    from generator.models import load_model
+
+    zoo = load_zoo(arch_zoo)
+    vit = load_model(zoo.model("vit-tiny-random"), zoo.root)
+    assert vit.act_shape == (1 + 16, 192) and vit.num_prefix_tokens == 1 and vit.token_pool == "cls"
+    act = torch.randn(2, *vit.act_shape)
+    assert torch.equal(vit.pooled(act), act[:, 0])
+    assert vit.linear_head is not None  # h = head(class token): exact logit shares
+    maps = torch.arange(2 * 17 * 3.0).view(2, 17, 3)
+    assert torch.equal(vit.spatial_maps(maps), maps[:, 1:].view(2, 4, 4, 3))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(vit.h(vit.g(x)), vit.module(x), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- layers a user can find and name
+
+
+def _exact_split(module, layer: str, size: int = 64) -> None:
+    from generator.models import split_at_layer
+
+    g, h = split_at_layer(module, layer, "m")
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        assert torch.allclose(h(g(x)), module(x), atol=1e-5), layer
+
+
+@pytest.mark.parametrize("arch, layers", [
+    ("resnet18", ["layer3.1.add", "layer3.1.act2", "layer3", "layer4.0", "features"]),
+    ("vit_tiny_patch16_224", ["blocks.11.add", "blocks.11", "norm.layer_norm"]),
+    ("convnext_atto", ["stages.2", "stages.3.blocks.0.add", "stages.2.downsample"]),
+])
+def test_concept_layer_accepts_function_nodes_and_module_paths(arch, layers):
+    """The names the issue saw refused: fx function nodes and module paths split the model exactly."""
+    from generator.models import _create
+
+    torch.manual_seed(0)
+    module = _create(arch).eval()
+    for layer in layers:
+        _exact_split(module, layer)
+
+
+def test_every_suggested_name_is_accepted():
+    """The names an error message suggests are clean cuts that `concept_layer:` accepts."""
+    import re
+
+    from generator.models import ModelError, _create, split_at_layer
+
+    module = _create("resnet18").eval()
+    for wrong in ("layer3.1.ad", "blocks.11.add"):
+        with pytest.raises(ModelError, match="no layer") as e:
+            split_at_layer(module, wrong, "m")
+        suggested = re.search(r"\(e\.g\. (.*?); `lens layers MODEL`", str(e.value)).group(1).split(", ")
+        assert suggested
+        for name in suggested:
+            _exact_split(module, name)
+    with pytest.raises(ModelError, match="'layer3.0.act1' is not a clean cut.*next clean cut is 'layer3.0.add'") as e:
+        split_at_layer(module, "layer3.0.act1", "m")
+    _exact_split(module, "layer3.0.add")
+
+
+def test_layers_command_lists_clean_cuts_with_shape_and_sign(arch_zoo, capsys):
+    from generator.cli import main
+
+    assert main(["layers", "resnet18-random", "--config", str(arch_zoo), "--samples", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert rows["features"][1:4] == ["yes", "512x2x2", "yes"]  # post-ReLU: NMF
+    assert rows["layer3.1.act2"][-1] == "layer3" and rows["layer3.1.act2"][1] == "yes"
+    assert "layer3.0.act1" not in rows  # inside a block: listed only with --all
+    assert main(["layers", "vit-tiny-random", "--config", str(arch_zoo), "--samples", "2", "--all"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert rows["features"][1:3] == ["yes", "17x192"] and rows["features"][3] == "no"  # LayerNorm: signed
+    assert rows["blocks.11.add_1"][1] == "yes" and rows["blocks.11.add_1"][-1] == "blocks"
+    assert any(r[1] == "no" for r in rows.values())  # --all shows the cuts inside blocks too
+
+
+# ----------------------------------------------------------------------------- checkpoints as people have them
+
+
+def _zoo_for(tmp_path, file: str, extra: str = ""):
+    from generator.config import load_zoo
+
+    (tmp_path / "models.yaml").write_text(
+        f"models:\n  - {{name: m, arch: test_resnet, weights: {{file: {file}}}, input_size: 64{extra}}}\n")
+    return load_zoo(tmp_path / "models.yaml")
+
+
+def test_checkpoint_wrappers_and_prefixes_load_without_editing(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from generator.models import build_module
+
+    torch.manual_seed(0)
+    state = timm.create_model("test_resnet").state_dict()
+    other = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+
+    def prefixed(p):
+        return {p + k: v for k, v in state.items()}
+
+    cases = {
+        "sd.pth": {"state_dict": state, "epoch": 3}, "model.pth": {"model": state}, "module.pth": {"module": state},
+        "ema_only.pth": {"state_dict_ema": state, "optimizer": {"lr": 0.1}},
+        "both.pth": {"state_dict": state, "state_dict_ema": other},  # the raw weights are preferred
+        "dp.pth": {"state_dict": prefixed("module.")}, "lightning.pth": {"state_dict": prefixed("model.")},
+        "nested.pth": {"model": {"module": prefixed("_orig_mod.module.")}},
+    }
+    for name, obj in cases.items():
+        torch.save(obj, tmp_path / name)
+    save_file(prefixed("_orig_mod."), str(tmp_path / "compiled.safetensors"))
+    for name in [*cases, "compiled.safetensors"]:
+        module = build_module(_zoo_for(tmp_path, name).model("m"), tmp_path)
+        assert torch.equal(module.state_dict()["fc.weight"], state["fc.weight"]), name
+    ema = build_module(_zoo_for(tmp_path, "both.pth", ", checkpoint_key: state_dict_ema").model("m"), tmp_path)
+    assert torch.equal(ema.state_dict()["fc.weight"], other["fc.weight"])
+
+
+def test_ambiguous_prefix_gets_a_hint_and_a_yaml_option(tmp_path):
+    """Not every key has the prefix (a Lightning module with a loss): one line names the `prefix_map:` to add."""
+    import timm
+
+    from generator.models import ModelError, build_module
+
+    state = timm.create_model("test_resnet").state_dict()
+    torch.save({"state_dict": {**{"net." + k: v for k, v in state.items()}, "loss.weight": torch.ones(3)}}, tmp_path / "l.pth")
+    with pytest.raises(ModelError, match=r"fit once 'net\.' is stripped: add `prefix_map: \{'net\.': ''\}`") as e:
+        build_module(_zoo_for(tmp_path, "l.pth").model("m"), tmp_path)
+    assert "\n" not in str(e.value)
+    module = build_module(_zoo_for(tmp_path, "l.pth", ", prefix_map: {'net.': ''}").model("m"), tmp_path)
+    assert torch.equal(module.state_dict()["fc.bias"], state["fc.bias"])
+    with pytest.raises(ModelError, match="checkpoint_key': no 'ema' in the checkpoint"):
+        build_module(_zoo_for(tmp_path, "l.pth", ", checkpoint_key: ema").model("m"), tmp_path)
+
+
+def test_unusable_files_are_one_line_errors_and_models_check_exits_1(tmp_path, capsys):
+    import timm
+    from safetensors.torch import save_file
+
+    from generator.cli import main
+    from generator.models import ModelError, build_module
+
+    model = timm.create_model("test_resnet")
+    torch.save(model, tmp_path / "whole.pth")  # a pickled model: never unpickled
+    (tmp_path / "garbage.pth").write_bytes(b"\x00not a checkpoint" * 10)
+    (tmp_path / "garbage.safetensors").write_bytes(b"{}garbage" * 10)
+    save_file(model.state_dict(), str(tmp_path / "ok.safetensors"))
+    (tmp_path / "truncated.safetensors").write_bytes((tmp_path / "ok.safetensors").read_bytes()[:5000])
+    expected = {
+        "whole.pth": r"pickled Python object.*torch.save\(model\).*weights_only=True.*save_file\(model.state_dict\(\)",
+        "garbage.pth": "not a readable PyTorch checkpoint", "garbage.safetensors": "not a readable safetensors file",
+        "truncated.safetensors": "not a readable safetensors file",
+    }
+    for name, pattern in expected.items():
+        with pytest.raises(ModelError, match=pattern) as e:
+            build_module(_zoo_for(tmp_path, name).model("m"), tmp_path)
+        assert "\n" not in str(e.value) and name in str(e.value)
+    lines = [f"  - {{name: {n.replace('.', '-')}, arch: test_resnet, weights: {{file: {n}}}}}" for n in ["ok.safetensors", *expected]]
+    (tmp_path / "zoo.yaml").write_text("models:\n" + "\n".join(lines) + "\n")
+    assert main(["models", "--config", str(tmp_path / "zoo.yaml")]) == 0
+    listed = capsys.readouterr().out
+    assert "available" not in listed and listed.count("found:") == 5  # not loaded: no claim that they fit
+    assert main(["models", "--config", str(tmp_path / "zoo.yaml"), "--check"]) == 1
+    checked = capsys.readouterr().out.splitlines()
+    assert "usable:" in checked[0] and all("unusable:" in line for line in checked[1:]) and len(checked) == 5
+
+
+# ----------------------------------------------------------------------------- timm hub weights
+
+
+def test_timm_weights_offline_fail_fast_with_one_message(tmp_path, monkeypatch, capsys, caplog):
+    import time
+
+    import huggingface_hub
+
+    from generator.config import load_zoo
+    from generator.models import ModelError, build_module
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    (tmp_path / "models.yaml").write_text("models:\n  - {name: m, arch: resnet18, weights: {timm: a1_in1k}}\n")
+    start = time.perf_counter()
+    expected = "'resnet18.a1_in1k': HF_HUB_OFFLINE is set and they are not in the local hub cache.*beforehand"
+    with pytest.raises(ModelError, match=expected) as e:
+        build_module(load_zoo(tmp_path / "models.yaml").model("m"), tmp_path)
+    assert time.perf_counter() - start < 5 and "\n" not in str(e.value)
+    assert not caplog.records and not capsys.readouterr().err  # no log lines, let alone duplicated ones
+
+
+def test_timm_weights_come_from_the_local_hub_cache(tmp_path, monkeypatch):
+    """A cached hub snapshot is used without the network (HF_HUB_OFFLINE set)."""
+    import huggingface_hub
+    import timm
+    from safetensors.torch import save_file
+
+    from generator.config import load_zoo
+    from generator.models import build_module
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--timm--test_resnet.r160_in1k"
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    torch.manual_seed(3)
+    state = timm.create_model("test_resnet").state_dict()
+    save_file(state, str(repo / "snapshots" / "abc123" / "model.safetensors"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    (tmp_path / "models.yaml").write_text("models:\n  - {name: m, arch: test_resnet, weights: {timm: r160_in1k}}\n")
+    module = build_module(load_zoo(tmp_path / "models.yaml").model("m"), tmp_path)
+    assert torch.equal(module.state_dict()["fc.weight"], state["fc.weight"])
