@@ -341,7 +341,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     store = args.store or zoo.resolve_path(zoo.data.out)
     site_url = normalize_site_url(args.site_url or zoo.data.site_url)
     if not site_url:
-        raise ConfigError("publish needs the public URL of the site: --site-url https://USER.github.io/REPO/ (or `site_url:` in models.yaml)")
+        raise ConfigError("publish needs the public URL of the site: "
+                          "--site-url https://USER.github.io/REPO/ (or `site_url:` in models.yaml)")
     print(build_site(zoo, store, out, progress=not args.no_progress, **{**_site_options(args), "site_url": site_url}))
     problems = check_site(out.resolve(), site_url)
     for p in problems:
@@ -515,9 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _site_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("site")
     g.add_argument("--cache", type=Path, default=None,
-                   help="cache of encoded images and the MkDocs shell (default: .SITE-cache beside the site folder; never inside the store)")
-    g.add_argument("--site-url", default=None, help="public URL of the site, e.g. https://user.github.io/repo/ (default: `site_url:`)")
-    g.add_argument("--full-res", action="store_true", help="also publish lossless full-resolution PNGs with alpha (heavy; default: `site_full_res:`)")
+                   help="cache of encoded images and the MkDocs shell "
+                        "(default: .SITE-cache beside the site folder; never inside the store)")
+    g.add_argument("--site-url", default=None,
+                   help="public URL of the site, e.g. https://user.github.io/repo/ (default: `site_url:`)")
+    g.add_argument("--full-res", action="store_true",
+                   help="also publish lossless full-resolution PNGs with alpha (heavy; default: `site_full_res:`)")
 
 
 def main(argv: list[str] | None = None) -> int:

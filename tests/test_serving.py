@@ -136,7 +136,7 @@ def test_grid_thumbnails_and_search_results_resolve(published):
 def test_sitemap_lists_every_page_at_the_site_url(published):
     base, out = published
     sitemap = (out / "sitemap.xml").read_text()
-    locs = sorted(l.split("</loc>")[0] for l in sitemap.split("<loc>")[1:])
+    locs = sorted(entry.split("</loc>")[0] for entry in sitemap.split("<loc>")[1:])
     pages = sorted(SITE_URL + p.relative_to(out).as_posix() for p in out.rglob("*.html") if p.name != "404.html")
     assert locs == pages
     assert f"Sitemap: {SITE_URL}sitemap.xml" in (out / "robots.txt").read_text()

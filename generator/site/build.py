@@ -38,8 +38,8 @@ from ..store import Store, file_lock
 from .images import ImagePlan, place_images
 from .pages import Views, class_index_json, class_search_docs, index_script, shell_context, write_class_pages
 from .paths import INDEX_FILE, INDEX_SCRIPT, MARKER_FILE, check_cache_dir, check_out_dir, default_cache_dir, prune, write_if_changed
-from .reading import class_info, read_metas, select_models
 from .publish import normalize_site_url, write_host_files
+from .reading import class_info, read_metas, select_models
 from .report import SiteReport
 from .shell import build_shell, split_chrome, sync_shell
 from .views import count_placeholders, model_class_view, view_problems
