@@ -21,7 +21,7 @@ from typing import Any
 
 from .classes import parse_class_spec
 from .config import Zoo, load_zoo
-from .errors import ConfigError, LensError
+from .errors import ConfigError, LensError, PlanError, SiteError
 
 log = logging.getLogger("lens")
 
@@ -60,9 +60,37 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     s.add_argument("--rank", type=int, default=None, help="CRAFT concepts per class")
 
 
+_POSITIVE = {"steps": "--steps", "image_size": "--image-size", "crops": "--crops", "rank": "--rank",
+             "batch_size": "--batch-size", "port": "--port"}
+_NON_NEGATIVE = {"seed": "--seed", "retries": "--retries"}
+_NON_EMPTY = {"model": "--model", "classes": "--classes", "preset": "--preset", "spectrum": "--spectrum", "what": "--what",
+              "shard": "--shard", "devices": "--devices", "device": "--device", "host": "--host", "ray_address": "--ray-address"}
+
+
+def check_values(args: argparse.Namespace) -> None:
+    """Values argparse lets through but that can only fail later (or silently mean something else):
+    empty strings, zero or negative counts, ports out of range. One line naming the flag."""
+    for key, flag in _POSITIVE.items():
+        v = getattr(args, key, None)
+        if v is not None and v < 1:
+            raise PlanError(f"{flag} {v}: must be a positive integer")
+    for key, flag in _NON_NEGATIVE.items():
+        v = getattr(args, key, None)
+        if v is not None and v < 0:
+            raise PlanError(f"{flag} {v}: must be 0 or more")
+    for key, flag in _NON_EMPTY.items():
+        v = getattr(args, key, None)
+        if isinstance(v, str) and not v.strip(" ,"):
+            raise PlanError(f"{flag} '{v}': empty value")
+    port = getattr(args, "port", None)
+    if port is not None and port > 65535:
+        raise PlanError(f"--port {port}: must be between 1 and 65535")
+
+
 def _selection(args: argparse.Namespace) -> Selection:
     from .plan import parse_parts
 
+    check_values(args)
     zoo = load_zoo(args.config)
     preset_name = args.preset
     spec = args.classes
@@ -105,7 +133,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     job = RenderJob(
         config=sel.zoo.path, out=sel.out, models=sel.models, classes=sel.classes, parts=sel.parts,
         maco_overrides=sel.maco, craft_overrides=sel.craft, images=sel.images, spectrum=sel.spectrum,
-        devices=devices, batch_size=args.batch_size, shard=parse_shard(args.shard) if args.shard else None,
+        devices=devices, batch_size=args.batch_size, shard=parse_shard(args.shard) if args.shard is not None else None,
         retries=args.retries, progress=not args.no_progress,
     )
     print(f"lens: rendering {len(sel.classes)} classes x {len(sel.models)} models ({', '.join(sorted(sel.parts))}) "
@@ -215,8 +243,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .site import serve
 
+    check_values(args)
     zoo = load_zoo(args.config)
-    serve(args.site_out or zoo.resolve_path(zoo.data.site), host=args.host, port=args.port)
+    try:
+        serve(args.site_out or zoo.resolve_path(zoo.data.site), host=args.host, port=args.port)
+    except OSError as e:  # port in use, no permission for a low port, unknown host
+        raise SiteError(f"--host {args.host} --port {args.port}: cannot serve there ({e.strerror or e})") from None
     return 0
 
 
