@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 import warnings
-
-import numpy as np
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageFile
 
 log = logging.getLogger("lens")
