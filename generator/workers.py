@@ -41,6 +41,7 @@ from .store import Claim, Store, encode_jpeg, encode_png, store_errors
 
 log = logging.getLogger("lens")
 HEARTBEAT_S = 30.0
+WAIT_FOR_CLAIMS_S = 3600.0  # at the end of a run, how long to wait for units other live renders hold
 
 
 # ----------------------------------------------------------------------------- outcomes
@@ -627,7 +628,7 @@ def _run_in_process(job: RenderJob, store: Store, stop: StopFlag, bars: Bars, su
     worker = Worker(job, job.devices[0], progress=bars.advance)
     store.problems = worker.store.problems  # one list of records moved aside
     try:
-        first, waited, progress = True, False, -1
+        first, waited, progress = True, 0.0, -1
         while True:
             for plan in worker.plans.values():
                 if stop.stopped:
@@ -646,7 +647,9 @@ def _run_in_process(job: RenderJob, store: Store, stop: StopFlag, bars: Bars, su
                 continue  # a holder died or released without finishing: render what it left
             if not waited:
                 print(f"lens: waiting for {len(left)} units held by another live render", file=sys.stderr)
-                waited = True
+                waited = time.monotonic()
+            elif time.monotonic() - waited > WAIT_FOR_CLAIMS_S:
+                return  # reported as undone (exit 1); a later run finishes them
             time.sleep(1.0)
     finally:
         worker.release_all()
