@@ -177,8 +177,18 @@ def cmd_quality(args: argparse.Namespace) -> int:
     from .quality import run_quality
 
     sel = _selection(args)
-    run_quality(sel.zoo, sel.out, sel.models, sel.classes, sel.images, device=args.device, progress=not args.no_progress)
-    return 0
+    return run_quality(sel.zoo, sel.out, sel.models, sel.classes, sel.images, device=args.device,
+                       progress=not args.no_progress, judges=_judges(args))
+
+
+def _judges(args: argparse.Namespace) -> list[str] | None:
+    text = getattr(args, "judges", None)
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise PlanError(f"--judges '{text}': empty value")
+    return names
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -232,7 +242,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     if code == 130:
         return code
     sel = _selection(args)
-    run_quality(sel.zoo, sel.out, sel.models, sel.classes, sel.images, device=args.device, progress=not args.no_progress)
+    scored = run_quality(sel.zoo, sel.out, sel.models, sel.classes, sel.images, device=args.device,
+                         progress=not args.no_progress, judges=_judges(args))
+    code = max(code, scored)
     out = args.site_out or sel.zoo.resolve_path(sel.zoo.data.site)
     # Same filters as the render (`lens site` alone publishes everything in the store).
     print(build_site(sel.zoo, sel.out, out, models=sel.models, classes=sel.classes, progress=not args.no_progress))
@@ -290,9 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection(p)
     _render_options(p)
     p.add_argument("--site-out", type=Path, default=None, help="site folder (default: `site:` of models.yaml)")
+    p.add_argument("--judges", default=None, help="models that score the renders, NAME[,NAME...] (default: the embedded models)")
     p = command("quality", cmd_quality, "compute quality figures (self, transfer, plausibility) of existing renders")
     _add_selection(p)
     p.add_argument("--device", default="auto")
+    p.add_argument("--judges", default=None, help="models that score the renders, NAME[,NAME...] (default: the embedded models)")
     p = command("status", cmd_status, "done, pending and failed units per model and part, with failure reasons")
     _add_selection(p)
     p.add_argument("--json", action="store_true", help="print the counts, failures and problems as one JSON object")
