@@ -8,6 +8,10 @@
     lens status  [filters]          done / pending / failed per model and part
     lens models                     the zoo and whether each model's weights are available
     lens spectrum --images DIR      compute and cache a magnitude spectrum
+
+Exit codes: 0 everything selected is done; 1 some units failed or remain undone (e.g. held by a
+run that died; a re-run finishes them); 2 bad usage, config or an unwritable store (one line);
+130 interrupted (Ctrl-C; a second Ctrl-C aborts without a traceback).
 """
 
 from __future__ import annotations

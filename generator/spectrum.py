@@ -171,7 +171,12 @@ def resolve_spectrum(choice: str, cache_dir: Path, images_dir: Path | None = Non
     if cached.is_file():
         return load_spectrum_file(cached)
     spectrum = compute()
-    save_spectrum(spectrum, cached)
+    try:
+        save_spectrum(spectrum, cached)
+    except OSError as e:  # a read-only or full store: the spectrum is still usable, only not cached
+        import logging
+
+        logging.getLogger("lens").warning("cannot cache the spectrum in %s: %s", cache_dir, e.strerror or e)
     return spectrum
 
 

@@ -93,3 +93,15 @@ def test_default_judges_are_the_embedded_models(zoo):
     from generator.quality import default_judges
 
     assert default_judges(zoo) == ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
+
+
+def test_quality_goes_on_past_an_unusable_meta_json(tmp_path, tiny_images, capsys):
+    config = write_tiny_zoo(tmp_path / "zoo", images=tiny_images, extra=SECOND)
+    out = tmp_path / "store"
+    common = ["--config", str(config), "--out", str(out), "--no-progress", "--classes", "1,2", "--model", "tiny"]
+    assert main(["render", *common, "--what", "maco"]) == 0
+    (out / "tiny" / "0002" / "meta.json").write_text('{"schema": 2, "model": "tiny"')
+    capsys.readouterr()
+    assert main(["quality", *common, "--judges", "tiny-b", "--device", "cpu"]) == 0
+    assert "0002/meta.json: unusable meta.json" in capsys.readouterr().out
+    assert [m["class_index"] for m in Store(out).iter_metas("tiny") if "quality" in m["maco"]] == [1]
