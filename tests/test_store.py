@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from generator import store as store_mod
-from generator.records import SCHEMA, Unit
 from generator.errors import StoreError
+from generator.records import SCHEMA, Unit
 from generator.store import Store, atomic_write_bytes, encode_png
 
 
