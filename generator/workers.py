@@ -546,6 +546,9 @@ class Bars:
             return
         from tqdm import tqdm
 
+        if model in self.bars:  # a later pass of the same run (units other runs left)
+            self.bars.pop(model).close()
+
         self.bars[model] = tqdm(total=total, desc=model, unit="unit", position=len(self.bars), dynamic_ncols=True,
                                 mininterval=0.5, bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]")
 
