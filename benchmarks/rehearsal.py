@@ -262,8 +262,10 @@ def main() -> int:
     results["total_s"] = round(time.perf_counter() - started, 1)
     scale = 1000 / len(classes)
     results["projected_1000_classes_s"] = {k: round(v * scale, 0) for k, v in r.stages.items() if k in ("render", "quality", "site")}
+    results["load_average_1min"] = os.getloadavg()[0]  # other work on the machine inflates every figure
     print("wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in r.stages.items()))
-    print("projected to 1000 classes at these settings (linear): " +
+    print("projected to 1000 classes at these settings (linear; an upper bound for quality, whose small-scale time is "
+          "mostly the one-off embedding of the reference images by each judge, cached): " +
           ", ".join(f"{k} {v / 60:.0f} min" for k, v in results["projected_1000_classes_s"].items()))
     if not args.no_projection:
         results["default_settings"] = projection(args.samples, len(classes), results)
