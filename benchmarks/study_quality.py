@@ -71,7 +71,7 @@ def main() -> int:
     judges = {n: load_model(zoo.model(n), zoo.root, device) for n in others}
     feature_model = judges[others[0]]
     refs = reference_images(args.references, classes, per_class=1)
-    _, ref_x = make_views(refs.images, feature_model)
+    _, ref_x = make_views(refs.images(0, len(refs)), feature_model)
     ref_feats = penultimate(feature_model, ref_x)
 
     rows, sheets = [], []

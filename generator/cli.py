@@ -16,6 +16,10 @@
 One meaning per option, in every command: --config (models.yaml), --store (the artifact store),
 --site (the site folder), --models and --classes (the selection). Every command says on stderr
 which config it read.
+
+Exit codes: 0 everything selected is done; 1 some units failed or remain undone (e.g. held by a
+run that died; a re-run finishes them); 2 bad usage, config or an unwritable store (one line);
+130 interrupted (Ctrl-C; a second Ctrl-C aborts without a traceback).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 
 from .classes import parse_class_spec
 from .config import Zoo, load_zoo
-from .errors import ConfigError, LensError
+from .errors import ConfigError, LensError, PlanError, SiteError
 
 log = logging.getLogger("lens")
 
@@ -147,9 +151,37 @@ def _load_zoo(args: argparse.Namespace) -> Zoo:
     return zoo
 
 
+_POSITIVE = {"steps": "--steps", "image_size": "--image-size", "crops": "--crops", "rank": "--rank",
+             "batch_size": "--batch-size"}
+_NON_NEGATIVE = {"seed": "--seed", "retries": "--retries", "port": "--port"}  # port 0: any free one
+_NON_EMPTY = {"models": "--models", "classes": "--classes", "preset": "--preset", "spectrum": "--spectrum", "what": "--what",
+              "shard": "--shard", "devices": "--devices", "device": "--device", "host": "--host", "ray_address": "--ray-address"}
+
+
+def check_values(args: argparse.Namespace) -> None:
+    """Values argparse lets through but that can only fail later (or silently mean something else):
+    empty strings, zero or negative counts, ports out of range. One line naming the flag."""
+    for key, flag in _POSITIVE.items():
+        v = getattr(args, key, None)
+        if v is not None and v < 1:
+            raise PlanError(f"{flag} {v}: must be a positive integer")
+    for key, flag in _NON_NEGATIVE.items():
+        v = getattr(args, key, None)
+        if v is not None and v < 0:
+            raise PlanError(f"{flag} {v}: must be 0 or more")
+    for key, flag in _NON_EMPTY.items():
+        v = getattr(args, key, None)
+        if isinstance(v, str) and not v.strip(" ,"):
+            raise PlanError(f"{flag} '{v}': empty value")
+    port = getattr(args, "port", None)
+    if port is not None and port > 65535:
+        raise PlanError(f"--port {port}: must be between 0 (any free port) and 65535")
+
+
 def _selection(args: argparse.Namespace) -> Selection:
     from .plan import parse_parts
 
+    check_values(args)
     zoo = _load_zoo(args)
     preset_name = args.preset
     spec = args.classes
@@ -201,7 +233,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     job = RenderJob(
         config=sel.zoo.path, out=sel.out, models=sel.models, classes=sel.classes, parts=sel.parts,
         maco_overrides=sel.maco, craft_overrides=sel.craft, images=sel.images, spectrum=sel.spectrum,
-        devices=devices, batch_size=args.batch_size, shard=parse_shard(args.shard) if args.shard else None,
+        devices=devices, batch_size=args.batch_size, shard=parse_shard(args.shard) if args.shard is not None else None,
         retries=args.retries, progress=not args.no_progress,
     )
     print(f"lens: rendering {len(sel.classes)} classes x {len(sel.models)} models ({', '.join(sorted(sel.parts))}) "
@@ -245,8 +277,18 @@ def cmd_quality(args: argparse.Namespace) -> int:
     from .quality import run_quality
 
     sel = _selection(args)
-    run_quality(sel.zoo, sel.out, sel.models, sel.classes, sel.images, device=args.device, progress=not args.no_progress)
-    return 0
+    return run_quality(sel.zoo, sel.out, sel.models, sel.classes, sel.images, device=args.device,
+                       progress=not args.no_progress, judges=_judges(args))
+
+
+def _judges(args: argparse.Namespace) -> list[str] | None:
+    text = getattr(args, "judges", None)
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise PlanError(f"--judges '{text}': empty value")
+    return names
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -370,7 +412,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     if code == 130 or args.dry_run:
         return code
     sel = _selection(args)
-    run_quality(sel.zoo, sel.out, sel.models, sel.classes, sel.images, device=args.device, progress=not args.no_progress)
+    scored = run_quality(sel.zoo, sel.out, sel.models, sel.classes, sel.images, device=args.device,
+                         progress=not args.no_progress, judges=_judges(args))
+    code = max(code, scored)
     out = args.site or sel.zoo.resolve_path(sel.zoo.data.site)
     # Same filters as the render (`lens site` alone publishes everything in the store).
     print(build_site(sel.zoo, sel.out, out, models=sel.models, classes=sel.classes, progress=not args.no_progress,
@@ -407,8 +451,12 @@ def cmd_figure(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .site import serve
 
+    check_values(args)
     zoo = _load_zoo(args)
-    serve(args.site or zoo.resolve_path(zoo.data.site), host=args.host, port=args.port, prefix=args.prefix)
+    try:
+        serve(args.site or zoo.resolve_path(zoo.data.site), host=args.host, port=args.port, prefix=args.prefix)
+    except OSError as e:  # port in use, no permission for a low port, unknown host
+        raise SiteError(f"--host {args.host} --port {args.port}: cannot serve there ({e.strerror or e})") from None
     return 0
 
 
@@ -460,9 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     _render_options(p)
     _site_option(p, old="--site-out")
     _site_flags(p)
+    p.add_argument("--judges", default=None, help="models that score the renders, NAME[,NAME...] (default: the embedded models)")
     p = command("quality", cmd_quality, "compute quality figures (self, transfer, plausibility) of existing renders")
     _add_selection(p, what=False)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, a GPU if any)")
+    p.add_argument("--judges", default=None, help="models that score the renders, NAME[,NAME...] (default: the embedded models)")
     p = command("status", cmd_status, "done, pending and failed units per model and part, with failure reasons", None)
     _add_selection(p)
     p.add_argument("--json", action="store_true", help="print the counts, failures and problems as one JSON object")

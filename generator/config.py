@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+RESERVED_NAMES = ("spectra", "runs.jsonl")  # entries of the artifact store beside the model folders
 CONFIG_FILENAME = "models.yaml"
 
 
@@ -28,6 +30,9 @@ class _Strict(BaseModel):
 
 class MacoSettings(_Strict):
     """MACO (Fel et al. 2023) settings. Defaults are full-scale, meant for GPUs."""
+
+    # inf or NaN in any of these can only give a NaN image: refused here, not found after a render.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     steps: int = Field(256, ge=1, description="optimisation steps")
     image_size: int = Field(512, ge=32, description="side of the rendered image, in pixels")
@@ -294,10 +299,16 @@ def load_zoo(path: str | os.PathLike[str] | None = None) -> Zoo:
     root = config_root(path, explicit)
     if not path.exists():
         raise ConfigError(f"{path}: file not found (pass --config PATH to use another models.yaml)")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a models.yaml file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_error(e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with a `models:` list at the top level")
     try:
@@ -307,6 +318,14 @@ def load_zoo(path: str | os.PathLike[str] | None = None) -> Zoo:
 
     seen: dict[str, int] = {}
     for i, m in enumerate(data.models):
+        if m.name in RESERVED_NAMES:
+            raise ConfigError(f"{path}: model '{m.name}' (entry {i + 1}): key 'name': '{m.name}' is reserved for the store's "
+                              f"own files ({', '.join(RESERVED_NAMES)}); choose another name")
+        for key in ("mean", "std"):  # NaN or a zero std can only give NaN inputs
+            values = getattr(m, key)
+            if values is not None and (not all(math.isfinite(v) for v in values) or (key == "std" and min(values) <= 0)):
+                raise ConfigError(f"{path}: model '{m.name}' (entry {i + 1}): key '{key}': {list(values)} "
+                                  + ("must be finite and > 0" if key == "std" else "must be finite"))
         if m.name in seen:
             raise ConfigError(
                 f"{path}: model '{m.name}' (entry {i + 1}): duplicate name, already used by entry {seen[m.name] + 1}"
@@ -324,6 +343,13 @@ def load_zoo(path: str | os.PathLike[str] | None = None) -> Zoo:
         _merge(MacoSettings, data.defaults.maco, p.maco, where=f"{path}: preset '{pname}'", prefix="maco")
         _merge(CraftSettings, data.defaults.craft, p.craft, where=f"{path}: preset '{pname}'", prefix="craft")
     return zoo
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    """A YAML error on one line: what, and where (line, column)."""
+    mark = getattr(e, "problem_mark", None)
+    what = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"{what} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(what)
 
 
 def settings_hash(*parts: Any) -> str:

@@ -116,6 +116,11 @@ def run_render_ray(job: RenderJob, address: str | None = None, device: str = "au
     finally:
         if started_here:
             ray.shutdown()
+    if not summary.stopped:  # e.g. the units of a task whose node died: exit 1, a re-run finishes them
+        from .store import Store
+        from .workers import undone_units
+
+        summary.undone = undone_units(job, Store(job.out))
     return summary
 
 
@@ -144,9 +149,5 @@ def _collect(ray: Any, shards: dict[Any, tuple[int, int]], summary: RenderSummar
                 log.warning("ray task for shard %d/%d failed: %s", k, n, error)
                 summary.add(Outcome(f"shard {k}/{n}", "task", "failed", error))
                 continue
-            summary.done, summary.skipped = summary.done + part.done, summary.skipped + part.skipped
-            summary.failed += part.failed
-            summary.failures += part.failures
-            summary.skipped_outcomes += part.skipped_outcomes
-            summary.stopped = summary.stopped or part.stopped
+            summary.merge(part)
             print(f"lens: ray: shard {k}/{n}: {part.done} done, {part.failed} failed, {part.skipped} skipped", file=sys.stderr)

@@ -1,6 +1,10 @@
 """Reading images robustly: ImageNet-layout class folders and the offline demo photos.
 
-A bad file never stops a run: it is skipped with a warning that names it.
+A bad file never stops a run: it is skipped with a warning that names it. Every mode converts to
+8-bit RGB with its value range kept: 16- and 32-bit integer images are scaled from their bit depth
+(not clipped at 255), float images from [0, 1], alpha is composited on white. Images over
+MAX_PIXELS (decompression bombs; 200 MP is larger than any camera's photos) are refused before
+they are decoded.
 """
 
 from __future__ import annotations
@@ -10,13 +14,15 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageFile
 
 log = logging.getLogger("lens")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jpe"}
 MAX_SIDE = 1024  # larger images are downscaled on load; the models see 224-384 px anyway
-Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # refuse decompression bombs, allow big photos
+MAX_PIXELS = 200_000_000  # larger than a 200-megapixel phone photo; a bomb claims far more
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL's own check (a warning, made an error below, then an error at 2x)
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,8 @@ def load_rgb(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image | None:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise OSError(f"{im.width}x{im.height} pixels is over the {MAX_PIXELS // 1_000_000} MP limit")
                 im.draft("RGB", (max_side, max_side))  # JPEG: decode at reduced size directly
                 ImageFile.LOAD_TRUNCATED_IMAGES = False
                 im.load()
@@ -50,14 +58,31 @@ def load_rgb(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image | None:
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    """Grayscale, CMYK, palette and alpha images to plain RGB (alpha composited on white)."""
-    if im.mode == "P":
+    """Any mode to plain 8-bit RGB, value range kept (alpha composited on white)."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return _wide_to_rgb(im)
+    if im.mode in ("P", "PA"):
         im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA"):
+    if im.mode in ("RGBA", "LA", "La", "RGBa"):
+        rgba = im.convert("RGBA")
         background = Image.new("RGB", im.size, (255, 255, 255))
-        background.paste(im.convert("RGBA"), mask=im.convert("RGBA").getchannel("A"))
+        background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return im.convert("RGB")
+
+
+def _wide_to_rgb(im: Image.Image) -> Image.Image:
+    """16/32-bit integer or float grayscale to 8 bits: scaled from the bit depth, not clipped at 255."""
+    a = np.asarray(im)
+    if a.dtype.kind == "f":
+        a = np.nan_to_num(a.astype(np.float64), nan=0.0)
+        scale = 1.0 if a.max(initial=0.0) <= 1.0 else 255.0  # [0, 1] floats, else 8-bit values stored as float
+        a = a / scale
+    else:
+        top = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+        a = a.astype(np.float64) / top
+    gray = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(np.repeat(gray[..., None], 3, axis=-1), "RGB")
 
 
 def class_image_paths(folder: Path, wnid: str) -> list[Path]:

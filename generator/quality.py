@@ -1,17 +1,27 @@
 """Quality figures of class visualizations, stored in meta.json (`maco.quality`) and model.json.
 
 - self: probability and rank of the class under the rendering model;
-- transfer: rank of the class under every other model of the zoo;
-- plausibility: in another model's penultimate feature space, cosine similarity of the
+- transfer: rank of the class under every other judge;
+- plausibility: in another judge's penultimate feature space, cosine similarity of the
   visualization to real images of its class minus that to real images of other classes;
-- accuracy: top-1 of each model on the reference images (ImageNet-layout folders only).
+- accuracy: top-1 of each judge on the reference images (ImageNet-layout folders only).
+
+At scale: only the selected models and classes are scored; a unit already scored by the same
+judges with the same settings (`Quality.key`) is skipped, so a re-run does nothing; the reference
+embeddings of each (judge, images folder) are cached in `<store>/.cache/quality/`; judges are the
+`--judges` models, by default the embedded ones (weights shipped in a package), else the whole
+zoo; each judge sees images at its own input size and normalisation; a judge that cannot be
+loaded is skipped with a warning (and exit code 1), the others go on.
 
 Reference images are the configured ImageNet-layout folder, else the demo photos labelled by the
-class the rendering model predicts for them.
+class the judge predicts for them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,38 +31,101 @@ import torch
 from PIL import Image
 
 from .classes import imagenet_class
-from .config import Zoo
+from .config import Zoo, settings_hash
 from .craft import make_views
 from .images import SourceImage, class_image_paths, demo_photos, load_rgb
 from .maco import classify
 from .models import LoadedModel, load_model, resolve_device
-from .records import Meta, ModelCard, Quality
-from .store import Store
+from .records import Meta, ModelCard, Quality, Unit
+from .store import Store, atomic_write_bytes
+
+log = logging.getLogger("lens")
+QUALITY_VERSION = 1  # bump when a change of code changes the scores
+CHUNK = 64  # images per forward pass and per read of renders
 
 REFERENCE_PER_CLASS = 4  # real images per class used for plausibility (and accuracy)
 
 
 @dataclass
 class Reference:
-    """Real images with labels, embedded once per feature model."""
+    """Real images with labels (or the demo photos, labelled by each judge's prediction)."""
 
-    images: list[SourceImage]
+    paths: list[Path | None]  # None for demo photos
     labels: list[int]
     labelled_by_folder: bool  # True: labels are ground truth (accuracy is meaningful)
+    signature: str  # which files: part of the cache key
+    _demo: list[SourceImage] | None = None
+
+    def images(self, start: int, stop: int) -> list[tuple[int, SourceImage]]:
+        """(index, image) of the readable images among [start, stop); unreadable files are warned about and left out."""
+        if self._demo is not None:
+            return list(enumerate(self._demo))[start:stop]
+        out = []
+        for i, (p, c) in enumerate(zip(self.paths[start:stop], self.labels[start:stop]), start=start):
+            im = load_rgb(p)  # type: ignore[arg-type]
+            if im is not None:
+                out.append((i, SourceImage(f"{imagenet_class(c).wnid}/{p.name}", im)))  # type: ignore[union-attr]
+        return out
+
+    def __len__(self) -> int:
+        return len(self.paths)
 
 
-def reference_images(images_dir: Path | None, classes: Sequence[int], per_class: int = REFERENCE_PER_CLASS) -> Reference:
-    """Real images of every class found in the folder (not only the rendered ones, for the contrast)."""
+def reference_images(images_dir: Path | None, classes: Sequence[int] = (), per_class: int = REFERENCE_PER_CLASS) -> Reference:
+    """Real images of every class found in the folder (not only the rendered ones, for the contrast).
+    Only listed here; pixels are read when a judge needs them (not at all when its embeddings are cached)."""
     if images_dir is None:
-        return Reference(demo_photos(), [], False)
-    images, labels = [], []
+        photos = demo_photos()
+        return Reference([None] * len(photos), [], False, "demo-photos", photos)
+    paths, labels, listing = [], [], []
     for c in range(1000):
         for p in class_image_paths(images_dir, imagenet_class(c).wnid)[:per_class]:
-            im = load_rgb(p)
-            if im is not None:
-                images.append(SourceImage(f"{imagenet_class(c).wnid}/{p.name}", im))
-                labels.append(c)
-    return Reference(images, labels, True)
+            paths.append(p)
+            labels.append(c)
+            listing.append(f"{p.parent.name}/{p.name}:{p.stat().st_size}")
+    digest = hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16]
+    return Reference(paths, labels, True, f"{images_dir.resolve()}:{digest}")
+
+
+@dataclass
+class JudgeReference:
+    """One judge's view of the reference images: unit-norm features and its top-1 predictions."""
+
+    features: torch.Tensor
+    predicted: list[int]
+    kept: list[int]  # indices into the Reference of the images that could be read
+
+
+def embed_reference(judge: LoadedModel, reference: Reference, cache: Path | None, judge_key: str) -> JudgeReference:
+    """Features and predictions of the reference images under a judge, cached per (judge, images folder)."""
+    key = settings_hash("quality-reference", QUALITY_VERSION, judge_key, reference.signature)
+    path = cache / f"{judge.name}-{key}.npz" if cache is not None else None
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return JudgeReference(torch.from_numpy(z["features"]).to(judge.device), z["predicted"].tolist(), z["kept"].tolist())
+        except (OSError, ValueError, KeyError):
+            log.warning("ignoring unreadable reference cache %s", path)
+    feats, predicted, kept = [], [], []
+    for i in range(0, len(reference), CHUNK):
+        chunk = reference.images(i, i + CHUNK)
+        if not chunk:
+            continue
+        _, x = make_views([im for _, im in chunk], judge)
+        with torch.no_grad():
+            predicted += judge.logits(x).argmax(-1).tolist()
+        feats.append(penultimate(judge, x))
+        kept += [j for j, _ in chunk]
+    features = torch.cat(feats) if feats else torch.zeros(0)
+    if path is not None:
+        buf = io.BytesIO()
+        np.savez(buf, features=features.cpu().numpy(), predicted=np.asarray(predicted, dtype=np.int64),
+                 kept=np.asarray(kept, dtype=np.int64))
+        try:
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError as e:  # a read-only store: the scores can still be computed, only not cached
+            log.warning("cannot cache reference embeddings in %s: %s", path.parent, e)
+    return JudgeReference(features, predicted, kept)
 
 
 @torch.no_grad()
@@ -89,53 +162,106 @@ def plausibility(viz_features: torch.Tensor, viz_classes: Sequence[int], ref_fea
     return out
 
 
+def default_judges(zoo: Zoo) -> list[str]:
+    """The embedded models (weights shipped inside a package), else every model of the zoo."""
+    embedded = [m.name for m in zoo.models.values() if m.weights.package]
+    return embedded or list(zoo.models)
+
+
+def quality_key(zoo: Zoo, judges: Sequence[str], images_signature: str, render_hash: str) -> str:
+    """What a score depends on: the judges (in order, which sets plausibility's), their identity,
+    the reference images and the render's own settings."""
+    identities = [zoo.model(j).model_dump(mode="json", exclude={"description", "maco", "craft", "concept_layer"}) for j in judges]
+    return settings_hash("quality", QUALITY_VERSION, list(judges), identities, images_signature, REFERENCE_PER_CLASS, render_hash)
+
+
+def _plausibility_judge(model: str, judges: list[str]) -> str | None:
+    """Plausibility is judged in another model's space: the judge after the model in the list, else the first other."""
+    others = [j for j in judges if j != model]
+    if not others:
+        return None
+    if model in judges:
+        return judges[(judges.index(model) + 1) % len(judges)]
+    return others[0]
+
+
 def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], images_dir: Path | None,
-                device: str = "auto", progress: bool = True) -> None:
-    """Score every finished class visualization of the selected models against all zoo models."""
+                device: str = "auto", progress: bool = True, judges: list[str] | None = None) -> int:
+    """Score the finished class visualizations of the selected models and classes that are not yet
+    scored with these judges and settings. Returns 0, or 1 if a judge could not be loaded."""
     from tqdm import tqdm
 
     store = Store(out)
     dev = resolve_device(device)
-    renders: dict[str, dict[int, np.ndarray]] = {}
+    judges = list(dict.fromkeys(judges or default_judges(zoo)))
+    for j in judges:
+        zoo.model(j)  # unknown names fail here, in one line
+    reference = reference_images(images_dir, classes)
+    todo: dict[str, list[Meta]] = {}
+    keys: dict[tuple[str, int], str] = {}
     for name in models:
         for meta in store.iter_meta_records(name, classes):
             rec = meta.maco
-            if rec is not None and rec.done:
-                path = store.class_dir(name, meta.class_index) / rec.files["image"]
-                renders.setdefault(name, {})[meta.class_index] = np.asarray(Image.open(path).convert("RGB"))
-    if not renders:
-        return
-    reference = reference_images(images_dir, classes)
-    zoo_models = list(zoo.models)
-    scores: dict[str, dict[int, dict]] = {n: {c: {"transfer": {}} for c in r} for n, r in renders.items()}
-    for judge_name in tqdm(zoo_models, desc="quality", unit="model", disable=not progress):
-        judge = load_model(zoo.model(judge_name), zoo.root, dev)
-        _, ref_x = make_views(reference.images, judge)
-        with torch.no_grad():
-            chunks = [judge.logits(ref_x[i : i + 64]).argmax(-1) for i in range(0, len(ref_x), 64)]
-        ref_pred = torch.cat(chunks).tolist() if chunks else []
-        labels = reference.labels if reference.labelled_by_folder else ref_pred
-        if reference.labelled_by_folder and labels:
-            _write_accuracy(store, judge_name, ref_pred, labels, str(images_dir))
-        ref_feats = penultimate(judge, ref_x)
-        for name, by_class in renders.items():
-            cls = list(by_class)
-            probs, ranks = classify(judge, [by_class[c] for c in cls], cls)
-            for c, p, r in zip(cls, probs, ranks):
-                if judge_name == name:
-                    scores[name][c].update(self_prob=p, self_rank=r)
-                else:
-                    scores[name][c]["transfer"][judge_name] = {"rank": r, "prob": p}
-            # Plausibility is judged in another model's space: the next model of the zoo.
-            if zoo_models[(zoo_models.index(name) + 1) % len(zoo_models)] == judge_name and len(zoo_models) > 1:
-                feats = penultimate(judge, model_inputs(judge, [by_class[c] for c in cls]))
-                for c, pl in zip(cls, plausibility(feats, cls, ref_feats, labels)):
-                    if pl is not None:
-                        scores[name][c]["plausibility"] = {"model": judge_name, **pl}
-        del judge
+            if rec is None or not rec.done or store.missing_files(meta, Unit(name, meta.class_index, "maco")):
+                continue
+            key = quality_key(zoo, judges, reference.signature, rec.settings_hash)
+            if rec.quality is not None and rec.quality.key == key:
+                continue  # scored by the same judges with the same settings
+            keys[name, meta.class_index] = key
+            todo.setdefault(name, []).append(meta)
+    for problem in store.problems:
+        print(f"lens: {problem}")
+    n = sum(len(v) for v in todo.values())
+    if not n:
+        log.info("quality: nothing to score (every selected render is scored with these judges and settings)")
+        return 0
+    scores: dict[str, dict[int, dict]] = {name: {m.class_index: {"transfer": {}} for m in metas} for name, metas in todo.items()}
+    cache = store.root / ".cache" / "quality"
+    code = 0
+    bar = tqdm(total=n * len(judges), desc="quality", unit="score", disable=not progress, dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]")
+    try:
+        for judge_name in judges:
+            entry = zoo.model(judge_name)
+            try:  # judges need no concept layer
+                judge = load_model(entry.model_copy(update={"concept_layer": "features"}), zoo.root, dev)
+            except Exception as e:  # noqa: BLE001 - one unusable judge must not stop the others
+                log.warning("quality: judge '%s' skipped: %s", judge_name, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                code = 1
+                bar.update(n)
+                continue
+            judge_key = settings_hash(entry.model_dump(mode="json", exclude={"description", "maco", "craft", "concept_layer"}))
+            ref = embed_reference(judge, reference, cache, judge_key)
+            labels = [reference.labels[i] for i in ref.kept] if reference.labelled_by_folder else ref.predicted
+            if reference.labelled_by_folder and labels:
+                _write_accuracy(store, judge_name, ref.predicted, labels, str(images_dir))
+            for name, metas in todo.items():
+                plaus = _plausibility_judge(name, judges) == judge_name
+                for i in range(0, len(metas), CHUNK):
+                    chunk = metas[i : i + CHUNK]
+                    cls = [m.class_index for m in chunk]
+                    pictures = [np.asarray(Image.open(store.class_dir(name, m.class_index) / m.maco.files["image"]).convert("RGB"))  # type: ignore[union-attr]
+                                for m in chunk]
+                    with torch.no_grad():
+                        probs, ranks = classify(judge, pictures, cls)
+                    for c, p, r in zip(cls, probs, ranks):
+                        if judge_name == name:
+                            scores[name][c].update(self_prob=p, self_rank=r)
+                        else:
+                            scores[name][c]["transfer"][judge_name] = {"rank": r, "prob": p}
+                    if plaus:
+                        feats = penultimate(judge, model_inputs(judge, pictures))
+                        for c, pl in zip(cls, plausibility(feats, cls, ref.features, labels)):
+                            if pl is not None:
+                                scores[name][c]["plausibility"] = {"model": judge_name, **pl}
+                    bar.update(len(chunk))
+            del judge
+    finally:
+        bar.close()
     for name, by_class in scores.items():
-        for c, s in by_class.items():
-            _store_scores(store, name, c, s)
+        for c, sc in by_class.items():
+            _store_scores(store, name, c, {**sc, "key": keys[name, c] if code == 0 else None})
+    return code
 
 
 def _store_scores(store: Store, model: str, class_index: int, s: dict) -> None:
@@ -143,7 +269,8 @@ def _store_scores(store: Store, model: str, class_index: int, s: dict) -> None:
         rec = meta.maco
         if rec is None or not rec.done:
             return
-        rec.quality = Quality.model_validate({"transfer": s["transfer"], "plausibility": s.get("plausibility")})
+        # A key only when every judge answered: a partial score is redone by the next run.
+        rec.quality = Quality.model_validate({"transfer": s["transfer"], "plausibility": s.get("plausibility"), "key": s.get("key")})
         if "self_rank" in s:
             rec.self_prob, rec.self_rank = s["self_prob"], s["self_rank"]
 

@@ -21,6 +21,7 @@ from typing import Any
 from .classes import imagenet_class
 from .config import Zoo
 from .plan import ModelPlan, RenderJob, in_shard, model_plans, pending_units
+from .records import Meta
 from .store import Store
 
 # efficientnet-lite0 on two CPU cores: ~20 crops/s at 224 px, 8 crops per pass (benchmarks/bench_maco.py).
@@ -111,37 +112,17 @@ def force_parts(zoo: Zoo, store: Path, models: list[str], classes: list[int], pa
     marked = 0
     for model in models:
         for c in classes:
-            if not in_shard(model, c, shard) or st.read_meta(model, c) is None:
+            if not in_shard(model, c, shard) or st.meta(model, c) is None:
                 continue
             count = [0]
 
-            def change(meta: Any) -> None:
-                # meta.json as a dict (store schema 1) or as the typed records.Meta (schema 2).
+            def change(meta: Meta) -> None:
                 for part in ("maco", "craft"):
-                    rec = meta.get(part) if isinstance(meta, dict) else getattr(meta, part, None)
-                    if part not in parts or rec is None:
-                        continue
-                    old = str(rec.get("settings_hash", "") if isinstance(rec, dict) else rec.settings_hash)
-                    if not old.startswith("forced:"):
-                        if isinstance(rec, dict):
-                            rec["settings_hash"] = f"forced:{old}"
-                        else:
-                            rec.settings_hash = f"forced:{old}"
+                    rec = getattr(meta, part)
+                    if part in parts and rec is not None and not rec.settings_hash.startswith("forced:"):
+                        rec.settings_hash = f"forced:{rec.settings_hash}"
                         count[0] += 1
 
-            _update_meta(st, model, c, change)
+            st.update_meta(model, c, change)
             marked += count[0]
     return marked
-
-
-def _update_meta(st: Store, model: str, class_index: int, change: Any) -> None:
-    """Store.update_meta across its two signatures while the typed store (records.py) is being merged:
-    (model, class, identity, change) and (model, class, change). Keep only the second after the merge."""
-    import inspect
-
-    if "identity" in inspect.signature(st.update_meta).parameters:
-        info = imagenet_class(class_index)  # identity of a new meta.json; unused, the record exists
-        identity = {"model": model, "class_index": class_index, "wnid": info.wnid, "class_name": info.name}
-        st.update_meta(model, class_index, identity, change)  # type: ignore[call-arg]
-    else:
-        st.update_meta(model, class_index, change)  # type: ignore[call-arg]

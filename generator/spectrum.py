@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .errors import ConfigError
+
 REFERENCE_SIZE = 512
 
 # Square root of ImageNet's RGB colour covariance (Lucid), scaled to unit max column norm and
@@ -80,7 +82,7 @@ def spectrum_from_images(images: Iterable[Image.Image], size: int = REFERENCE_SI
         total = magnitude if total is None else total + magnitude
         count += 1
     if total is None:
-        raise ValueError("no usable image to compute a spectrum from")
+        raise ConfigError(f"spectrum '{label}': no usable image to compute it from")
     magnitude = total / count
     magnitude[:, 0, 0] = magnitude[:, 0, 1:].mean(dim=-1)  # DC was removed; any finite value works
     digest = hashlib.sha256(magnitude.numpy().tobytes()).hexdigest()[:8]
@@ -99,14 +101,28 @@ def save_spectrum(spectrum: Spectrum, path: Path) -> None:
 
 
 def load_spectrum_file(path: Path) -> Spectrum:
-    """A .npy written by `lens spectrum` (or any (3, R, R//2+1) array); never unpickles."""
-    magnitude = torch.from_numpy(np.load(path, allow_pickle=False)).float()
-    if magnitude.ndim != 3 or magnitude.shape[0] != 3 or magnitude.shape[2] != magnitude.shape[1] // 2 + 1:
-        raise ValueError(f"{path}: expected a (3, R, R//2+1) magnitude spectrum, got {tuple(magnitude.shape)}")
+    """A .npy written by `lens spectrum` (or any (3, R, R//2+1) array); never unpickles.
+
+    Anything else (not a .npy, pickled objects, a wrong shape, negative, non-finite or all-zero
+    values, which can only give a NaN image) is a ConfigError naming the file."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ConfigError(f"spectrum {path}: not a numpy .npy array ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        raise ConfigError(f"spectrum {path}: expected a numeric (3, R, R//2+1) array")
+    magnitude = torch.from_numpy(np.asarray(array, dtype=np.float32))
+    if magnitude.ndim != 3 or magnitude.shape[0] != 3 or magnitude.shape[1] < 2 or magnitude.shape[2] != magnitude.shape[1] // 2 + 1:
+        raise ConfigError(f"spectrum {path}: expected a (3, R, R//2+1) magnitude spectrum, got {tuple(magnitude.shape)}")
     if not torch.isfinite(magnitude).all() or (magnitude < 0).any():
-        raise ValueError(f"{path}: spectrum has negative or non-finite values")
+        raise ConfigError(f"spectrum {path}: has negative or non-finite values")
+    if not (magnitude.flatten(1).sum(-1) > 0).all():
+        raise ConfigError(f"spectrum {path}: a channel is all zero, which can only give a NaN image")
     sidecar = path.with_suffix(".json")
-    sid = json.loads(sidecar.read_text())["id"] if sidecar.exists() else None
+    try:
+        sid = json.loads(sidecar.read_text())["id"] if sidecar.exists() else None
+    except (ValueError, KeyError, TypeError, OSError):
+        sid = None  # the id is only a label; one is derived from the content below
     return Spectrum(sid or f"file-{hashlib.sha256(magnitude.numpy().tobytes()).hexdigest()[:8]}", magnitude)
 
 
@@ -118,7 +134,7 @@ def _folder_images(folder: Path, limit: int = SPECTRUM_SAMPLE) -> list[Path]:
 
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise ValueError(f"{folder}: no images found to compute a spectrum from")
+        raise ConfigError(f"{folder}: no images found to compute a spectrum from")
     step = max(1, len(files) // limit)
     return files[::step][:limit]
 
@@ -141,7 +157,7 @@ def resolve_spectrum(choice: str, cache_dir: Path, images_dir: Path | None = Non
         key, compute = "photos", lambda: spectrum_from_images((p.image for p in _demo()), label="photos")
     elif choice == "images":
         if images_dir is None:
-            raise ValueError("spectrum 'images' needs an images folder (`images:` in models.yaml or --images)")
+            raise ConfigError("spectrum 'images' needs an images folder (`images:` in models.yaml or --images)")
         files = _folder_images(images_dir)
         listing = "\n".join(f"{p.relative_to(images_dir)}:{p.stat().st_size}" for p in files)
         key = "images-" + hashlib.sha256(f"{images_dir.resolve()}\n{listing}".encode()).hexdigest()[:12]
@@ -149,13 +165,18 @@ def resolve_spectrum(choice: str, cache_dir: Path, images_dir: Path | None = Non
     else:
         path = Path(choice)
         if not path.is_file():
-            raise ValueError(f"spectrum '{choice}': not `powerlaw`, `photos`, `images` nor an existing .npy file")
+            raise ConfigError(f"spectrum '{choice}': not `powerlaw`, `photos`, `images` nor an existing .npy file")
         return load_spectrum_file(path)
     cached = cache_dir / f"{key}.npy"
     if cached.is_file():
         return load_spectrum_file(cached)
     spectrum = compute()
-    save_spectrum(spectrum, cached)
+    try:
+        save_spectrum(spectrum, cached)
+    except OSError as e:  # a read-only or full store: the spectrum is still usable, only not cached
+        import logging
+
+        logging.getLogger("lens").warning("cannot cache the spectrum in %s: %s", cache_dir, e.strerror or e)
     return spectrum
 
 

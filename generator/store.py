@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from .classes import imagenet_class
+from .config import RESERVED_NAMES
 from .errors import StoreError
 from .records import SCHEMA, Meta, ModelCard, Unit
 
@@ -44,7 +45,7 @@ __all__ = ["SCHEMA", "META", "Store", "Unit", "Claim", "StoreError", "atomic_wri
 
 META = "meta.json"
 MODEL_CARD = "model.json"
-RESERVED = ("spectra", "runs.jsonl")  # the store's own entries beside the model folders
+RESERVED = RESERVED_NAMES  # the store's own entries beside the model folders
 CLAIM_TTL_S = 600.0  # a claim not refreshed for this long belongs to a dead worker
 HOST = socket.gethostname()
 _TMP_MARK = ".tmp."

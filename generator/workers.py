@@ -42,6 +42,7 @@ from .store import Claim, Store, encode_jpeg, encode_png, store_errors
 
 log = logging.getLogger("lens")
 HEARTBEAT_S = 30.0
+WAIT_FOR_CLAIMS_S = 3600.0  # at the end of a run, how long to wait for units other live renders hold
 
 
 # ----------------------------------------------------------------------------- outcomes
@@ -547,6 +548,9 @@ class Bars:
             return
         from tqdm import tqdm
 
+        if model in self.bars:  # a later pass of the same run (units other runs left)
+            self.bars.pop(model).close()
+
         self.bars[model] = tqdm(total=total, desc=model, unit="unit", position=len(self.bars), dynamic_ncols=True,
                                 mininterval=0.5, bar_format="{l_bar}{bar}| {n:.1f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]")
 
@@ -629,7 +633,7 @@ def _run_in_process(job: RenderJob, store: Store, stop: StopFlag, bars: Bars, su
     worker = Worker(job, job.devices[0], progress=bars.advance)
     store.problems = worker.store.problems  # one list of records moved aside
     try:
-        first, waited, progress = True, False, -1
+        first, waited, progress = True, 0.0, -1
         while True:
             for plan in worker.plans.values():
                 if stop.stopped:
@@ -648,7 +652,9 @@ def _run_in_process(job: RenderJob, store: Store, stop: StopFlag, bars: Bars, su
                 continue  # a holder died or released without finishing: render what it left
             if not waited:
                 print(f"lens: waiting for {len(left)} units held by another live render", file=sys.stderr)
-                waited = True
+                waited = time.monotonic()
+            elif time.monotonic() - waited > WAIT_FOR_CLAIMS_S:
+                return  # reported as undone (exit 1); a later run finishes them
             time.sleep(1.0)
     finally:
         worker.release_all()
@@ -809,14 +815,26 @@ def _queue_concepts(plan: ModelPlan, store: Store, tasks: Any, size: int, bars: 
 
 
 def default_devices(device: str, devices: str | None) -> list[str]:
-    """`--devices 0,1` or all visible GPUs; the CPU (with a notice) where there is none."""
+    """`--devices 0,1` or all visible GPUs; the CPU (with a notice) where there is none.
+    A device that does not exist is a one-line error naming the flag."""
+    from .errors import PlanError
+    from .models import resolve_device
+
+    if device != "auto":
+        resolve_device(device)  # unknown names and missing GPUs fail here, in one line
     if device == "cpu":
         return ["cpu"]
-    if devices:
-        return [d if d == "cpu" or d.startswith("cuda") else f"cuda:{int(d)}" for d in devices.split(",") if d.strip()]
+    if devices is not None:
+        names = [d.strip() for d in devices.split(",")]
+        if not names or any(not d for d in names):
+            raise PlanError(f"--devices '{devices}': expected GPU indices or device names, e.g. 0,1 or cpu,cpu")
+        out = []
+        for d in names:
+            name = f"cuda:{d}" if d.isdigit() else d
+            resolve_device(name)
+            out.append(str(torch.device(name)) if name != "cpu" else "cpu")
+        return out
     if torch.cuda.is_available():
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if device.startswith("cuda"):
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA GPU")
+        return [str(resolve_device(device))] if device.startswith("cuda:") else [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     print("lens: no GPU visible, rendering on the CPU (use small settings, e.g. --classes demo)", file=sys.stderr)
     return ["cpu"]

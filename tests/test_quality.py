@@ -39,3 +39,69 @@ def test_quality_command_fills_transfer_plausibility_and_accuracy(tmp_path, tiny
         assert 1 <= meta["maco"]["self_rank"] <= 1000
     card = json.loads((out / "tiny-b" / "model.json").read_text())
     assert card["accuracy"]["n_images"] == 6 and 0 <= card["accuracy"]["top1"] <= 1
+
+
+THIRD = "  - {name: tiny-c, arch: test_resnet, weights: {file: tiny.safetensors}, input_size: 96}\n"
+BROKEN_JUDGE = "  - {name: gone, arch: test_resnet, weights: {file: gone.safetensors}}\n"
+
+
+def test_quality_at_scale_selected_incremental_cached(tmp_path, tiny_images, monkeypatch, capsys):
+    """Only selected models and classes are scored; a second run scores nothing; reference embeddings
+    are cached per judge and images folder; judges are configurable and keep their own input size."""
+    from generator import quality
+
+    config = write_tiny_zoo(tmp_path / "zoo", images=tiny_images, extra=SECOND + THIRD)
+    out = tmp_path / "store"
+    common = ["--config", str(config), "--out", str(out), "--no-progress"]
+    assert main(["render", *common, "--classes", "1-3", "--what", "maco", "--model", "tiny,tiny-b"]) == 0
+    reads = []
+    real_load = quality.load_rgb
+    monkeypatch.setattr(quality, "load_rgb", lambda p, *a, **k: reads.append(p) or real_load(p, *a, **k))
+    judged = []
+    real_classify = quality.classify
+    monkeypatch.setattr(quality, "classify", lambda m, ims, cls: judged.append((m.name, m.preprocess.input_size, tuple(cls)))
+                        or real_classify(m, ims, cls))
+    assert main(["quality", *common, "--classes", "1,2", "--model", "tiny", "--judges", "tiny-b,tiny-c", "--device", "cpu"]) == 0
+    assert sorted(judged) == [("tiny-b", 64, (1, 2)), ("tiny-c", 96, (1, 2))]  # tiny-b's renders and class 3 not scored
+    assert len(reads) == 2 * 9  # the 9 reference files (3 unreadable), read once per judge
+    scored = {m["class_index"]: m for m in Store(out).iter_metas("tiny")}
+    assert set(scored[1]["maco"]["quality"]["transfer"]) == {"tiny-b", "tiny-c"} and "quality" not in scored[3]["maco"]
+    assert "quality" not in next(Store(out).iter_metas("tiny-b"))["maco"]
+    assert len(list((out / ".cache" / "quality").glob("*.npz"))) == 2
+    judged.clear()
+    reads.clear()
+    assert main(["quality", *common, "--classes", "1,2", "--model", "tiny", "--judges", "tiny-b,tiny-c", "--device", "cpu"]) == 0
+    assert judged == [] and reads == []  # incremental: nothing left to score
+    assert main(["quality", *common, "--classes", "1-3", "--model", "tiny", "--judges", "tiny-b,tiny-c", "--device", "cpu"]) == 0
+    assert sorted(judged) == [("tiny-b", 64, (3,)), ("tiny-c", 96, (3,))] and reads == []  # embeddings from the cache
+    judged.clear()
+    assert main(["quality", *common, "--classes", "1-3", "--model", "tiny", "--judges", "tiny-b", "--device", "cpu"]) == 0
+    assert sorted(judged) == [("tiny-b", 64, (1, 2, 3))]  # other judges: scored again
+
+
+def test_a_judge_that_cannot_load_is_skipped(tmp_path, tiny_images):
+    config = write_tiny_zoo(tmp_path / "zoo", images=tiny_images, extra=SECOND + BROKEN_JUDGE)
+    out = tmp_path / "store"
+    common = ["--config", str(config), "--out", str(out), "--no-progress", "--classes", "1", "--model", "tiny"]
+    assert main(["render", *common, "--what", "maco"]) == 0
+    assert main(["quality", *common, "--judges", "gone,tiny-b", "--device", "cpu"]) == 1
+    q = next(Store(out).iter_metas("tiny"))["maco"]["quality"]
+    assert set(q["transfer"]) == {"tiny-b"} and "key" not in q  # partial: scored again by the next run
+
+
+def test_default_judges_are_the_embedded_models(zoo):
+    from generator.quality import default_judges
+
+    assert default_judges(zoo) == ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
+
+
+def test_quality_goes_on_past_an_unusable_meta_json(tmp_path, tiny_images, capsys):
+    config = write_tiny_zoo(tmp_path / "zoo", images=tiny_images, extra=SECOND)
+    out = tmp_path / "store"
+    common = ["--config", str(config), "--out", str(out), "--no-progress", "--classes", "1,2", "--model", "tiny"]
+    assert main(["render", *common, "--what", "maco"]) == 0
+    (out / "tiny" / "0002" / "meta.json").write_text('{"schema": 2, "model": "tiny"')
+    capsys.readouterr()
+    assert main(["quality", *common, "--judges", "tiny-b", "--device", "cpu"]) == 0
+    assert "0002/meta.json: unusable meta.json" in capsys.readouterr().out
+    assert [m["class_index"] for m in Store(out).iter_metas("tiny") if "quality" in m["maco"]] == [1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing as mp
 import os
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from generator import store as store_mod
+from generator.errors import StoreError
 from generator.records import SCHEMA, Unit
 from generator.store import Store, atomic_write_bytes, encode_png
 
@@ -119,3 +121,84 @@ def test_png_roundtrip():
 
     arr = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
     assert np.array_equal(np.asarray(Image.open(BytesIO(encode_png(arr)))), arr)
+
+
+def _write_valid(s: Store, model: str = "m", c: int = 1) -> None:
+    s.update_meta(model, c, lambda meta: None)
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe garbage", b'{"schema": 2, "model": "m"}', b"[1, 2]",
+                                     b'{"schema": 2, "model": "other", "class_index": 1, "wnid": "n", "class_name": "x"}'])
+def test_unusable_meta_is_moved_aside_and_reported(tmp_path, content):
+    s = Store(tmp_path)
+    path = s.meta_path("m", 1)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    assert s.meta("m", 1) is None
+    aside = [p for p in path.parent.iterdir() if p.name.startswith("meta.json.corrupt-")]
+    assert len(aside) == 1 and aside[0].read_bytes() == content and not path.exists()
+    assert len(s.problems) == 1 and "moved aside" in s.problems[0] and str(path) in s.problems[0]
+    events = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "meta_quarantined"
+    s.update_meta("m", 1, lambda meta: None)  # the class starts afresh
+    assert s.meta("m", 1) is not None
+
+
+def test_unusable_meta_in_a_read_only_store_is_left_in_place(tmp_path, monkeypatch):
+    s = Store(tmp_path)
+    path = s.meta_path("m", 1)
+    path.parent.mkdir(parents=True)
+    path.write_text("{")
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(store_mod.os, "open", read_only)  # the lock file cannot be created
+    assert s.meta("m", 1) is None
+    assert path.exists() and "could not move it aside" in s.problems[0]
+
+
+def test_full_disk_is_one_store_error_and_keeps_what_was_there(tmp_path, monkeypatch):
+    s = Store(tmp_path)
+    _write_valid(s)
+    before = s.meta_path("m", 1).read_bytes()
+    real_open = open
+
+    def full(path, mode="r", *a, **k):
+        if "w" in mode and ".tmp." in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, *a, **k)
+
+    monkeypatch.setattr("builtins.open", full)
+    with pytest.raises(StoreError, match="No space left on device") as e:
+        s.update_meta("m", 1, lambda meta: setattr(meta, "x", 1))
+    assert "\n" not in str(e.value)
+    monkeypatch.undo()
+    assert s.meta_path("m", 1).read_bytes() == before
+    assert not s.leftovers()
+
+
+def test_model_card_changes_under_the_lock(tmp_path):
+    s = Store(tmp_path)
+    s.update_model_card("m", lambda card: setattr(card, "arch", "resnet"))
+    s.update_model_card("m", lambda card: setattr(card, "accuracy", {"top1": 0.5}))
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert card["arch"] == "resnet" and card["accuracy"] == {"top1": 0.5} and card["schema"] == SCHEMA
+
+
+def test_missing_files_of_a_done_part(tmp_path):
+    from generator.records import MacoRecord
+
+    s = Store(tmp_path)
+    u = Unit("m", 1, "maco")
+    s.write_file("m", 1, "maco.a.png", b"x")
+    s.update_meta("m", 1, lambda meta: meta.set_record(u, MacoRecord(status="done", settings_hash="a",
+                                                                    files={"image": "maco.a.png", "alpha": "maco_alpha.a.png"})))
+    assert s.missing_files(s.meta("m", 1), u) == ["maco_alpha.a.png"]
+
+
+def test_store_models_skip_its_own_files(tmp_path):
+    for name in ("m", "spectra", ".hidden"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "runs.jsonl").write_text("")
+    assert Store(tmp_path).models() == ["m"]

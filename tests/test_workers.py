@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -283,3 +284,144 @@ def test_ctrl_c_stops_after_the_current_batch(slow_config, tmp_path):
     resumed = _spawn(slow_config, out)
     assert resumed.wait(timeout=300) == 0
     assert_complete(out)
+
+
+# ----------------------------------------------------------------------------- faults stay in their unit
+
+BROKEN = "  - {name: broken, arch: test_resnet, weights: {file: missing.safetensors}, input_size: 64}\n"
+BAD_LAYER = "  - {name: badlayer, arch: test_resnet, weights: {file: tiny.safetensors}, input_size: 64, concept_layer: nope}\n"
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_a_model_that_cannot_load_fails_its_units_once_and_the_others_go_on(tmp_path, tiny_images, capsys):
+    config = write_tiny_zoo(tmp_path / "zoo", images=tiny_images, extra=BROKEN)
+    out = tmp_path / "b"
+    code, text = run_cli(capsys, "render", "--config", str(config), "--classes", "1,2", "--out", str(out), "--no-progress",
+                         "--what", "maco")
+    assert code == 1
+    assert all(m["maco"]["status"] == "done" for m in metas(out).values())
+    broken = {m["class_index"]: m for m in Store(out).iter_metas("broken")}
+    assert sorted(broken) == [1, 2]
+    for m in broken.values():
+        assert m["maco"]["status"] == "failed" and m["maco"]["attempts"] == 1 and "missing.safetensors" in m["maco"]["error"]
+    assert "failed broken/0001/maco and 1 more units of broken" in text and "Traceback" not in text
+
+
+def test_what_maco_never_needs_the_concept_layer(tmp_path, tiny_images, capsys):
+    config = write_tiny_zoo(tmp_path / "zoo", images=tiny_images, extra=BAD_LAYER)
+    out = tmp_path / "l"
+    common = ["--config", str(config), "--model", "badlayer", "--classes", "1", "--out", str(out), "--no-progress"]
+    assert run_cli(capsys, "render", *common, "--what", "maco")[0] == 0
+    code, text = run_cli(capsys, "render", *common)  # CRAFT needs the layer: only CRAFT fails, with the reason
+    assert code == 1
+    meta = next(Store(out).iter_metas("badlayer"))
+    assert meta["maco"]["status"] == "done"
+    assert meta["craft"]["status"] == "failed" and "concept_layer" in meta["craft"]["error"] and meta["craft"]["attempts"] == 1
+    assert "Traceback" not in text
+
+
+def test_corrupt_meta_is_moved_aside_and_rendered_again(tiny_config, tmp_path, capsys):
+    out = tmp_path / "c"
+    common = ["--config", str(tiny_config), "--classes", "1,2", "--out", str(out), "--no-progress", "--what", "maco"]
+    assert run_cli(capsys, "render", *common)[0] == 0
+    (out / "tiny" / "0001" / "meta.json").write_text("{ torn")
+    (out / "tiny" / "0002" / "meta.json").write_text('{"schema": 2, "model": "tiny", "class_index": "two"}')
+    code, text = run_cli(capsys, "status", *common)
+    assert code == 1 and text.count("moved aside") == 2
+    code, text = run_cli(capsys, "render", *common)
+    assert code == 0 and "Traceback" not in text
+    assert all(m["maco"]["status"] == "done" for m in metas(out).values()) and len(metas(out)) == 2
+    assert len(list(out.rglob("meta.json.corrupt-*"))) == 2
+
+
+def test_a_deleted_image_is_not_done_and_render_repairs_it(tiny_config, tmp_path, capsys):
+    out = tmp_path / "d"
+    common = ["--config", str(tiny_config), "--classes", "1", "--out", str(out), "--no-progress", "--what", "maco"]
+    assert run_cli(capsys, "render", *common)[0] == 0
+    image = out / "tiny" / "0001" / metas(out)[1]["maco"]["files"]["image"]
+    image.unlink()
+    code, text = run_cli(capsys, "status", *common)
+    assert code == 1 and "`lens render` repairs them" in text and image.name in text
+    assert run_cli(capsys, "render", *common)[0] == 0
+    assert image.is_file()
+    assert run_cli(capsys, "status", *common)[0] == 0
+
+
+def test_no_usable_image_is_its_own_state(tmp_path, capsys):
+    from .conftest import write_class_folder
+
+    images = write_class_folder(tmp_path / "imgs", classes=(1,))
+    config = write_tiny_zoo(tmp_path / "zoo", images=images)
+    out = tmp_path / "n"
+    code, text = run_cli(capsys, "render", "--config", str(config), "--classes", "1,3", "--out", str(out), "--no-progress",
+                         "--what", "craft")
+    assert code == 0  # neither done nor failed
+    m = metas(out)
+    assert m[3]["craft"]["status"] == "no-images" and m[3]["craft"]["n_images"] == 0 and m[3]["concepts"] == []
+    assert m[1]["craft"]["status"] == "done"
+    assert "no usable image for 1 classes" in text and "images:" in text
+    code, text = run_cli(capsys, "render", "--config", str(config), "--classes", "3", "--out", str(out), "--no-progress",
+                         "--what", "craft")
+    assert code == 0 and "0 done, 0 failed, 0 without images" in text  # final for these images: not retried
+    assert done_events(out) == 1 + len(m[1]["concepts"])
+
+
+def test_full_disk_is_one_line_exit_2_and_loses_nothing(tiny_config, tmp_path, capsys, monkeypatch):
+    from generator import store as store_mod
+
+    out = tmp_path / "f"
+    common = ["--config", str(tiny_config), "--classes", "1-3", "--out", str(out), "--no-progress", "--what", "maco"]
+    assert run_cli(capsys, "render", *common, "--classes", "1")[0] == 0
+    before = (out / "tiny" / "0001" / "meta.json").read_bytes()
+    real = store_mod._atomic_write_bytes
+
+    def full(path, data, fsync):
+        if path.suffix == ".png":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data, fsync)
+
+    monkeypatch.setattr(store_mod, "_atomic_write_bytes", full)
+    code, text = run_cli(capsys, "render", *common, "--steps", "4")
+    assert code == 2
+    errors = [line for line in text.splitlines() if "error" in line]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "Traceback" not in text
+    assert (out / "tiny" / "0001" / "meta.json").read_bytes() == before
+    assert not Store(out).leftovers()
+
+
+def test_units_held_by_a_live_run_elsewhere_are_reported_undone(tiny_config, tmp_path, capsys, monkeypatch):
+    from generator import store as store_mod
+    from generator import workers
+    from generator.records import Unit
+
+    monkeypatch.setattr(workers, "WAIT_FOR_CLAIMS_S", 0.5)
+    out = tmp_path / "u"
+    path = Store(out)._claim_path(Unit("tiny", 2, "maco"))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"host": "another-node", "pid": 1, "started": time.time()}))
+    code, text = run_cli(capsys, "render", "--config", str(tiny_config), "--classes", "1,2", "--out", str(out),
+                         "--no-progress", "--what", "maco")
+    assert code == 1 and "1 selected units are not done (e.g. tiny/0002/maco)" in text
+    old = time.time() - store_mod.CLAIM_TTL_S - 5  # the other node died: its claim expires, a re-run finishes
+    os.utime(path, (old, old))
+    assert run_cli(capsys, "render", "--config", str(tiny_config), "--classes", "1,2", "--out", str(out),
+                   "--no-progress", "--what", "maco")[0] == 0
+
+
+def test_second_ctrl_c_exits_130_without_traceback(slow_config, tmp_path):
+    out = tmp_path / "cc"
+    proc = _spawn(slow_config, out)
+    _wait_for_done_units(out, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    output = proc.stdout.read()
+    assert "Traceback" not in output and "interrupted" in output
+    assert not Store(out).leftovers()

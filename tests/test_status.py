@@ -1,0 +1,55 @@
+"""`lens status`: states per model and part (stale, missing, no-images...), the store and config it reads, --json."""
+
+from __future__ import annotations
+
+import json
+
+from generator.cli import main
+
+from .conftest import write_tiny_zoo
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_status_names_store_and_config_and_counts_work_under_other_settings(tiny_config, tmp_path, capsys):
+    out = tmp_path / "s"
+    common = ["--config", str(tiny_config), "--classes", "1,2", "--out", str(out), "--no-progress", "--what", "maco"]
+    code, text = run_cli(capsys, "status", *common)
+    assert code == 1 and f"store {out}, config {tiny_config}" in text  # nothing rendered yet
+    assert run_cli(capsys, "render", *common, "--classes", "1")[0] == 0
+    code, text = run_cli(capsys, "status", *common, "--steps", "5")
+    assert code == 1
+    assert "stale: done with other settings (1 units)" in text
+    row = next(line.split() for line in text.splitlines() if line.startswith("tiny "))
+    assert row == ["tiny", "maco", "0", "1", "1", "0", "0", "0"]  # done pending stale missing failed no-images
+    code, text = run_cli(capsys, "status", *common, "--json")
+    report = json.loads(text)
+    assert report["store"] == str(out) and report["config"] == str(tiny_config)
+    assert report["models"]["tiny"]["maco"]["done"] == 1 and report["models"]["tiny"]["maco"]["pending"] == 1
+    assert report["totals"]["stale"] == 0 and report["all_done"] is False and code == 1
+    assert run_cli(capsys, "status", *common, "--classes", "1")[0] == 0  # everything selected is done
+
+
+def test_status_json_lists_failures_problems_and_no_images(tmp_path, capsys):
+    from .conftest import write_class_folder
+
+    images = write_class_folder(tmp_path / "imgs", classes=(1,))
+    config = write_tiny_zoo(tmp_path / "zoo", images=images,
+                            extra="  - {name: broken, arch: test_resnet, weights: {file: gone.safetensors}}\n")
+    out = tmp_path / "j"
+    common = ["--config", str(config), "--classes", "3", "--out", str(out), "--no-progress", "--what", "craft"]
+    assert run_cli(capsys, "render", *common)[0] == 1
+    (out / "broken" / "0004").mkdir(parents=True)
+    (out / "broken" / "0004" / "meta.json").write_text("[]")
+    code, text = run_cli(capsys, "status", *common, "--classes", "3,4", "--json")
+    report = json.loads(text)
+    assert code == 1
+    assert report["models"]["tiny"]["craft"]["no-images"] == 1
+    assert report["models"]["broken"]["craft"]["failed"] == 1 and "gone.safetensors" in report["failures"][0]["error"]
+    assert report["failures"][0]["unit"] == "broken/0003/craft"
+    assert len(report["problems"]) == 1 and "moved aside" in report["problems"][0]
