@@ -453,10 +453,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     check_values(args)
     zoo = _load_zoo(args)
-    try:
-        serve(args.site or zoo.resolve_path(zoo.data.site), host=args.host, port=args.port, prefix=args.prefix)
-    except OSError as e:  # port in use, no permission for a low port, unknown host
-        raise SiteError(f"--host {args.host} --port {args.port}: cannot serve there ({e.strerror or e})") from None
+    serve(args.site or zoo.resolve_path(zoo.data.site), host=args.host, port=args.port, prefix=args.prefix)
     return 0
 
 

@@ -76,7 +76,6 @@ def test_bad_spectra_are_one_line(tmp_path, tiny_config, capsys):
     (["--retries", "-1"], "--retries -1"),
     (["--seed", "-1"], "--seed -1"),
     (["--shard", ""], "--shard"),
-    (["--what", ""], "--what"),
     (["--spectrum", ""], "--spectrum"),
     (["--devices", ""], "--devices"),
     (["--devices", "0,,1"], "--devices"),
@@ -91,7 +90,13 @@ def test_every_render_value_is_checked(tiny_config, tmp_path, capsys, flags, wor
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("meta.json"))
 
 
-@pytest.mark.parametrize("port", ["0", "-1", "70000"])
+def test_an_empty_what_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["render", "--what", ""])
+    assert e.value.code == 2 and "--what" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("port", ["-1", "70000"])  # 0 is valid: any free port
 def test_serve_ports(tiny_config, tmp_path, capsys, port):
     assert "--port" in one_line_error(capsys, "serve", "--config", str(tiny_config), "--dir", str(tmp_path), "--port", port)
 

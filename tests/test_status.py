@@ -16,19 +16,25 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
     return code, captured.out + captured.err
 
 
+def run_json(capsys, *argv: str) -> tuple[int, dict]:
+    """`lens status --json`: the report is stdout alone (stderr names the config)."""
+    capsys.readouterr()
+    code = main([*argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
 def test_status_names_store_and_config_and_counts_work_under_other_settings(tiny_config, tmp_path, capsys):
     out = tmp_path / "s"
-    common = ["--config", str(tiny_config), "--classes", "1,2", "--out", str(out), "--no-progress", "--what", "maco"]
+    common = ["--config", str(tiny_config), "--classes", "1,2", "--store", str(out), "--what", "maco"]
     code, text = run_cli(capsys, "status", *common)
     assert code == 1 and f"store {out}, config {tiny_config}" in text  # nothing rendered yet
-    assert run_cli(capsys, "render", *common, "--classes", "1")[0] == 0
+    assert run_cli(capsys, "render", "--no-progress", *common, "--classes", "1")[0] == 0
     code, text = run_cli(capsys, "status", *common, "--steps", "5")
     assert code == 1
     assert "stale: done with other settings (1 units)" in text
     row = next(line.split() for line in text.splitlines() if line.startswith("tiny "))
     assert row == ["tiny", "maco", "0", "1", "1", "0", "0", "0"]  # done pending stale missing failed no-images
-    code, text = run_cli(capsys, "status", *common, "--json")
-    report = json.loads(text)
+    code, report = run_json(capsys, "status", *common)
     assert report["store"] == str(out) and report["config"] == str(tiny_config)
     assert report["models"]["tiny"]["maco"]["done"] == 1 and report["models"]["tiny"]["maco"]["pending"] == 1
     assert report["totals"]["stale"] == 0 and report["all_done"] is False and code == 1
@@ -42,12 +48,11 @@ def test_status_json_lists_failures_problems_and_no_images(tmp_path, capsys):
     config = write_tiny_zoo(tmp_path / "zoo", images=images,
                             extra="  - {name: broken, arch: test_resnet, weights: {file: gone.safetensors}}\n")
     out = tmp_path / "j"
-    common = ["--config", str(config), "--classes", "3", "--out", str(out), "--no-progress", "--what", "craft"]
-    assert run_cli(capsys, "render", *common)[0] == 1
+    common = ["--config", str(config), "--classes", "3", "--store", str(out), "--what", "craft"]
+    assert run_cli(capsys, "render", "--no-progress", *common)[0] == 1
     (out / "broken" / "0004").mkdir(parents=True)
     (out / "broken" / "0004" / "meta.json").write_text("[]")
-    code, text = run_cli(capsys, "status", *common, "--classes", "3,4", "--json")
-    report = json.loads(text)
+    code, report = run_json(capsys, "status", *common, "--classes", "3,4")
     assert code == 1
     assert report["models"]["tiny"]["craft"]["no-images"] == 1
     assert report["models"]["broken"]["craft"]["failed"] == 1 and "gone.safetensors" in report["failures"][0]["error"]

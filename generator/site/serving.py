@@ -105,7 +105,7 @@ def make_server(site_dir: Path, host: str = "127.0.0.1", port: int = 8000, quiet
     try:
         return http.server.ThreadingHTTPServer((host, port), handler)
     except OSError as e:
-        raise SiteError(f"cannot serve on {host}:{port}: {e.strerror or e} (choose another --port)") from None
+        raise SiteError(f"--host {host} --port {port}: cannot serve there ({e.strerror or e}); choose another --port") from None
 
 
 def serve(site_dir: Path, host: str = "127.0.0.1", port: int = 8000, prefix: str = "/") -> None:
