@@ -554,3 +554,56 @@ def test_cache_lives_beside_the_store_by_default(zoo, own_store, tmp_path):
 
     assert ".site-cache" not in Store(own_store).models()
     shutil.rmtree(own_store / ".site-cache")
+
+
+# ----------------------------------------------------------------------------- the concept atlas (relations maths: test_relations.py)
+
+
+def test_atlas_pages_concept_pages_and_relations_json(built):
+    out, first, _ = built
+    model = DEFAULT_MODELS[0]
+    data = json.loads((out / "classes" / "0000.json").read_text())
+    concepts = data["models"][model]["concepts"]
+    assert [c["rank"] for c in concepts] == list(range(1, len(concepts) + 1))
+    assert any(c["similar"] for c in concepts) and all(len(c["aligned"]) == 5 for c in concepts)
+    strategies = data["models"][model]["strategies"]
+    assert len(strategies["points"]) == strategies["n"] == 12 and strategies["sprite"].endswith(".webp")
+    html = (out / concepts[0]["page"]).read_text()
+    for text in ['class="lens-opacity-slider"', 'class="lens-heatlayer"', 'class="lens-photo"', "lens-overlay-toggle",
+                 'href="../classes/0000.html#model=efficientnet-lite0"', "Classes it aligns with"]:
+        assert text in html, text
+    assert (out / "atlas" / f"{model}.html").is_file() and (out / "atlas" / "compare.html").is_file()
+    assert json.loads((out / "atlas" / f"{model}.json").read_text())["points"]
+    method = (out / "method.html").read_text()
+    assert 'id="concept-relations"' in method and "cannot exceed 1" in method
+    assert first.largest_class_json_bytes > 0 and first.relations_recomputed == list(DEFAULT_MODELS)
+
+
+def test_chart_shows_negative_shares_and_bounded_sobol(built, store):
+    out, _, _ = built
+    # the synthetic store gives class 2 a negative logit share (models 0 and 1) and class 1 a Sobol
+    # estimate of 1.68 (model 2, which has no linear head)
+    html = page(out, 2)
+    section = html.split(f'<section class="lens-craft" data-model="{DEFAULT_MODELS[0]}"')[1].split("</section>")[0]
+    assert '<rect class="n"' in section and "−" in section.split('<svg class="lens-chart"')[1].split("</svg>")[0]
+    html = page(out, 1)
+    section = html.split(f'<section class="lens-craft" data-model="{DEFAULT_MODELS[2]}"')[1].split("</section>")[0]
+    assert "1 estimate above 1, bounded to 1" in section and "Sobol total index 1.68 (above 1: estimator noise)" in section
+
+
+def test_map_data_for_10000_concepts_is_within_budget():
+    import numpy as np
+
+    from generator.site.atlas import Atlas, map_json
+    from generator.site.relations import ModelRelations
+
+    owner, ids = np.repeat(np.arange(1000), 10), np.tile(np.arange(10), 1000)
+    rel = ModelRelations("efficientnet-lite0", {}, None, owner, ids, np.full((10_000, 3), -1), np.full((10_000, 3), np.nan),
+                         None, None, np.random.default_rng(0).uniform(size=(10_000, 2)))
+    views = {i: [views_.ModelClassView("efficientnet-lite0", True, views_.ImageView(), views_.CraftView(concepts=[
+        views_.ConceptView(id=k, rank=k + 1, importance="", importance_pct=0, logit_share=None, logit_pct=0,
+                           vis=views_.ImageView(thumb=f"{i:04d}/efficientnet-lite0/c{k}-t.0123456789ab.webp"))
+        for k in range(10)]))] for i in range(1000)}
+    data = map_json("efficientnet-lite0", rel, Atlas(["efficientnet-lite0"], views, {"efficientnet-lite0": rel})).encode()
+    assert len(json.loads(data)["points"]) == 10_000
+    assert len(data) <= 1024 * 1024, len(data)
