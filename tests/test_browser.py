@@ -306,28 +306,32 @@ def test_visitor_explores_the_concept_atlas(browser, atlas_served):
     point.focus()
     shot(page, "atlas-class-strategies")
 
-    # open that concept's page from the class page
+    # open that concept's page (its section on the class's concepts page) from the class page
     section.locator("ol.lens-concepts > li h3 a").nth(rank - 1).click()
-    page.wait_for_url(f"**/concepts/{model}-{target:04d}-c*.html")
+    page.wait_for_url(f"**/concepts/{model}-{target:04d}.html#c*")
     concept_url = page.url
-    assert page.locator(".lens-cfull img").first.is_visible()
-    slider, layer = page.locator(".lens-opacity-slider"), page.locator(".lens-heatlayer")
+    sec = page.locator(f"section#{concept_url.split('#')[1]}")
+    assert sec.locator("h2").inner_text().startswith(f"Concept {rank}")
+    assert sec.locator(".lens-cfull img").first.is_visible()
+    slider, layer = sec.locator(".lens-opacity-slider"), sec.locator(".lens-heatlayer")
     assert layer.evaluate("e => getComputedStyle(e).opacity") == "1"
     slider.fill("30")  # the heatmap opacity slider
     assert layer.evaluate("e => getComputedStyle(e).opacity") == "0.3"
-    assert page.locator(".lens-photo").is_visible()  # the plain photos under the heatmaps
+    assert sec.locator(".lens-photo").is_visible()  # the plain photos under the heatmaps
     assert not load_all_images(page)
+    sec.scroll_into_view_if_needed()
     shot(page, "atlas-concept-page")
 
     # a similar concept of another class, then back and an aligned class
-    similar = page.locator("a.lens-similar").first
+    similar = sec.locator("a.lens-similar").first
     href = similar.get_attribute("href")
-    assert f"-{target:04d}-c" not in href
+    assert f"-{target:04d}.html" not in href
     similar.click()
     page.wait_for_url("**/concepts/" + href.split("/")[-1])
+    assert page.locator(f"section#{href.split('#')[1]}").is_visible()
     assert not load_all_images(page)
     page.goto(concept_url)
-    aligned = page.locator("a.lens-aligned").first
+    aligned = page.locator(f"section#{concept_url.split('#')[1]} a.lens-aligned").first
     href = aligned.get_attribute("href")
     aligned.click()
     page.wait_for_url("**/classes/" + href.split("/")[-1])
@@ -349,7 +353,7 @@ def test_visitor_explores_the_concept_atlas(browser, atlas_served):
     assert not load_all_images(page)
     shot(page, "atlas-map-filtered")
     page.keyboard.press("Enter")  # follow the focused point
-    page.wait_for_url(f"**/concepts/{model}-{target:04d}-c*.html")
+    page.wait_for_url(f"**/concepts/{model}-{target:04d}.html#c*")
 
     # the compare view: two models side by side, another class picked
     page.goto(base + f"atlas/compare.html#c={target}&a={DEFAULT_MODELS[0]}&b={DEFAULT_MODELS[1]}")

@@ -441,7 +441,8 @@ def test_concepts_are_in_importance_order_with_a_chart_and_concept_pages(built, 
     section = html.split(f'<section class="lens-craft" data-model="{DEFAULT_MODELS[0]}"')[1].split("</section>")[0]
     links = re.findall(r'<h3><a href="\.\./(concepts/[^"]+)">Concept (\d+)</a>', section)
     assert [int(r) for _, r in links] == sorted(c["rank"] for c in meta["concepts"])
-    assert all((out / rel).is_file() for rel, _ in links)  # every concept links to its own page
+    assert all((out / rel.split("#")[0]).is_file() and f'id="{rel.split("#")[1]}"' in (out / rel.split("#")[0]).read_text()
+               for rel, _ in links)  # every concept links to its permalink
     chart = section.split('<svg class="lens-chart"')[1].split("</svg>")[0]
     assert chart.count("<rect") == len(meta["concepts"])
     widths = [float(w) for w in re.findall(r'width="([0-9.]+)"', chart)]
@@ -568,7 +569,7 @@ def test_atlas_pages_concept_pages_and_relations_json(built):
     assert any(c["similar"] for c in concepts) and all(len(c["aligned"]) == 5 for c in concepts)
     strategies = data["models"][model]["strategies"]
     assert len(strategies["points"]) == strategies["n"] == 12 and strategies["sprite"].endswith(".webp")
-    html = (out / concepts[0]["page"]).read_text()
+    html = (out / concepts[0]["page"].split("#")[0]).read_text()
     for text in ['class="lens-opacity-slider"', 'class="lens-heatlayer"', 'class="lens-photo"', "lens-overlay-toggle",
                  'href="../classes/0000.html#model=efficientnet-lite0"', "Classes it aligns with"]:
         assert text in html, text

@@ -2,7 +2,7 @@
 on demand by its class page and by the compare view, a concept map per model, the compare view.
 
 Layout (all at depth 1, so they share the class pages' chrome and its relative URLs):
-    concepts/<model>-<NNNN>-c<id>.html    a concept's page
+    concepts/<model>-<NNNN>.html#c<id>    a concept's section (its permalink) on its class's concepts page
     classes/<NNNN>.json                   a class's relations, every model (loaded on demand)
     atlas/<model>.html, atlas/<model>.json   the concept map and its data
     atlas/compare.html                    two models side by side, for any class
@@ -23,7 +23,7 @@ from .paths import site_path, write_if_changed
 from .relations import ModelRelations
 from .report import SiteReport
 from .templating import jinja_env
-from .views import ConceptView, ModelClassView, short_name
+from .views import ConceptView, ModelClassView, concepts_page, short_name
 
 MAP_GRID = 1000  # map coordinates are integers 0..MAP_GRID-1: small JSON, plenty of resolution
 
@@ -162,12 +162,13 @@ def write_atlas(out_dir: Path, head: str, tail: str, model_names: list[str], inf
         report.largest_class_json_bytes = max(report.largest_class_json_bytes, len(data))
         class_files.add(f"{info.slug}.json")
         for v in per_model:
-            for c in v.craft.concepts:
-                body = concept_t.render(cls=info, model=v.name, c=c, craft=v.craft, strategies=strategies.get(v.name),
-                                        similar=atlas.similar(v.name, i, c.id), aligned=atlas.aligned(v.name, i, c.id),
-                                        aligned_kind=atlas.head_kind(v.name), has_map=v.name in relations)
-                title = f"Concept {c.rank} of {short_name(info.name)} ({info.index}) · {v.name}"
-                put(c.page, page_html(head, tail, title, body))
+            if not v.craft.concepts:
+                continue
+            body = concept_t.render(cls=info, model=v.name, craft=v.craft, aligned_kind=atlas.head_kind(v.name),
+                                    items=[(c, atlas.similar(v.name, i, c.id), atlas.aligned(v.name, i, c.id))
+                                           for c in v.craft.concepts])
+            title = f"Concepts of {short_name(info.name)} ({info.index}) · {v.name}"
+            put(concepts_page(v.name, i), page_html(head, tail, title, body))
     for m in model_names:
         rel = relations.get(m)
         if rel is None:

@@ -268,7 +268,7 @@
 
   function setupOpacity(page) {
     page.querySelectorAll(".lens-opacity-slider").forEach(function (slider) {
-      var layer = page.querySelector(".lens-heatlayer");
+      var layer = slider.closest("section").querySelector(".lens-heatlayer");
       function apply() { if (layer) layer.style.opacity = String(slider.value / 100); }
       slider.addEventListener("input", apply);
       apply();
@@ -290,7 +290,7 @@
       data.points.forEach(function (pt) {
         // pt: [x, y, class, concept id, rank, thumbnail hash | 0]
         var slug = pad(pt[2]), name = data.classes[pt[2]] || "";
-        var a = svg("a", {href: root + "concepts/" + model + "-" + slug + "-c" + pt[3] + ".html", "class": "lens-pt"});
+        var a = svg("a", {href: root + "concepts/" + model + "-" + slug + ".html#c" + pt[3], "class": "lens-pt"});
         var label = "concept " + pt[4] + " of " + name + " (" + pt[2] + ")";
         a.setAttribute("aria-label", label);
         a.appendChild(svg("circle", {cx: pt[0], cy: pt[1], r: 5, fill: "hsl(" + classHue(pt[2]) + ",65%,50%)"}));
