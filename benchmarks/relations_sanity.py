@@ -6,7 +6,7 @@ concept-vector cosines within and across classes (how SIMILARITY_THRESHOLD was c
 model's head.npz into the store (what the render is to write), so a site built from it has aligned
 classes.
 
-    lens render --models efficientnet-lite0 --classes 0,20,40,...,980 --what craft \
+    lens render --models efficientnet-lite0 --classes 0,20,40,...,980 --what craft \  # the 50 indices, spelled out
         --images ../shared/imagenet-samples --out /tmp/sanity --device cpu   # stop it once CRAFT is done
     python benchmarks/relations_sanity.py /tmp/sanity --model efficientnet-lite0
 """
@@ -29,8 +29,6 @@ from generator.store import atomic_write_bytes  # noqa: E402
 
 def write_head(store: Path, model: str, config: Path) -> np.ndarray:
     """head.npz from the model itself: the rows of its linear classifier."""
-    import torch
-
     from generator.config import load_zoo
     from generator.models import load_model
 
@@ -43,7 +41,6 @@ def write_head(store: Path, model: str, config: Path) -> np.ndarray:
     buf = io.BytesIO()
     np.savez(buf, weight=weight.astype(np.float32), bias=bias.astype(np.float32), kind=np.array("linear"))
     atomic_write_bytes(store / model / "head.npz", buf.getvalue())
-    del torch
     return weight
 
 
