@@ -6,8 +6,9 @@ concept-vector cosines within and across classes (how SIMILARITY_THRESHOLD was c
 model's head.npz into the store (what the render is to write), so a site built from it has aligned
 classes.
 
-    lens render --models efficientnet-lite0 --classes 0,20,40,...,980 --what craft \  # the 50 indices, spelled out
-        --images ../shared/imagenet-samples --out /tmp/sanity --device cpu   # stop it once CRAFT is done
+    # --classes: the 50 indices 0, 20, ..., 980 spelled out; stop the render once CRAFT is done
+    lens render --models efficientnet-lite0 --classes 0,20,40,...,980 --what craft
+        --images ../shared/imagenet-samples --out /tmp/sanity --device cpu
     python benchmarks/relations_sanity.py /tmp/sanity --model efficientnet-lite0
 """
 
