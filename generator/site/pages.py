@@ -14,6 +14,7 @@ from ..config import Zoo
 from ..store import Store
 from .paths import INDEX_SCRIPT, site_path, write_if_changed
 from .reading import UNREADABLE, Meta, model_card
+from .relations import SIMILARITY_THRESHOLD
 from .report import SiteReport
 from .shell import EXAMPLE_ENTRY, TITLE_MARK, field_reference
 from .templating import jinja_env
@@ -41,6 +42,7 @@ def shell_context(zoo: Zoo, store: Store, model_names: list[str], metas: dict[tu
         "example_entry": EXAMPLE_ENTRY,
         "credits": credits,
         "index_file": INDEX_SCRIPT,
+        "similarity_threshold": SIMILARITY_THRESHOLD,
     }
 
 

@@ -82,10 +82,13 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-def prune(out_dir: Path, shell_files: set[str], pages: set[str], folders: dict[str, dict[str, str]]) -> int:
-    """Delete what an earlier build left and this one did not make; only inside our own layout."""
+def prune(out_dir: Path, shell_files: set[str], pages: set[str], folders: dict[str, dict[str, str]],
+          others: set[str] = frozenset()) -> int:  # type: ignore[assignment]
+    """Delete what an earlier build left and this one did not make; only inside our own layout.
+
+    `pages`: file names directly in classes/; `others`: other files we wrote (outside classes/)."""
     removed = 0
-    keep_top = shell_files | {INDEX_FILE, INDEX_SCRIPT, MARKER_FILE}
+    keep_top = shell_files | others | {INDEX_FILE, INDEX_SCRIPT, MARKER_FILE}
     for root, dirs, files in os.walk(out_dir):
         rel_root = Path(root).relative_to(out_dir).as_posix()
         if rel_root == ".":

@@ -26,6 +26,10 @@ class SiteReport:
     largest_page_bytes: int = 0
     index_bytes: int = 0
     search_index_bytes: int = 0
+    atlas_written: int = 0  # concept pages, maps and the compare page written (changed)
+    largest_class_json_bytes: int = 0
+    largest_map_bytes: int = 0
+    relations_recomputed: list[str] = field(default_factory=list)  # models whose global relations were recomputed
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # "model class: detail" behind each placeholder
@@ -42,6 +46,9 @@ class SiteReport:
             f"  placeholders for missing or failed parts: {self.placeholders}",
             f"  filter index {self.index_bytes / kb:.1f} KB, search index {self.search_index_bytes / kb:.1f} KB,"
             f" shell {'rebuilt' if self.shell_built else 'unchanged'}",
+            f"  atlas: {self.atlas_written} files written; largest class relations {self.largest_class_json_bytes / kb:.1f} KB,"
+            f" largest map {self.largest_map_bytes / kb:.1f} KB; relations recomputed for"
+            f" {', '.join(self.relations_recomputed) or 'no model (cached)'}",
             "  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.seconds.items()),
         ]
         lines += [f"  problem: {p}" for p in self.problems[:20]]

@@ -144,7 +144,33 @@ class ConceptView:
     heatmaps: str | None = None
     heatmaps_size: tuple[int, int] | None = None
     heatmap_sources: str = ""
+    photos: str | None = None  # the plain photos under the heatmaps, same strip geometry
     problems: list[str] = field(default_factory=list)
+    page: str = ""  # the concept's own page, relative to the site root
+    sobol: float | None = None  # the raw Sobol total index estimate
+    share: float | None = None  # signed logit share, or the bounded normalised Sobol share
+    top_count: int | None = None  # images where it is the most important concept
+    important: bool = False
+
+
+@dataclass
+class Bar:
+    """One concept's bar in the importance chart."""
+
+    rank: int
+    value: float  # signed, as a fraction of the chart's largest |value| (so in [-1, 1])
+    percent: float  # the share in percent, signed
+    negative: bool
+    important: bool
+    sobol: float | None  # the raw Sobol estimate, shown in the tooltip
+
+
+@dataclass
+class Chart:
+    kind: str  # "logit": signed logit shares; "sobol": normalised Sobol total indices
+    bars: list[Bar]
+    has_negative: bool
+    clipped: int  # Sobol estimates above 1 bounded to 1 before normalising
 
 
 @dataclass
@@ -156,6 +182,11 @@ class CraftView:
     selection: Any = None
     reason: Any = None
     credits: list[str] = field(default_factory=list)
+    chart: Chart | None = None
+    need: int | None = None  # images a concept must top to be marked important; None: unknown
+    strategy_kind: str = "none"  # what the decision-strategy plot's importance is
+    sprite: str | None = None  # thumbnails of the class's images, for the decision-strategy plot
+    relations_problem: str | None = None
 
 
 @dataclass
@@ -199,7 +230,7 @@ def strip_size(n: int) -> tuple[int, int]:
 
 
 def concept_view(concept: dict[str, Any], rank: int, images: ClassImages, top_importance: float,
-                 visualized: int | None = None) -> ConceptView:
+                 visualized: int | None = None, page: str = "") -> ConceptView:
     """`visualized`: how many top concepts this render visualizes (CRAFT's `visualize`; None: all)."""
     role = f"c{int(concept['id'])}"
     importance, share = num(concept.get("importance")), num(concept.get("logit_share"))
@@ -210,6 +241,7 @@ def concept_view(concept: dict[str, Any], rank: int, images: ClassImages, top_im
         # Concepts show as thumbnails and have no larger view: ten of them would double a class's weight
         # (the budget in generator/webp.py); the full-resolution PNG is the larger view when published.
         vis=maco_view(concept.get("maco"), images, role, "Concept visualization", "overlay-thumb", None),
+        page=page, sobol=importance, share=share,
     )
     if concept.get("maco") is None and visualized is not None and rank > visualized:
         view.vis = ImageView(f"not visualized: these settings visualize the top {visualized} concepts (craft.visualize)",
@@ -229,7 +261,51 @@ def concept_view(concept: dict[str, Any], rank: int, images: ClassImages, top_im
             view.heatmaps_size = strip_size(len(heatmaps))
         except SourceError as e:
             view.problems.append(f"attribution heatmaps unavailable: {e}")
+        if view.heatmaps and all(a.get("photo") for a in heatmaps):
+            try:
+                view.photos = images.add(f"{role}-photo", "strip", [a.get("photo") for a in heatmaps])
+            except SourceError:
+                view.photos = None  # the slider then fades the heatmaps alone
     return view
+
+
+def concepts_page(model: str, index: int) -> str:
+    """The page of a class's concepts for one model, relative to the site root."""
+    return f"concepts/{model}-{index:04d}.html"
+
+
+def concept_page(model: str, index: int, concept_id: int) -> str:
+    """The permalink of a concept: its section on its class's concepts page, relative to the site root.
+
+    One page per (class, model), not per concept: 30 000 pages would each carry the 14 KB Material
+    chrome (480 MB and tens of seconds per build for 1000 classes x 3 models)."""
+    return f"{concepts_page(model, index)}#c{concept_id}"
+
+
+def importance_chart(concepts: list[ConceptView], counts: dict[int, int] | None, need: int | None) -> Chart | None:
+    """Signed logit shares where every concept has one; else Sobol total indices, each bounded to
+    [0, 1] (a total index cannot exceed 1: above is estimator noise) and normalised to sum 1."""
+    if not concepts:
+        return None
+    if all(c.share is not None for c in concepts):
+        kind, values = "logit", [float(c.share) for c in concepts]  # type: ignore[arg-type]
+        clipped = 0
+    elif all(c.sobol is not None for c in concepts):
+        raw = [float(c.sobol) for c in concepts]  # type: ignore[arg-type]
+        clipped = sum(v > 1 for v in raw)
+        bounded = [min(1.0, max(0.0, v)) for v in raw]
+        total = sum(bounded)
+        kind, values = "sobol", [v / total if total > 0 else 0.0 for v in bounded]
+    else:
+        return None
+    scale = max((abs(v) for v in values), default=0.0) or 1.0
+    bars = []
+    for c, v in zip(concepts, values):
+        c.share = v
+        c.top_count = None if counts is None else counts.get(c.id, 0)
+        c.important = bool(counts is not None and need is not None and c.top_count is not None and c.top_count >= need)
+        bars.append(Bar(c.rank, round(v / scale, 4), round(100 * v, 1), v < 0, c.important, c.sobol))
+    return Chart(kind, bars, any(b.negative for b in bars), clipped)
 
 
 def concept_order(concept: dict[str, Any]) -> tuple[float, float]:
@@ -237,7 +313,8 @@ def concept_order(concept: dict[str, Any]) -> tuple[float, float]:
     return (rank if rank is not None else math.inf, -(num(concept.get("importance")) or 0.0))
 
 
-def craft_view(meta: Meta, images: ClassImages) -> CraftView:
+def craft_view(meta: Meta, images: ClassImages, model: str = "", index: int = 0, relations: Any = None) -> CraftView:
+    """`relations`: the class's ClassRelations (important concepts, decision strategies) or None."""
     record = meta.get("craft")
     problem = part_problem(record, "CRAFT")
     if problem:
@@ -248,7 +325,8 @@ def craft_view(meta: Meta, images: ClassImages) -> CraftView:
     visualized = visualized if is_index(visualized) else None
     view = CraftView(
         problem=None,
-        concepts=[concept_view(c, rank, images, top, visualized) for rank, c in enumerate(concepts, start=1)],
+        concepts=[concept_view(c, rank, images, top, visualized, concept_page(model, index, int(c["id"])))
+                  for rank, c in enumerate(concepts, start=1)],
         n_images=record.get("n_images"),
         selection=record.get("image_selection"),
         reason=record.get("reason"),
@@ -258,6 +336,19 @@ def craft_view(meta: Meta, images: ClassImages) -> CraftView:
         view.problem, view.state = f"CRAFT: {record.get('reason') or 'no usable image of this class'}", NO_IMAGES
     elif not view.concepts:
         view.problem, view.state = f"CRAFT found no concepts: {record.get('reason') or 'no reason recorded'}", NO_CONCEPTS
+    if not view.concepts:
+        return view
+    counts = need = None
+    if relations is not None and relations.kind != "none":
+        counts, need, view.need, view.strategy_kind = relations.counts, relations.need, relations.need, relations.kind
+        if relations.thumbs:
+            try:
+                view.sprite = images.add("images", "sprite", [relations.thumbs])
+            except SourceError:
+                view.sprite = None  # the plot then shows points without thumbnails
+    elif relations is not None:
+        view.relations_problem = relations.problem
+    view.chart = importance_chart(view.concepts, counts, need)
     return view
 
 
@@ -272,7 +363,8 @@ def photo_credits(meta: Meta) -> list[str]:
     return sorted(credits)
 
 
-def model_class_view(model: str, meta: Meta | None, images: ClassImages | None) -> ModelClassView:
+def model_class_view(model: str, meta: Meta | None, images: ClassImages | None, index: int = 0,
+                     relations: Any = None) -> ModelClassView:
     """Everything a class page shows for one model; placeholders say why a part is missing."""
     if meta is None or images is None:
         missing = "not rendered for this model yet"
@@ -280,7 +372,7 @@ def model_class_view(model: str, meta: Meta | None, images: ClassImages | None) 
     if UNREADABLE in meta:
         return ModelClassView(model, True, ImageView(meta[UNREADABLE], UNAVAILABLE), CraftView(meta[UNREADABLE], UNAVAILABLE))
     try:
-        return ModelClassView(model, True, maco_view(meta.get("maco"), images), craft_view(meta, images))
+        return ModelClassView(model, True, maco_view(meta.get("maco"), images), craft_view(meta, images, model, index, relations))
     finally:
         images.done()
 

@@ -1,5 +1,6 @@
-/* Lens gallery: class grids filtered as you type, random class, overlay toggle, model switcher.
-   No dependencies, no network beyond this site. Text from the index goes in with textContent only. */
+/* Lens gallery: class grids filtered as you type, random class, overlay toggle, model switcher, and the
+   concept atlas (class relations, heatmap opacity, concept map, compare view).
+   No dependencies, no network beyond this site. Text from JSON goes in with textContent only. */
 (function () {
   "use strict";
 
@@ -161,13 +162,270 @@
     if (name && has(name)) select(name, false);
   }
 
+
+  /* ---------------------------------------------------------------- concept atlas */
+  var SVGNS = "http://www.w3.org/2000/svg";
+  var PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+  function svg(tag, attrs) {
+    var e = document.createElementNS(SVGNS, tag);
+    for (var k in attrs) e.setAttribute(k, attrs[k]);
+    return e;
+  }
+  function rankColour(rank) { return PALETTE[(rank - 1 + PALETTE.length) % PALETTE.length]; }
+  // items: [rank (a concept) | null (a class), class name, class index, href | null, cosine in %]
+  function linkList(label, items, root, cls) {
+    var p = el("p", "lens-sub " + cls);
+    p.appendChild(el("b", null, label + " "));
+    items.forEach(function (it, n) {
+      if (n) p.appendChild(document.createTextNode("; "));
+      var text = (it[0] === null ? "" : "concept " + it[0] + " of ") + it[1] + " (" + it[2] + ")";
+      if (it[3]) {
+        var a = el("a", null, text);
+        a.href = root + it[3];
+        p.appendChild(a);
+      } else {
+        p.appendChild(document.createTextNode(text));
+      }
+      p.appendChild(document.createTextNode(" " + (it[0] === null ? "" : "cosine ") + it[4] + " %"));
+    });
+    return p;
+  }
+
+  function tipFor(wrap) {
+    var tip = wrap.querySelector(".lens-tip");
+    if (!tip) { tip = el("div", "lens-tip"); tip.hidden = true; wrap.appendChild(tip); }
+    return tip;
+  }
+
+  function strategiesPlot(box, data, root) {
+    // data: {kind, need, n, points: [[x, y, rank]], sources, sprite, cols, cell}
+    box.textContent = "";
+    var head = el("p", "lens-sub");
+    head.appendChild(el("b", null, "Decision strategies. "));
+    head.appendChild(document.createTextNode(data.n + " images placed by their concept-importance vectors (" +
+      ({logit: "per-image logit shares", sobol: "per-image Sobol indices", presence: "concept coefficients"}[data.kind] || data.kind) +
+      "); colour: each image's most important concept. Hover or focus a point for the image."));
+    box.appendChild(head);
+    var wrap = el("div", "lens-stratwrap");
+    var plot = svg("svg", {viewBox: "-4 -4 108 108", "class": "lens-strat", role: "group", "aria-label": "Decision strategies"});
+    var tip = tipFor(wrap);
+    data.points.forEach(function (pt, i) {
+      var c = svg("circle", {cx: (pt[0] * 100).toFixed(1), cy: ((1 - pt[1]) * 100).toFixed(1), r: 2.2, fill: rankColour(pt[2]), tabindex: "0"});
+      var label = "image " + (i + 1) + (data.sources[i] ? " (" + data.sources[i] + ")" : "") + ": concept " + pt[2] + " most important";
+      c.setAttribute("aria-label", label);
+      c.appendChild(svg("title", {})).textContent = label;
+      function show() {
+        tip.textContent = "";
+        if (data.sprite) {
+          var t = el("div", "lens-thumb");
+          t.style.backgroundImage = "url(" + root + data.sprite + ")";
+          t.style.backgroundPosition = (-(i % data.cols) * data.cell) + "px " + (-Math.floor(i / data.cols) * data.cell) + "px";
+          tip.appendChild(t);
+        }
+        tip.appendChild(el("span", null, label));
+        tip.style.left = (pt[0] * 100) + "%";
+        tip.style.top = ((1 - pt[1]) * 100) + "%";
+        tip.hidden = false;
+      }
+      c.addEventListener("mouseenter", show);
+      c.addEventListener("focus", show);
+      c.addEventListener("mouseleave", function () { tip.hidden = true; });
+      c.addEventListener("blur", function () { tip.hidden = true; });
+      plot.appendChild(c);
+    });
+    wrap.insertBefore(plot, tip);
+    box.appendChild(wrap);
+    var legend = el("p", "lens-legend");
+    var ranks = {};
+    data.points.forEach(function (pt) { ranks[pt[2]] = (ranks[pt[2]] || 0) + 1; });
+    Object.keys(ranks).sort(function (a, b) { return a - b; }).forEach(function (r) {
+      var item = el("span");
+      var dot = el("i");
+      dot.style.background = rankColour(+r);
+      item.appendChild(dot);
+      item.appendChild(document.createTextNode("concept " + r + ": " + ranks[r]));
+      legend.appendChild(item);
+    });
+    box.appendChild(legend);
+  }
+
+  function setupRelations(page) {
+    var src = page.getAttribute("data-relations");
+    if (!src) return;
+    loadIndex(src).then(function (data) {
+      page.querySelectorAll(".lens-craft").forEach(function (section) {
+        var m = data.models[section.getAttribute("data-model")];
+        if (!m) return;
+        // The page lists concepts in rank order, as the JSON does: no per-concept markup needed.
+        section.querySelectorAll("ol.lens-concepts > li .lens-cbody").forEach(function (body, n) {
+          var c = m.concepts[n];
+          if (!c) return;
+          var box = el("div", "lens-rel");
+          body.appendChild(box);
+          if (c.similar.length) box.appendChild(linkList("Similar to", c.similar, "../", "lens-similar-list"));
+          if (c.aligned.length) box.appendChild(linkList("Aligned with", c.aligned, "../", "lens-aligned-list"));
+        });
+        var strat = section.querySelector(".lens-strategies");
+        if (strat && m.strategies) strategiesPlot(strat, m.strategies, "../");
+      });
+    }).catch(function (e) {
+      page.querySelectorAll(".lens-strategies").forEach(function (b) {
+        b.textContent = "Relations could not be loaded (" + e.message + "). Serve the site over HTTP, e.g. with `lens serve`.";
+      });
+    });
+  }
+
+  function setupOpacity(page) {
+    page.querySelectorAll(".lens-opacity-slider").forEach(function (slider) {
+      var layer = slider.closest("section").querySelector(".lens-heatlayer");
+      function apply() { if (layer) layer.style.opacity = String(slider.value / 100); }
+      slider.addEventListener("input", apply);
+      apply();
+    });
+  }
+
+  function classHue(i) { return (i * 137.508) % 360; }
+
+  function setupMap(box) {
+    var root = box.getAttribute("data-root") || "";
+    var model = box.getAttribute("data-model");
+    var plot = box.querySelector(".lens-map");
+    var count = box.querySelector(".lens-count");
+    var input = box.querySelector(".lens-map-filter");
+    var tip = box.querySelector(".lens-tip");
+    loadIndex(box.getAttribute("data-map")).then(function (data) {
+      var items = [];
+      var frag = document.createDocumentFragment();
+      data.points.forEach(function (pt) {
+        // pt: [x, y, class, concept id, rank, thumbnail hash | 0]
+        var slug = pad(pt[2]), name = data.classes[pt[2]] || "";
+        var a = svg("a", {href: root + "concepts/" + model + "-" + slug + ".html#c" + pt[3], "class": "lens-pt"});
+        var label = "concept " + pt[4] + " of " + name + " (" + pt[2] + ")";
+        a.setAttribute("aria-label", label);
+        a.appendChild(svg("circle", {cx: pt[0], cy: pt[1], r: 5, fill: "hsl(" + classHue(pt[2]) + ",65%,50%)"}));
+        function show() {
+          tip.textContent = "";
+          if (pt[5]) {
+            var img = el("img");
+            img.alt = "";
+            img.src = root + "classes/" + slug + "/" + model + "/c" + pt[3] + "-t." + pt[5] + ".webp";
+            tip.appendChild(img);
+          }
+          tip.appendChild(el("span", null, label));
+          tip.style.left = (pt[0] / 10) + "%";
+          tip.style.top = (pt[1] / 10) + "%";
+          tip.hidden = false;
+        }
+        a.addEventListener("mouseenter", show);
+        a.addEventListener("focus", show);
+        a.addEventListener("mouseleave", function () { tip.hidden = true; });
+        a.addEventListener("blur", function () { tip.hidden = true; });
+        a.dataset.key = (slug + " " + pt[2] + " " + name).toLowerCase();
+        a.dataset.id = pt[2] + "-" + pt[3];
+        items.push(a);
+        frag.appendChild(a);
+      });
+      plot.appendChild(frag);
+      function apply() {
+        var q = input.value.trim().toLowerCase(), shown = 0;
+        items.forEach(function (a) {
+          var ok = matches(a.dataset.key, q);
+          a.classList.toggle("lens-off", !ok);
+          if (ok) shown++;
+        });
+        count.textContent = shown + " of " + items.length + " concepts";
+      }
+      input.addEventListener("input", apply);
+      apply();
+      var want = /#c=(\d+-\d+)/.exec(window.location.hash);
+      if (want) items.forEach(function (a) { if (a.dataset.id === want[1]) { a.classList.add("lens-here"); plot.appendChild(a); } });
+    }).catch(function (e) {
+      count.textContent = "Could not load the map (" + e.message + "). Serve the site over HTTP, e.g. with `lens serve`.";
+    });
+  }
+
+  function setupCompare(box) {
+    var root = box.getAttribute("data-root") || "";
+    var selA = box.querySelector(".lens-cmp-a"), selB = box.querySelector(".lens-cmp-b"), selC = box.querySelector(".lens-cmp-class");
+    var out = box.querySelector(".lens-cmp-out"), count = box.querySelector(".lens-count");
+    function column(name, m) {
+      var col = el("div", "lens-cmp-col");
+      col.appendChild(el("h3", null, name));
+      if (!m) { col.appendChild(el("div", "lens-missing", "Not rendered for this model")); return col; }
+      if (m.maco) {
+        var img = el("img");
+        img.src = root + m.maco;
+        img.alt = "Class visualization, " + name;
+        col.appendChild(img);
+      } else {
+        col.appendChild(el("div", "lens-missing", m.maco_problem || "No class visualization"));
+      }
+      var list = el("ol", "lens-cmp-concepts");
+      m.concepts.slice(0, 3).forEach(function (c) {
+        var li = el("li");
+        var a = el("a");
+        a.href = root + c.page;
+        if (c.thumb) {
+          var t = el("img");
+          t.src = root + c.thumb;
+          t.alt = "Concept " + c.rank;
+          a.appendChild(t);
+        }
+        a.appendChild(el("span", null, "Concept " + c.rank + (c.share === null ? "" : " · " + (100 * c.share).toFixed(1) + " %") + (c.important ? " ★" : "")));
+        li.appendChild(a);
+        list.appendChild(li);
+      });
+      if (!m.concepts.length) col.appendChild(el("div", "lens-missing", m.craft_problem || "No concepts"));
+      col.appendChild(list);
+      return col;
+    }
+    function show() {
+      var i = parseInt(selC.value, 10);
+      if (isNaN(i)) return;
+      history.replaceState(null, "", "#c=" + i + "&a=" + encodeURIComponent(selA.value) + "&b=" + encodeURIComponent(selB.value));
+      loadIndex(root + "classes/" + pad(i) + ".json").then(function (data) {
+        out.textContent = "";
+        var title = el("p", "lens-sub");
+        var a = el("a", null, selC.options[selC.selectedIndex].textContent);
+        a.href = root + "classes/" + pad(i) + ".html";
+        title.appendChild(a);
+        out.appendChild(title);
+        var grid = el("div", "lens-cmp-grid");
+        grid.appendChild(column(selA.value, data.models[selA.value]));
+        grid.appendChild(column(selB.value, data.models[selB.value]));
+        out.appendChild(grid);
+      }).catch(function (e) { out.textContent = "Could not load the class (" + e.message + ")."; });
+    }
+    loadIndex(box.getAttribute("data-index")).then(function (index) {
+      index.classes.forEach(function (row) {
+        var o = el("option", null, pad(row[0]) + " " + row[2].split(",")[0]);
+        o.value = String(row[0]);
+        selC.appendChild(o);
+      });
+      count.textContent = index.classes.length + " classes";
+      var h = window.location.hash;
+      var c = /c=(\d+)/.exec(h), a = /a=([^&]+)/.exec(h), b = /b=([^&]+)/.exec(h);
+      if (c) selC.value = c[1];
+      if (a) selA.value = decodeURIComponent(a[1]);
+      if (b) selB.value = decodeURIComponent(b[1]);
+      [selA, selB, selC].forEach(function (s) { s.addEventListener("change", show); });
+      show();
+    }).catch(function (e) {
+      count.textContent = "Could not load the class index (" + e.message + "). Serve the site over HTTP, e.g. with `lens serve`.";
+    });
+  }
+
   function init() {
     document.querySelectorAll(".lens-finder").forEach(setupFinder);
     document.querySelectorAll("a.lens-random").forEach(setupRandom);
     document.querySelectorAll(".lens-class").forEach(function (page) {
       setupOverlay(page);
       setupSwitcher(page);
+      setupRelations(page);
+      setupOpacity(page);
     });
+    document.querySelectorAll(".lens-mappage").forEach(setupMap);
+    document.querySelectorAll(".lens-compare").forEach(setupCompare);
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
