@@ -270,7 +270,7 @@ def test_failed_and_missing_parts_show_neutral_placeholders_and_details_elsewher
                 assert "FloatingPointError" in model_page
                 found.add("concept failed")
         for operator_text in ("failed:", "Error", "CUDA", "concept_layer", "settings hash:", "meta.json"):
-            assert operator_text not in html.split('<div class="lens-class">')[1].split('<h2 id="figures">')[0], operator_text
+            assert operator_text not in html.split('<div class="lens-class"')[1].split('<h2 id="figures">')[0], operator_text
     missing_model = [(m, i) for m in DEFAULT_MODELS for i in range(N_CLASSES) if not (store / m / f"{i:04d}").exists()]
     assert missing_model
     for _, i in missing_model:

@@ -104,7 +104,7 @@ def class_json(index: int, per_model: list[ModelClassView], atlas: Atlas, strate
             })
         models[v.name] = {
             "maco": None if v.maco.problem else f"classes/{v.maco.full}",
-            "maco_problem": v.maco.problem, "craft_problem": v.craft.problem,
+            "craft_state": v.craft.state,  # neutral states only: operator details never reach visitors
             "aligned_kind": atlas.head_kind(v.name), "concepts": concepts,
             "strategies": strategies.get(v.name),
         }

@@ -358,7 +358,7 @@
         img.alt = "Class visualization, " + name;
         col.appendChild(img);
       } else {
-        col.appendChild(el("div", "lens-missing", m.maco_problem || "No class visualization"));
+        col.appendChild(el("div", "lens-missing", "This picture is not available."));
       }
       var list = el("ol", "lens-cmp-concepts");
       m.concepts.slice(0, 3).forEach(function (c) {
@@ -375,7 +375,8 @@
         li.appendChild(a);
         list.appendChild(li);
       });
-      if (!m.concepts.length) col.appendChild(el("div", "lens-missing", m.craft_problem || "No concepts"));
+      if (!m.concepts.length) col.appendChild(el("div", "lens-missing", m.craft_state === "no-images"
+        ? "No photos of this class were available, so no concepts could be found." : "Concepts are not available for this model."));
       col.appendChild(list);
       return col;
     }
