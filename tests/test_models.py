@@ -97,23 +97,39 @@ def test_any_architecture_renders_class_maco_concepts_and_concept_macos(arch_zoo
     from generator.store import Store
 
     out = tmp_path / "artifacts"
-    assert main(["render", "--config", str(arch_zoo), "--classes", "1", "--out", str(out), "--no-progress"]) == 0
+    assert main(["render", "--config", str(arch_zoo), "--classes", "1", "--store", str(out), "--no-progress"]) == 0
     methods = {}
     for name in ARCHS:
-        (meta,) = list(Store(out).iter_metas(name))
-        assert meta["maco"]["status"] == "done" and meta["craft"]["status"] == "done", (name, meta["craft"])
-        assert meta["craft"]["image_selection"] == "all" and len(meta["concepts"]) == 3, name
-        methods[name] = meta["craft"]["method"]
-        visualized = [c for c in meta["concepts"] if c.get("maco")]
-        assert len(visualized) == 2 and all(c["maco"]["status"] == "done" for c in visualized), name
-        for c in meta["concepts"]:
-            assert c["crops"] and c["attributions"], name
-            for f in [x["file"] for x in c["crops"] + c["attributions"]] + list((c.get("maco") or {}).get("files", {}).values()):
+        meta = Store(out).meta(name, 1)
+        assert meta.maco.status == "done" and meta.craft.status == "done", (name, meta.craft)
+        assert meta.craft.image_selection == "all" and len(meta.concepts) == 3, name
+        methods[name] = meta.craft.method
+        visualized = [c for c in meta.concepts if c.maco]
+        assert len(visualized) == 2 and all(c.maco.status == "done" for c in visualized), name
+        for c in meta.concepts:
+            assert c.crops and c.attributions, name
+            for f in [x.file for x in c.crops + c.attributions] + list((c.maco.files if c.maco else {}).values()):
                 assert (out / name / "0001" / f).stat().st_size > 0, (name, f)
-        shares = [c["logit_share"] for c in meta["concepts"]]
+        shares = [c.logit_share for c in meta.concepts]
         # ResNet and ViT (class token) heads are pool + linear: exact shares; ConvNeXt's head has a LayerNorm.
         assert all(s is not None for s in shares) == (name != "convnext-atto-random"), (name, shares)
     assert methods == {"resnet18-random": "nmf", "vit-tiny-random": "semi-nmf", "convnext-atto-random": "semi-nmf"}
+
+    # ... and the site shows every part of every architecture: class visualization, concepts, their pages.
+    from generator.config import load_zoo
+    from generator.site import build_site
+    from generator.site.views import concepts_page
+
+    site_dir = tmp_path / "site"
+    report = build_site(load_zoo(arch_zoo), out, site_dir, progress=False)
+    assert report.placeholders == len(ARCHS) and not report.problems, report  # concept 3 of each: `visualize: 2`
+    html = (site_dir / "classes" / "0001.html").read_text()
+    for name in ARCHS:
+        section = html.split(f'<section class="lens-craft" data-model="{name}"')[1].split("</section>")[0]
+        assert section.count('<div class="lens-cvis') == 3 and section.count('<img class="lens-over"') == 2, name
+        assert section.count('data-state="not-visualized"') == 1 and section.count("lens-missing") == 1, name
+        concept_html = (site_dir / concepts_page(name, 1)).read_text()
+        assert concept_html.count('class="lens-heatlayer"') >= 3, name
 
 
 def test_vit_tokens_patches_and_head_pooling(arch_zoo):
