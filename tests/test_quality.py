@@ -105,3 +105,33 @@ def test_quality_goes_on_past_an_unusable_meta_json(tmp_path, tiny_images, capsy
     assert main(["quality", *common, "--judges", "tiny-b", "--device", "cpu"]) == 0
     assert "0002/meta.json: unusable meta.json" in capsys.readouterr().out
     assert [m["class_index"] for m in Store(out).iter_metas("tiny") if "quality" in m["maco"]] == [1]
+
+
+def test_each_judge_sees_renders_at_its_own_input_size_and_normalisation(tmp_path):
+    """A judge with another input size and mean/std gets the render resized and normalised its way."""
+    import numpy as np
+    import torch
+
+    from generator.config import load_zoo
+    from generator.models import load_model
+    from generator.quality import model_inputs, penultimate
+
+    config = write_tiny_zoo(tmp_path, extra="""  - name: odd
+    arch: test_resnet
+    weights: {file: tiny.safetensors}
+    input_size: 48
+    mean: [0.5, 0.5, 0.5]
+    std: [0.25, 0.25, 0.25]
+""")
+    zoo = load_zoo(config)
+    render = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    x01 = torch.from_numpy(render).permute(2, 0, 1)[None].float() / 255
+    for name, side, mean, std in (("tiny", 64, None, None), ("odd", 48, 0.5, 0.25)):
+        judge = load_model(zoo.model(name), zoo.root)
+        x = model_inputs(judge, [render])
+        assert x.shape == (1, 3, side, side), name
+        resized = torch.nn.functional.interpolate(x01, size=(side, side), mode="bicubic", antialias=True,
+                                                  align_corners=False).clamp(0, 1)
+        if mean is not None:  # the judge's own normalisation, not the rendering model's
+            assert torch.allclose(x, (resized - mean) / std, atol=1e-5)
+        assert penultimate(judge, x).shape[0] == 1
