@@ -28,20 +28,83 @@ def test_phase_scaling_leaves_no_bright_corner():
     assert abs(float(corner) - float(img.mean())) < 0.15
 
 
+def keys_of(*seeds: int) -> torch.Tensor:
+    return maco.stream_keys(maco.seed_tensor(list(seeds), torch.device("cpu")), 0, maco.STREAM_BOXES)
+
+
 def test_boxes_stay_inside_and_follow_scale():
-    g = torch.Generator().manual_seed(0)
-    s = MacoSettings(crop_scale=(0.25, 0.5))
-    boxes = maco.sample_boxes(g, 500, s, 100, torch.device("cpu"))
+    s = MacoSettings(crop_scale=(0.25, 0.5), crops=500)
+    boxes = maco.sample_boxes(keys_of(0), s, 100)[0]
     side = boxes[:, 2] - boxes[:, 0]
     assert torch.allclose(side, boxes[:, 3] - boxes[:, 1])
     assert side.min() >= 25 - 1e-4 and side.max() <= 50 + 1e-4
+    assert side.max() - side.min() > 20  # they do spread over the scale
     assert boxes.min() >= 0 and boxes.max() <= 100
 
 
 def test_crops_shape():
-    gens = [torch.Generator().manual_seed(i) for i in range(3)]
-    crops = maco.random_crops(torch.rand(3, 3, 64, 64), gens, SMALL, 32)
+    boxes = maco.sample_boxes(keys_of(0, 1, 2), SMALL, 64)
+    assert boxes.shape == (3, SMALL.crops, 4)
+    crops = maco.random_crops(torch.rand(3, 3, 64, 64), boxes, 32)
     assert crops.shape == (3 * SMALL.crops, 3, 32, 32)
+
+
+def test_splitmix64_matches_a_python_reference():
+    """int64 tensor arithmetic must wrap modulo 2^64 as the hash needs."""
+    def splitmix64(x: int) -> int:
+        m = (1 << 64) - 1
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+        return x ^ (x >> 31)
+
+    inputs = [0, 1, 12345, (1 << 63) - 1, 1 << 63, (1 << 64) - 1, 0x9E3779B97F4A7C15]
+    got = maco.mix64(torch.tensor([maco._signed(x) for x in inputs], dtype=torch.int64)).tolist()
+    assert [g & ((1 << 64) - 1) for g in got] == [splitmix64(x) for x in inputs]
+
+
+def test_counter_draws_have_the_right_moments_and_differ_by_key_and_step():
+    seeds = maco.seed_tensor([1, 2], torch.device("cpu"))
+    inc = maco.counters(200_000, torch.device("cpu"))
+    bits = maco.random_bits(maco.stream_keys(seeds, 0, maco.STREAM_NOISE), inc)
+    u, z, n = (f(bits, torch.float64) for f in (maco.uniform_from_bits, maco.normal_from_bits, maco.noise_from_bits))
+    assert 0 < u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01 and z.abs().max() < 3.47
+    assert abs(n.mean()) < 0.01 and abs(n.var() - (1 + 1 / 12)) < 0.02  # N(0, 1) + U(-1/2, 1/2)
+    assert abs(torch.corrcoef(z)[0, 1]) < 0.01  # two keys, independent streams
+    later = maco.random_bits(maco.stream_keys(seeds, 1, maco.STREAM_NOISE), inc)
+    assert not torch.equal(bits, later) and (bits == later).float().mean() < 1e-3
+
+
+def test_an_objective_draws_the_same_numbers_in_any_batch():
+    alone = maco.sample_boxes(keys_of(7), SMALL, 64)
+    batched = maco.sample_boxes(keys_of(3, 7, 9), SMALL, 64)
+    assert torch.equal(alone[0], batched[1]) and not torch.equal(batched[0], batched[1])
+    n1 = maco.crop_noise(keys_of(7), SMALL, 16)
+    n3 = maco.crop_noise(keys_of(3, 7, 9), SMALL, 16)
+    assert torch.equal(n1, n3[SMALL.crops : 2 * SMALL.crops])
+
+
+def operator_calls_per_step(model, batch: int, settings: MacoSettings) -> int:
+    """Top-level operator calls of one step: ops dispatched by Python plus autograd nodes run by the engine,
+    as the difference between an (n+1)-step and an n-step render (setup and finishing cancel out)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    spec = powerlaw_spectrum()
+    objectives = [maco.class_objective(c % 1000) for c in range(batch)]
+
+    def count(steps: int) -> int:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            maco.render(model, objectives, settings.model_copy(update={"steps": steps}), spec)
+        return sum(1 for e in prof.events() if e.cpu_parent is None)
+
+    return count(3) - count(2)
+
+
+def test_host_work_per_step_does_not_depend_on_the_batch(tiny_model):
+    """Boxes, crops and noise of all objectives come from a fixed number of batched calls."""
+    settings = SMALL.model_copy(update={"image_size": 32, "input_size": 32})
+    one, many = operator_calls_per_step(tiny_model, 1, settings), operator_calls_per_step(tiny_model, 32, settings)
+    assert one == many, f"{one} operator calls per step at B=1, {many} at B=32"
 
 
 def test_objective_seed_depends_on_key_not_batch():
