@@ -464,6 +464,24 @@ def classify(model: LoadedModel, images: Sequence[np.ndarray], class_indices: Se
     return p[:, 0].cpu().tolist(), ranks.cpu().tolist()
 
 
+def operator_calls_per_step(model: LoadedModel, objectives: Sequence[Objective], settings: MacoSettings, spectrum: Spectrum,
+                            mode: str | None = None) -> tuple[int, int]:
+    """(all, top-level) operator calls of one step, counted with torch.profiler: the difference between a 3-step and a
+    2-step render, so setup and finishing cancel out. Top-level calls are the ones the host dispatches (ops called from
+    Python, autograd nodes run by the engine); `all` adds the ops nested inside them, whose choice of kernel (e.g. a
+    convolution algorithm) may depend on the shapes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def count(steps: int) -> tuple[int, int]:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            render(model, objectives, settings.model_copy(update={"steps": steps}), spectrum, mode=mode)
+        events = prof.events()
+        return len(events), sum(1 for e in events if e.cpu_parent is None)
+
+    (a3, t3), (a2, t2) = count(3), count(2)
+    return a3 - a2, t3 - t2
+
+
 def probe_batch_size(model: LoadedModel, settings: MacoSettings, spectrum: Spectrum, limit: int = 256) -> int:
     """Objectives per pass that fit in free device memory, measured with a 1-step render of 2 objectives.
 

@@ -84,26 +84,13 @@ def test_an_objective_draws_the_same_numbers_in_any_batch():
     assert torch.equal(n1, n3[SMALL.crops : 2 * SMALL.crops])
 
 
-def operator_calls_per_step(model, batch: int, settings: MacoSettings) -> int:
-    """Top-level operator calls of one step: ops dispatched by Python plus autograd nodes run by the engine,
-    as the difference between an (n+1)-step and an n-step render (setup and finishing cancel out)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    spec = powerlaw_spectrum()
-    objectives = [maco.class_objective(c % 1000) for c in range(batch)]
-
-    def count(steps: int) -> int:
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            maco.render(model, objectives, settings.model_copy(update={"steps": steps}), spec)
-        return sum(1 for e in prof.events() if e.cpu_parent is None)
-
-    return count(3) - count(2)
-
-
 def test_host_work_per_step_does_not_depend_on_the_batch(tiny_model):
-    """Boxes, crops and noise of all objectives come from a fixed number of batched calls."""
+    """Boxes, crops and noise of all objectives come from a fixed number of batched calls: the operator calls the host
+    dispatches per step (profiler, top-level events) are the same for 1 and 32 objectives."""
     settings = SMALL.model_copy(update={"image_size": 32, "input_size": 32})
-    one, many = operator_calls_per_step(tiny_model, 1, settings), operator_calls_per_step(tiny_model, 32, settings)
+    spec = powerlaw_spectrum()
+    _, one = maco.operator_calls_per_step(tiny_model, [maco.class_objective(1)], settings, spec)
+    _, many = maco.operator_calls_per_step(tiny_model, [maco.class_objective(c) for c in range(32)], settings, spec)
     assert one == many, f"{one} operator calls per step at B=1, {many} at B=32"
 
 
@@ -247,3 +234,29 @@ def test_espresso_visualization_is_seen_as_espresso(lite0, zoo, tmp_path):
     (r,) = maco.render(lite0, [maco.class_objective(967)], settings, spec)
     probs, ranks = maco.classify(lite0, [r.image], [967])
     assert ranks[0] == 1, f"espresso ranked {ranks[0]} (p={probs[0]:.3f})"
+
+
+def test_step_mode_comes_from_the_environment_and_is_checked(monkeypatch, tiny_model):
+    from generator.errors import ConfigError
+
+    monkeypatch.delenv(maco.STEP_MODE_ENV, raising=False)
+    assert maco.step_mode() == "eager"
+    monkeypatch.setenv(maco.STEP_MODE_ENV, "reduce-overhead")
+    assert maco.step_mode() == "reduce-overhead" and maco.step_mode("eager") == "eager"
+    monkeypatch.setenv(maco.STEP_MODE_ENV, "fast")
+    with pytest.raises(ConfigError, match="LENS_MACO_STEP=fast"):
+        maco.step_mode()
+    with pytest.raises(ConfigError, match="cuda-graph needs a CUDA device; model 'tiny'"):
+        maco.render(tiny_model, [maco.class_objective(1)], SMALL, powerlaw_spectrum(), mode="cuda-graph")
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_eager(tiny_model):
+    """torch.compile of the step (minutes of compilation on a CPU) gives the eager result up to float32 rounding."""
+    spec = powerlaw_spectrum()
+    objectives = [maco.class_objective(1), maco.class_objective(2)]
+    settings = SMALL.model_copy(update={"steps": 2})
+    eager = maco.render(tiny_model, objectives, settings, spec)
+    compiled = maco.render(tiny_model, objectives, settings, spec, mode="compile")
+    for e, c in zip(eager, compiled):
+        assert abs(e.objective - c.objective) <= 1e-2 * max(1e-2, abs(e.objective))
