@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -66,10 +68,13 @@ def test_counter_draws_have_the_right_moments_and_differ_by_key_and_step():
     seeds = maco.seed_tensor([1, 2], torch.device("cpu"))
     inc = maco.counters(200_000, torch.device("cpu"))
     bits = maco.random_bits(maco.stream_keys(seeds, 0, maco.STREAM_NOISE), inc)
-    u, z, n = (f(bits, torch.float64) for f in (maco.uniform_from_bits, maco.normal_from_bits, maco.noise_from_bits))
+    u, z = maco.uniform_from_bits(bits, torch.float64), maco.normal_from_bits(bits, torch.float64)
+    n = maco.noise_from_bits_(bits.clone(), torch.float64)
     assert 0 < u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
     assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01 and z.abs().max() < 3.47
-    assert abs(n.mean()) < 0.01 and abs(n.var() - (1 + 1 / 12)) < 0.02  # N(0, 1) + U(-1/2, 1/2)
+    assert n.shape == (2, 400_000) and abs(n.mean()) < 0.01 and abs(n.var() - (1 + 1 / 12)) < 0.02  # as N(0, 1) + U(-1/2, 1/2)
+    assert n.abs().max() <= 510 * math.sqrt(13 / 12 / 21845) + 1e-9  # 3.59
+    assert abs(torch.corrcoef(torch.stack([n[0, 0::2], n[0, 1::2]]))[0, 1]) < 0.01  # the two values of one word
     assert abs(torch.corrcoef(z)[0, 1]) < 0.01  # two keys, independent streams
     later = maco.random_bits(maco.stream_keys(seeds, 1, maco.STREAM_NOISE), inc)
     assert not torch.equal(bits, later) and (bits == later).float().mean() < 1e-3
@@ -162,10 +167,12 @@ def test_batched_matches_single_in_float32_on_the_first_steps(tiny_model):
 
 
 def test_optimisation_raises_the_objective(tiny_model):
+    """Summed over three objectives: each one's score is a noisy sample (random crops on a random model)."""
     spec = powerlaw_spectrum()
-    short = maco.render(tiny_model, [maco.class_objective(2)], SMALL.model_copy(update={"steps": 1}), spec)[0]
-    longer = maco.render(tiny_model, [maco.class_objective(2)], SMALL.model_copy(update={"steps": 12}), spec)[0]
-    assert longer.objective > short.objective
+    objectives = [maco.class_objective(c) for c in (1, 2, 3)]
+    short = maco.render(tiny_model, objectives, SMALL.model_copy(update={"steps": 1}), spec)
+    longer = maco.render(tiny_model, objectives, SMALL.model_copy(update={"steps": 12}), spec)
+    assert sum(r.objective for r in longer) > sum(r.objective for r in short)
 
 
 def test_direction_of_wrong_length_is_refused(tiny_model):
