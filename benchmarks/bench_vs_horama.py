@@ -176,7 +176,7 @@ def main() -> int:
     ratio = horama_s / lens_s
     print(f"objectives/s ratio lens / horama: {ratio:.2f}", flush=True)
 
-    report = {"device": name, "torch": torch.__version__, "horama": horama.__version__, "model": args.model, "classes": classes,
+    report = {"device": name, "torch": torch.__version__, "horama_version": horama.__version__, "model": args.model, "classes": classes,
               "settings": settings.model_dump(mode="json"), "lens_batch": batch, "lens_mode": mode,
               "lens": {"seconds": lens_s, "objectives_per_s": len(classes) / lens_s},
               "horama": {"seconds": horama_s, "objectives_per_s": len(classes) / horama_s}, "ratio": ratio}
