@@ -197,16 +197,16 @@ def main() -> int:
     md = [f"Device: {name}; torch {torch.__version__}; horama {horama.__version__}; {args.model}; {len(classes)} classes "
           f"({args.classes}); {settings.steps} steps, {settings.crops} crops, {settings.image_size} px, input {settings.input_size}; "
           f"lens B={batch}, step mode {mode}", "",
-          "| | seconds | objectives/s | self top-1 | " + " | ".join(f"top-1 / top-5 under {n}" for n in (
-              [n for n in zoo.models if n != args.model] if not args.no_quality else [])) + " | plausibility margin |",
+          "| | " + " | ".join(["seconds", "objectives/s", "self top-1", *(f"top-1 / top-5 under {n}" for n in (
+              [n for n in zoo.models if n != args.model] if not args.no_quality else [])), "plausibility margin"]) + " |",
           "|---|---:|---:|---:|" + "---:|" * (0 if args.no_quality else len(zoo.models) - 1) + "---:|"]
     for label in ("lens", "horama"):
         r, q = report[label], report[label].get("quality", {})
         cells = [f"{100 * q[k]['top1']:.0f}% / {100 * q[k]['top5']:.0f}%" for k in q if k.startswith("transfer_")]
         margin = q.get("plausibility_margin")
-        md.append(f"| {label} | {r['seconds']:.1f} | {r['objectives_per_s']:.4f} | "
-                  + (f"{100 * q['self_top1']:.0f}%" if q else "-") + " | " + " | ".join(cells)
-                  + f" | {'-' if margin is None else f'{margin:.4f}'} |")
+        row = [label, f"{r['seconds']:.1f}", f"{r['objectives_per_s']:.4f}", f"{100 * q['self_top1']:.0f}%" if q else "-",
+               *cells, "-" if margin is None else f"{margin:.4f}"]
+        md.append("| " + " | ".join(row) + " |")
     md.append(f"\nObjectives/s ratio lens / horama: {ratio:.2f}")
     (args.out / f"{args.tag}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
