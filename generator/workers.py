@@ -34,6 +34,7 @@ from .config import MacoSettings, load_zoo
 from .errors import LensError, StoreError
 from .images import SourceImage, demo_photos, load_class_images
 from .models import LoadedModel, load_model
+from .pipeline import Pending, Writer
 from .plan import ModelPlan, RenderJob, model_plans, part_done, pending_units, unit_state
 from .progress import LogBar
 from .records import Attribution, Concept, CraftRecord, Crop, MacoRecord, Meta, ModelCard, Unit
@@ -138,6 +139,7 @@ class Worker:
         # Deterministic load errors, kept for the run: a model is tried once, not once per unit.
         self._load_errors: dict[str, str] = {}
         self._concept_errors: dict[str, str] = {}  # loads without its concept layer: MACO only
+        self.writer = Writer()  # PNG encoding and meta.json writes, off the thread that drives the device
         self._heartbeat = threading.Thread(target=self._beat, daemon=True)
         self._heartbeat.start()
 
@@ -258,6 +260,12 @@ class Worker:
     # -------------------------------------------------------------- MACO
     def run_maco(self, units: list[Unit]) -> list[Outcome]:
         """Class and concept visualizations of one model, rendered together in batches."""
+        return self.start_maco(units)()
+
+    def start_maco(self, units: list[Unit]) -> Callable[[], list[Outcome]]:
+        """Claim and render `units` now; their files and meta.json are written in the background. The returned
+        function waits for those writes, releases the claims and returns the outcomes: call it after starting the
+        next batch, and the device renders while this one is written."""
         outcomes, claimed = [], []
         for u in units:
             c = self._claim(u)
@@ -268,20 +276,31 @@ class Worker:
                 outcomes.append(Outcome(u.id, u.kind, "skipped", "already done"))
             else:
                 claimed.append((u, c))
-        try:
-            if claimed:
-                outcomes += self._maco_claimed([u for u, _ in claimed])
-        finally:
+        def release() -> None:
             for _, c in claimed:
                 self._release(c)
-        return outcomes
 
-    def _maco_claimed(self, units: list[Unit]) -> list[Outcome]:
+        try:
+            finish = self._maco_claimed([u for u, _ in claimed]) if claimed else list
+        except BaseException:
+            release()
+            raise
+
+        def done() -> list[Outcome]:
+            try:
+                return outcomes + finish()
+            finally:
+                release()
+
+        return done
+
+    def _maco_claimed(self, units: list[Unit]) -> Callable[[], list[Outcome]]:
         plan = self.plans[units[0].model]
         try:
             m = self.model(plan.name, "concept" if any(u.kind == "concept" for u in units) else "maco")
         except ModelUnavailable as e:
-            return self.record_failures(units, str(e))
+            failed = self.record_failures(units, str(e))
+            return lambda: failed
         objectives, failures = {}, []
         for u in units:
             try:
@@ -289,6 +308,7 @@ class Worker:
             except Exception as e:  # noqa: BLE001 - a broken unit must not stop the batch
                 failures.append(self._record_failure(u, f"{type(e).__name__}: {e}", 1))
         outcomes = list(failures)
+        writes: Pending[tuple[Unit, int, float]] = Pending()
         attempt, todo = 1, list(objectives)
         while todo:
             t = time.perf_counter()
@@ -300,10 +320,13 @@ class Worker:
                 renders = [None] * len(todo)
             seconds = (time.perf_counter() - t) / max(1, len(todo))
             retry = []
+            ok = [(u, r) for u, r in zip(todo, renders) if r is not None and r.finite]
+            scored = self_scores(m, [(u, r) for u, r in ok if u.kind == "maco"])  # device work stays on this thread
             for u, r in zip(todo, renders):
                 if r is not None and r.finite:
-                    save_maco(self.store, plan, u, r, m, objectives[u], seconds, len(todo), self.device, attempt)
-                    outcomes.append(Outcome(u.id, u.kind, "done", seconds=seconds))
+                    writes.add((u, attempt, seconds), self.writer.submit(
+                        save_maco, self.store, plan, u, r, m, objectives[u], seconds, len(todo), self.device, attempt,
+                        scored.get(u.id)))
                 elif attempt <= self.job.retries:
                     retry.append(u)
                 else:
@@ -314,7 +337,19 @@ class Worker:
                 key = objectives[u].key.split("#")[0] + f"#retry{attempt}"
                 objectives[u] = maco.Objective(key, objectives[u].class_index, objectives[u].direction)
             attempt, todo = attempt + 1, retry
-        return outcomes
+
+        def finish() -> list[Outcome]:
+            for (u, tries, secs), error in writes.wait():
+                if error is None:
+                    outcomes.append(Outcome(u.id, u.kind, "done", seconds=secs))
+                elif isinstance(error, StoreError):  # the store cannot be written: no unit can succeed, stop the run
+                    raise error
+                else:
+                    log.warning("%s: writing the result failed: %s", u.id, error)
+                    outcomes.append(self._record_failure(u, f"writing the result failed: {type(error).__name__}: {error}", tries))
+            return outcomes
+
+        return finish
 
     def _objective(self, unit: Unit, m: LoadedModel) -> maco.Objective:
         if unit.kind == "maco":
@@ -410,9 +445,18 @@ def _prune(folder: Path, keep: set[Path], patterns: Iterable[str]) -> None:
                 path.unlink(missing_ok=True)
 
 
+def self_scores(m: LoadedModel, renders: list[tuple[Unit, maco.MacoRender]]) -> dict[str, tuple[float, int]]:
+    """(probability, rank) of each class visualization under its own model, in one batched pass."""
+    if not renders:
+        return {}
+    probs, ranks = maco.classify(m, [r.image for _, r in renders], [u.class_index for u, _ in renders])
+    return {u.id: (p, k) for (u, _), p, k in zip(renders, probs, ranks)}
+
+
 def save_maco(store: Store, plan: ModelPlan, unit: Unit, r: maco.MacoRender, m: LoadedModel, objective: maco.Objective,
-              seconds: float, batch: int, device: str, attempt: int) -> None:
-    """Write the images under new names, then point meta.json at them, then drop the old ones."""
+              seconds: float, batch: int, device: str, attempt: int, self_score: tuple[float, int] | None = None) -> None:
+    """Write the images under new names, then point meta.json at them, then drop the old ones. Touches the device only
+    when a class visualization comes without its `self_score` (see `self_scores`)."""
     settings_hash = plan.unit_hash(unit)
     folder = unit.folder
     tag = settings_hash[:8]
@@ -426,8 +470,10 @@ def save_maco(store: Store, plan: ModelPlan, unit: Unit, r: maco.MacoRender, m: 
         objective=r.objective, attempts=attempt, device=device, versions=_versions(), finished_at=_now(),
     )
     if unit.kind == "maco":
-        probs, ranks = maco.classify(m, [r.image], [unit.class_index])
-        record.self_prob, record.self_rank = probs[0], ranks[0]
+        if self_score is None:
+            (prob,), (rank,) = maco.classify(m, [r.image], [unit.class_index])
+            self_score = (prob, rank)
+        record.self_prob, record.self_rank = self_score
     class_dir = store.class_dir(unit.model, unit.class_index)
     craft_unit = Unit(unit.model, unit.class_index, "craft")
 
@@ -657,6 +703,7 @@ def _run_in_process(job: RenderJob, store: Store, stop: StopFlag, bars: Bars, su
                 return  # reported as undone (exit 1); a later run finishes them
             time.sleep(1.0)
     finally:
+        worker.writer.close()
         worker.release_all()
 
 
@@ -689,13 +736,24 @@ def _render_model(worker: Worker, plan: ModelPlan, store: Store, stop: StopFlag,
     todo = [u for u in pending_units(store, plan, include_failed=include_failed) if u.kind != "craft"
             and (u in units or u.kind == "concept") and not store.claimed_by_live_worker(u)]
     bars.grow(plan.name, len(todo) - sum(u.kind != "craft" for u in units))
-    for batch in _batches(todo, worker.batch_size(worker.model(plan.name, "maco"), plan.maco)):
-        if stop.stopped:
-            return
-        t = time.perf_counter()
-        outcomes = worker.run_maco(batch)
-        _record(store, summary, outcomes, worker.device, len(batch), time.perf_counter() - t, plan.name)
-        bars.advance(plan.name, sum(o.status != "done" for o in outcomes))
+    previous = None  # (batch, start time, finish): written while the next batch renders
+
+    def finish(started: tuple[list[Unit], float, Callable[[], list[Outcome]]] | None) -> None:
+        if started is not None:
+            batch, t, wait = started
+            outcomes = wait()
+            _record(store, summary, outcomes, worker.device, len(batch), time.perf_counter() - t, plan.name)
+            bars.advance(plan.name, sum(o.status != "done" for o in outcomes))
+
+    try:
+        for batch in _batches(todo, worker.batch_size(worker.model(plan.name, "maco"), plan.maco)):
+            if stop.stopped:
+                return
+            t = time.perf_counter()
+            older, previous = previous, (batch, t, worker.start_maco(batch))  # render batch k+1, then finish batch k
+            finish(older)
+    finally:
+        finish(previous)
     bars.finish(plan.name)
 
 
@@ -728,6 +786,7 @@ def _worker_main(job: RenderJob, device: str, tasks: Any, results: Any, stop: An
                 outcomes = worker.record_failures(units, _reason(e))
             results.put(("done", kind, units[0].model, device, len(units), time.perf_counter() - t, outcomes))
     finally:
+        worker.writer.close()
         worker.release_all()
         results.put(("exit", device))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -28,20 +30,73 @@ def test_phase_scaling_leaves_no_bright_corner():
     assert abs(float(corner) - float(img.mean())) < 0.15
 
 
+def keys_of(*seeds: int) -> torch.Tensor:
+    return maco.stream_keys(maco.seed_tensor(list(seeds), torch.device("cpu")), 0, maco.STREAM_BOXES)
+
+
 def test_boxes_stay_inside_and_follow_scale():
-    g = torch.Generator().manual_seed(0)
-    s = MacoSettings(crop_scale=(0.25, 0.5))
-    boxes = maco.sample_boxes(g, 500, s, 100, torch.device("cpu"))
+    s = MacoSettings(crop_scale=(0.25, 0.5), crops=500)
+    boxes = maco.sample_boxes(keys_of(0), s, 100)[0]
     side = boxes[:, 2] - boxes[:, 0]
     assert torch.allclose(side, boxes[:, 3] - boxes[:, 1])
     assert side.min() >= 25 - 1e-4 and side.max() <= 50 + 1e-4
+    assert side.max() - side.min() > 20  # they do spread over the scale
     assert boxes.min() >= 0 and boxes.max() <= 100
 
 
 def test_crops_shape():
-    gens = [torch.Generator().manual_seed(i) for i in range(3)]
-    crops = maco.random_crops(torch.rand(3, 3, 64, 64), gens, SMALL, 32)
+    boxes = maco.sample_boxes(keys_of(0, 1, 2), SMALL, 64)
+    assert boxes.shape == (3, SMALL.crops, 4)
+    crops = maco.random_crops(torch.rand(3, 3, 64, 64), boxes, 32)
     assert crops.shape == (3 * SMALL.crops, 3, 32, 32)
+
+
+def test_splitmix64_matches_a_python_reference():
+    """int64 tensor arithmetic must wrap modulo 2^64 as the hash needs."""
+    def splitmix64(x: int) -> int:
+        m = (1 << 64) - 1
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+        return x ^ (x >> 31)
+
+    inputs = [0, 1, 12345, (1 << 63) - 1, 1 << 63, (1 << 64) - 1, 0x9E3779B97F4A7C15]
+    got = maco.mix64(torch.tensor([maco._signed(x) for x in inputs], dtype=torch.int64)).tolist()
+    assert [g & ((1 << 64) - 1) for g in got] == [splitmix64(x) for x in inputs]
+
+
+def test_counter_draws_have_the_right_moments_and_differ_by_key_and_step():
+    seeds = maco.seed_tensor([1, 2], torch.device("cpu"))
+    inc = maco.counters(200_000, torch.device("cpu"))
+    bits = maco.random_bits(maco.stream_keys(seeds, 0, maco.STREAM_NOISE), inc)
+    u, z = maco.uniform_from_bits(bits, torch.float64), maco.normal_from_bits(bits, torch.float64)
+    n = maco.noise_from_bits_(bits.clone(), torch.float64)
+    assert 0 < u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01 and z.abs().max() < 3.47
+    assert n.shape == (2, 400_000) and abs(n.mean()) < 0.01 and abs(n.var() - (1 + 1 / 12)) < 0.02  # as N(0, 1) + U(-1/2, 1/2)
+    assert n.abs().max() <= 510 * math.sqrt(13 / 12 / 21845) + 1e-9  # 3.59
+    assert abs(torch.corrcoef(torch.stack([n[0, 0::2], n[0, 1::2]]))[0, 1]) < 0.01  # the two values of one word
+    assert abs(torch.corrcoef(z)[0, 1]) < 0.01  # two keys, independent streams
+    later = maco.random_bits(maco.stream_keys(seeds, 1, maco.STREAM_NOISE), inc)
+    assert not torch.equal(bits, later) and (bits == later).float().mean() < 1e-3
+
+
+def test_an_objective_draws_the_same_numbers_in_any_batch():
+    alone = maco.sample_boxes(keys_of(7), SMALL, 64)
+    batched = maco.sample_boxes(keys_of(3, 7, 9), SMALL, 64)
+    assert torch.equal(alone[0], batched[1]) and not torch.equal(batched[0], batched[1])
+    n1 = maco.crop_noise(keys_of(7), SMALL, 16)
+    n3 = maco.crop_noise(keys_of(3, 7, 9), SMALL, 16)
+    assert torch.equal(n1, n3[SMALL.crops : 2 * SMALL.crops])
+
+
+def test_host_work_per_step_does_not_depend_on_the_batch(tiny_model):
+    """Boxes, crops and noise of all objectives come from a fixed number of batched calls: the operator calls the host
+    dispatches per step (profiler, top-level events) are the same for 1 and 32 objectives."""
+    settings = SMALL.model_copy(update={"image_size": 32, "input_size": 32})
+    spec = powerlaw_spectrum()
+    _, one = maco.operator_calls_per_step(tiny_model, [maco.class_objective(1)], settings, spec)
+    _, many = maco.operator_calls_per_step(tiny_model, [maco.class_objective(c) for c in range(32)], settings, spec)
+    assert one == many, f"{one} operator calls per step at B=1, {many} at B=32"
 
 
 def test_objective_seed_depends_on_key_not_batch():
@@ -112,10 +167,12 @@ def test_batched_matches_single_in_float32_on_the_first_steps(tiny_model):
 
 
 def test_optimisation_raises_the_objective(tiny_model):
+    """Summed over three objectives: each one's score is a noisy sample (random crops on a random model)."""
     spec = powerlaw_spectrum()
-    short = maco.render(tiny_model, [maco.class_objective(2)], SMALL.model_copy(update={"steps": 1}), spec)[0]
-    longer = maco.render(tiny_model, [maco.class_objective(2)], SMALL.model_copy(update={"steps": 12}), spec)[0]
-    assert longer.objective > short.objective
+    objectives = [maco.class_objective(c) for c in (1, 2, 3)]
+    short = maco.render(tiny_model, objectives, SMALL.model_copy(update={"steps": 1}), spec)
+    longer = maco.render(tiny_model, objectives, SMALL.model_copy(update={"steps": 12}), spec)
+    assert sum(r.objective for r in longer) > sum(r.objective for r in short)
 
 
 def test_direction_of_wrong_length_is_refused(tiny_model):
@@ -184,3 +241,29 @@ def test_espresso_visualization_is_seen_as_espresso(lite0, zoo, tmp_path):
     (r,) = maco.render(lite0, [maco.class_objective(967)], settings, spec)
     probs, ranks = maco.classify(lite0, [r.image], [967])
     assert ranks[0] == 1, f"espresso ranked {ranks[0]} (p={probs[0]:.3f})"
+
+
+def test_step_mode_comes_from_the_environment_and_is_checked(monkeypatch, tiny_model):
+    from generator.errors import ConfigError
+
+    monkeypatch.delenv(maco.STEP_MODE_ENV, raising=False)
+    assert maco.step_mode() == "eager"
+    monkeypatch.setenv(maco.STEP_MODE_ENV, "reduce-overhead")
+    assert maco.step_mode() == "reduce-overhead" and maco.step_mode("eager") == "eager"
+    monkeypatch.setenv(maco.STEP_MODE_ENV, "fast")
+    with pytest.raises(ConfigError, match="LENS_MACO_STEP=fast"):
+        maco.step_mode()
+    with pytest.raises(ConfigError, match="cuda-graph needs a CUDA device; model 'tiny'"):
+        maco.render(tiny_model, [maco.class_objective(1)], SMALL, powerlaw_spectrum(), mode="cuda-graph")
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_eager(tiny_model):
+    """torch.compile of the step (minutes of compilation on a CPU) gives the eager result up to float32 rounding."""
+    spec = powerlaw_spectrum()
+    objectives = [maco.class_objective(1), maco.class_objective(2)]
+    settings = SMALL.model_copy(update={"steps": 2})
+    eager = maco.render(tiny_model, objectives, settings, spec)
+    compiled = maco.render(tiny_model, objectives, settings, spec, mode="compile")
+    for e, c in zip(eager, compiled):
+        assert abs(e.objective - c.objective) <= 1e-2 * max(1e-2, abs(e.objective))
