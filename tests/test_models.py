@@ -100,7 +100,7 @@ def test_any_architecture_renders_class_maco_concepts_and_concept_macos(arch_zoo
     assert main(["render", "--config", str(arch_zoo), "--classes", "1", "--out", str(out), "--no-progress"]) == 0
     methods = {}
     for name in ARCHS:
-        (meta,) = list(Store(out).iter_metas(name))
+        (meta,) = list(r.to_json_obj() for r in Store(out).iter_meta_records(name))
         assert meta["maco"]["status"] == "done" and meta["craft"]["status"] == "done", (name, meta["craft"])
         assert meta["craft"]["image_selection"] == "all" and len(meta["concepts"]) == 3, name
         methods[name] = meta["craft"]["method"]
