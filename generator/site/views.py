@@ -192,8 +192,9 @@ def maco_view(record: MacoRecord | None, images: ClassImages, role: str = "maco"
     """A MACO part (class or concept): full view (None: the thumbnail is the only view), thumbnail
     and RGBA overlay, or the reason it is missing."""
     problem = part_problem(record, what)
-    if problem or record is None:
-        return ImageView(*reversed(problem or (MISSING, f"{what} not rendered yet")))
+    if problem or record is None:  # part_problem is never None for an absent record
+        state, detail = problem or (MISSING, f"{what} not rendered yet")
+        return ImageView(detail, state)
     files = record.files
     sources = [files.get("image")] + ([files["alpha"]] if files.get("alpha") else [])
     try:
@@ -312,7 +313,8 @@ def craft_view(meta: Meta, images: ClassImages, model: str = "", index: int = 0,
     record = meta.craft
     problem = part_problem(record, "CRAFT")
     if problem or record is None:
-        return CraftView(*reversed(problem or (MISSING, "CRAFT not rendered yet")))
+        state, detail = problem or (MISSING, "CRAFT not rendered yet")
+        return CraftView(detail, state)
     concepts = sorted(meta.concepts, key=concept_order)
     top = max((finite(c.importance) or 0.0 for c in concepts), default=0.0)
     visualized = (record.settings or {}).get("visualize")  # settings are free-form: what the render was given
