@@ -38,6 +38,7 @@ from torch import nn
 from .classes import imagenet_class, parse_class_spec
 from .config import CraftSettings, MacoSettings, ModelEntry, WeightsSource, load_zoo
 from .errors import ConfigError, CraftError, ModelError, StoreError
+from .records import MacoRecord, Meta
 
 __all__ = [
     "Model", "Visualization", "Concept", "CraftResult", "Record", "StoredPicture", "StoredConcept", "Store",
@@ -383,7 +384,7 @@ class StoredPicture:
     error: str | None = None
     image_path: Path | None = None
     alpha_path: Path | None = None
-    record: dict[str, Any] = field(default_factory=dict)  # the meta.json part record, as written
+    record: MacoRecord | None = None  # the meta.json part record (generator/records.py)
 
     @property
     def image(self) -> Image.Image | None:
@@ -418,15 +419,15 @@ class Record:
     maco: StoredPicture
     craft_status: str  # done | failed | missing
     concepts: list[StoredConcept]
-    meta: dict[str, Any]  # meta.json as written (schema in generator/store.py)
+    meta: Meta  # the validated meta.json (schema in generator/records.py)
 
 
-def _picture(folder: Path, rec: dict[str, Any] | None) -> StoredPicture:
-    if not rec:
+def _picture(folder: Path, rec: MacoRecord | None) -> StoredPicture:
+    if rec is None:
         return StoredPicture("missing")
-    files = rec.get("files") or {}
-    if rec.get("status") != "done":
-        return StoredPicture(str(rec.get("status", "missing")), rec.get("error"), record=rec)
+    if not rec.done:
+        return StoredPicture(rec.status, rec.error, record=rec)
+    files = rec.files
     return StoredPicture("done", None, folder / files["image"] if "image" in files else None,
                          folder / files["alpha"] if "alpha" in files else None, rec)
 
@@ -446,7 +447,7 @@ class Store:
         return self._store.models()
 
     def record(self, model: str, class_index: int) -> Record | None:
-        meta = self._store.read_meta(model, class_index)
+        meta = self._store.meta(model, class_index, repair=False)
         return None if meta is None else self._record(model, meta)
 
     def records(self, model: str | None = None, classes: int | str | Sequence[int] | None = None) -> list[Record]:
@@ -454,18 +455,17 @@ class Store:
         wanted = None if classes is None else set(_classes(classes))
         out = []
         for m in [model] if model else self.models():
-            out += [self._record(m, meta) for meta in self._store.iter_metas(m) if wanted is None or meta["class_index"] in wanted]
+            out += [self._record(m, meta) for meta in self._store.iter_meta_records(m, wanted, repair=False)]
         return out
 
-    def _record(self, model: str, meta: dict[str, Any]) -> Record:
-        c = int(meta["class_index"])
+    def _record(self, model: str, meta: Meta) -> Record:
+        c = meta.class_index
         folder = self._store.class_dir(model, c)
-        concepts = [StoredConcept(k["id"], k.get("rank", i + 1), k.get("importance", float("nan")), k.get("logit_share"),
-                                  [folder / crop["file"] for crop in k.get("crops", [])], _picture(folder, k.get("maco")))
-                    for i, k in enumerate(meta.get("concepts") or [])]
-        craft = meta.get("craft") or {}
-        return Record(model, c, imagenet_class(c).name, _picture(folder, meta.get("maco")), craft.get("status", "missing"),
-                      concepts, meta)
+        concepts = [StoredConcept(k.id, k.rank, k.importance if k.importance is not None else float("nan"), k.logit_share,
+                                  [folder / crop.file for crop in k.crops], _picture(folder, k.maco))
+                    for k in meta.concepts]
+        return Record(model, c, imagenet_class(c).name, _picture(folder, meta.maco),
+                      meta.craft.status if meta.craft is not None else "missing", concepts, meta)
 
     def figure(self, classes: int | str | Sequence[int], models: Sequence[str] | None = None, *, overlay: bool = False,
                concepts: int = 0, cell: float = 1.4) -> Any:

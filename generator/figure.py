@@ -19,6 +19,7 @@ from PIL import Image
 
 from .classes import imagenet_class
 from .errors import StoreError
+from .records import MacoRecord
 from .store import Store
 
 MAX_ROWS = 200  # a figure beyond this is not readable; say so instead of drawing for minutes
@@ -33,13 +34,13 @@ class Cell:
     title: str = ""
 
 
-def _load(store: Store, model: str, class_index: int, record: dict[str, Any] | None, overlay: bool) -> Cell:
-    if not record:
+def _load(store: Store, model: str, class_index: int, record: MacoRecord | None, overlay: bool) -> Cell:
+    if record is None:
         return Cell(None, "not rendered")
-    if record.get("status") != "done":
-        return Cell(None, "failed" if record.get("status") == "failed" else "not rendered")
+    if not record.done:
+        return Cell(None, "failed" if record.failed else "not rendered")
     folder = store.class_dir(model, class_index)
-    files = record.get("files") or {}
+    files = record.files
     try:
         rgb = np.asarray(Image.open(folder / files["image"]).convert("RGB"), dtype=np.float32)
         if overlay and files.get("alpha"):
@@ -58,8 +59,8 @@ def figure_cells(store_root: Path, classes: Sequence[int], models: Sequence[str]
     models = [m for m in models if m in present]
     if not models:
         raise StoreError(f"{store_root}: no renders of the selected models (the store holds: {', '.join(sorted(present)) or 'nothing'})")
-    metas = {(m, c): store.read_meta(m, c) for m in models for c in classes}
-    classes = [c for c in classes if any(metas[m, c] for m in models)]
+    metas = {(m, c): store.meta(m, c, repair=False) for m in models for c in classes}
+    classes = [c for c in classes if any(metas[m, c] is not None for m in models)]
     if not classes:
         raise StoreError(f"{store_root}: no renders of the selected classes for {', '.join(models)}")
     if len(classes) > MAX_ROWS:
@@ -68,17 +69,17 @@ def figure_cells(store_root: Path, classes: Sequence[int], models: Sequence[str]
     for c in classes:
         row = []
         for m in models:
-            meta = metas[m, c] or {}
-            cell = _load(store, m, c, meta.get("maco"), overlay)
+            meta = metas[m, c]
+            cell = _load(store, m, c, meta.maco if meta is not None else None, overlay)
             cell.title = m
             row.append(cell)
-            ranked = sorted(meta.get("concepts") or [], key=lambda k: k.get("rank", 1e9))
+            ranked = sorted(meta.concepts, key=lambda k: k.rank) if meta is not None else []
             for k in range(concepts):
                 if k < len(ranked):
-                    cell = _load(store, m, c, ranked[k].get("maco"), overlay)
+                    cell = _load(store, m, c, ranked[k].maco, overlay)
                 else:
-                    craft = meta.get("craft") or {}
-                    cell = Cell(None, "CRAFT failed" if craft.get("status") == "failed" else "no concept")
+                    failed = meta is not None and meta.craft is not None and meta.craft.failed
+                    cell = Cell(None, "CRAFT failed" if failed else "no concept")
                 cell.title = f"concept {k + 1}"
                 row.append(cell)
         rows.append(row)

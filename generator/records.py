@@ -1,7 +1,7 @@
 """Typed store records: the unit of work, `meta.json` and `model.json`, defined once.
 
-Every reader and writer of the store goes through these models: plan, status, workers, quality
-(and the site, which can read `Meta.model_dump(...)` as the same dict layout it reads today).
+Every reader and writer of the store goes through these models: plan, status, workers, quality,
+the site, the Python API (`lens.open_store`), `lens figure` and `lens render --dry-run/--force`.
 
 The unit of work is `Unit(model, class_index, kind, concept)`: kind `maco` (class visualization),
 `craft` (the class's concepts) or `concept` (MACO of concept `concept`'s direction). Its text form
@@ -23,7 +23,8 @@ On disk (JSON, `extra` keys are kept, so newer writers never lose older readers'
       failed: the site shows "no photos were available", status and the run summary count it apart.
     MacoRecord adds "files": {"image", "alpha"}, "seed", "objective_key", "spectrum", "steps",
       "batch_size", "objective", "self_prob", "self_rank", "quality": Quality.
-    CraftRecord adds "files": {"directions"}, "n_images", "image_selection", "nmf_error",
+    CraftRecord adds "files": {"directions"}, "n_images", "image_selection", "nmf_error" (the
+      dictionary's relative reconstruction error), "method" (the dictionary method: nmf, semi-nmf...),
       "timings_s", "images_source", "reason", "deletion", "credits".
     Concept: "id", "rank", "importance", "logit_share", "removal_drop", "crops": [{"file",
       "source", "box", "view_box", "coefficient"}], "attributions": [{"file", "source"}],
@@ -219,7 +220,7 @@ class Meta(_Record):
             raise ValueError(f"{where}: {err['msg']}{more}") from None
 
     def to_json_obj(self) -> dict[str, Any]:
-        """The on-disk dict (same layout the site reads): fields that are None are left out."""
+        """The on-disk dict: fields that are None are left out."""
         out = self.model_dump(mode="json", by_alias=True, exclude_none=True)
         out["schema"] = SCHEMA
         return out

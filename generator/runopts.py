@@ -52,13 +52,13 @@ def _measured(store: Store, plan: ModelPlan) -> tuple[float | None, float | None
     """Median seconds per visualization and per CRAFT class of this model with these settings, and the sample size."""
     maco_settings, craft_settings = plan.maco.model_dump(mode="json"), plan.craft.model_dump(mode="json")
     maco_s, craft_s = [], []
-    for meta in store.iter_metas(plan.name):
-        records = [meta.get("maco")] + [c.get("maco") for c in meta.get("concepts") or []]
-        maco_s += [r["wall_time_s"] for r in records if r and r.get("status") == "done" and r.get("settings") == maco_settings
-                   and isinstance(r.get("wall_time_s"), (int, float))]
-        r = meta.get("craft")
-        if r and r.get("status") == "done" and r.get("settings") == craft_settings and isinstance(r.get("wall_time_s"), (int, float)):
-            craft_s.append(r["wall_time_s"])
+    for meta in store.iter_meta_records(plan.name, repair=False):  # a dry run changes nothing in the store
+        records = [meta.maco] + [c.maco for c in meta.concepts]
+        maco_s += [r.wall_time_s for r in records
+                   if r is not None and r.done and r.settings == maco_settings and r.wall_time_s is not None]
+        r = meta.craft
+        if r is not None and r.done and r.settings == craft_settings and r.wall_time_s is not None:
+            craft_s.append(r.wall_time_s)
     return (statistics.median(maco_s) if maco_s else None, statistics.median(craft_s) if craft_s else None,
             len(maco_s) + len(craft_s))
 

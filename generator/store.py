@@ -153,16 +153,6 @@ class Store:
     def meta_path(self, model: str, class_index: int) -> Path:
         return self.class_dir(model, class_index) / META
 
-    def read_meta(self, model: str, class_index: int) -> dict[str, Any] | None:
-        """The raw dict of meta.json, unvalidated (kept for readers not yet on `meta()`); None if absent."""
-        path = self.meta_path(model, class_index)
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except json.JSONDecodeError as e:
-            raise RuntimeError(f"{path}: corrupt meta.json ({e})") from None
-
     def meta(self, model: str, class_index: int, repair: bool = True) -> Meta | None:
         """The validated meta.json, or None if absent or unusable (then moved aside when `repair`)."""
         return self._load_meta(model, class_index, locked=False, repair=repair)
@@ -224,16 +214,13 @@ class Store:
             return []
         return sorted(int(d.name) for d in base.iterdir() if d.name.isdigit() and len(d.name) == 4 and (d / META).exists())
 
-    def iter_metas(self, model: str) -> Iterator[dict[str, Any]]:
-        """Valid meta.json files of a model, as on-disk dicts (unusable ones are moved aside)."""
-        for meta in self.iter_meta_records(model):
-            yield meta.to_json_obj()
-
-    def iter_meta_records(self, model: str, classes: Iterable[int] | None = None) -> Iterator[Meta]:
+    def iter_meta_records(self, model: str, classes: Iterable[int] | None = None, repair: bool = True) -> Iterator[Meta]:
+        """Valid meta.json records of a model (of `classes` when given); unusable ones are skipped,
+        reported in `problems`, and moved aside when `repair`."""
         wanted = set(classes) if classes is not None else None
         for c in self.class_indices(model):
             if wanted is None or c in wanted:
-                meta = self.meta(model, c)
+                meta = self.meta(model, c, repair=repair)
                 if meta is not None:
                     yield meta
 

@@ -142,8 +142,7 @@ def test_store_records_are_plain_objects(tmp_path):
     store = lens.open_store(root)
     assert store.models() == sorted(DEFAULT_MODELS)
     records = store.records()
-    assert {(r.model, r.class_index) for r in records} == {(m["model"], m["class_index"]) for m in
-                                                           (r.meta for r in records)}
+    assert {(r.model, r.class_index) for r in records} == {(m.model, m.class_index) for m in (r.meta for r in records)}
     some = store.records(model="efficientnet-lite0", classes="0-2")
     assert [r.class_index for r in some] == sorted(r.class_index for r in some) and {r.model for r in some} == {"efficientnet-lite0"}
     done = next(r for r in records if r.maco.status == "done" and r.concepts)

@@ -31,25 +31,25 @@ def test_cells_follow_the_store_and_name_what_is_missing(store):
     for c, row in zip(classes, rows):
         assert len(row) == 3 * len(DEFAULT_MODELS)
         for m, model in enumerate(DEFAULT_MODELS):
-            meta = st.read_meta(model, c)
+            meta = st.meta(model, c, repair=False)
             cls = row[3 * m]
             if meta is None:  # the synthetic store leaves some classes unrendered
                 assert all(cell.image is None for cell in row[3 * m : 3 * m + 3])
                 assert cls.note == "not rendered"
                 continue
-            if meta["maco"]["status"] == "done":
+            if meta.maco.status == "done":
                 assert cls.image is not None and cls.image.shape[2] == 3
-                stored = Image.open(store / model / f"{c:04d}" / meta["maco"]["files"]["image"])
+                stored = Image.open(store / model / f"{c:04d}" / meta.maco.files["image"])
                 assert cls.image.shape[:2] == (stored.height, stored.width)
             else:
                 assert cls.image is None and cls.note == "failed"
-            concepts = sorted(meta.get("concepts") or [], key=lambda k: k["rank"])
+            concepts = sorted(meta.concepts, key=lambda k: k.rank)
             for k, cell in enumerate(row[3 * m + 1 : 3 * m + 3]):
-                if meta["craft"]["status"] == "failed":
+                if meta.craft.status == "failed":
                     assert cell.note == "CRAFT failed"
                 elif k >= len(concepts):
                     assert cell.note == "no concept"
-                elif (concepts[k].get("maco") or {}).get("status") == "done":
+                elif concepts[k].maco is not None and concepts[k].maco.status == "done":
                     assert cell.image is not None
                 else:
                     assert cell.image is None and cell.note in ("failed", "not rendered")

@@ -31,7 +31,7 @@ def test_quality_command_fills_transfer_plausibility_and_accuracy(tmp_path, tiny
     common = ["--config", str(config), "--classes", "1-3", "--out", str(out), "--no-progress"]
     assert main(["render", *common, "--what", "maco", "--model", "tiny"]) == 0
     assert main(["quality", *common, "--model", "tiny", "--device", "cpu"]) == 0
-    for meta in Store(out).iter_metas("tiny"):
+    for meta in (r.to_json_obj() for r in Store(out).iter_meta_records("tiny")):
         q = meta["maco"]["quality"]
         assert set(q["transfer"]) == {"tiny-b"} and 1 <= q["transfer"]["tiny-b"]["rank"] <= 1000
         p = q["plausibility"]
@@ -64,9 +64,9 @@ def test_quality_at_scale_selected_incremental_cached(tmp_path, tiny_images, mon
     assert main(["quality", *common, "--classes", "1,2", "--model", "tiny", "--judges", "tiny-b,tiny-c", "--device", "cpu"]) == 0
     assert sorted(judged) == [("tiny-b", 64, (1, 2)), ("tiny-c", 96, (1, 2))]  # tiny-b's renders and class 3 not scored
     assert len(reads) == 2 * 9  # the 9 reference files (3 unreadable), read once per judge
-    scored = {m["class_index"]: m for m in Store(out).iter_metas("tiny")}
+    scored = {m["class_index"]: m for m in (r.to_json_obj() for r in Store(out).iter_meta_records("tiny"))}
     assert set(scored[1]["maco"]["quality"]["transfer"]) == {"tiny-b", "tiny-c"} and "quality" not in scored[3]["maco"]
-    assert "quality" not in next(Store(out).iter_metas("tiny-b"))["maco"]
+    assert "quality" not in next(r.to_json_obj() for r in Store(out).iter_meta_records("tiny-b"))["maco"]
     assert len(list((out / ".cache" / "quality").glob("*.npz"))) == 2
     judged.clear()
     reads.clear()
@@ -85,7 +85,7 @@ def test_a_judge_that_cannot_load_is_skipped(tmp_path, tiny_images):
     common = ["--config", str(config), "--out", str(out), "--no-progress", "--classes", "1", "--model", "tiny"]
     assert main(["render", *common, "--what", "maco"]) == 0
     assert main(["quality", *common, "--judges", "gone,tiny-b", "--device", "cpu"]) == 1
-    q = next(Store(out).iter_metas("tiny"))["maco"]["quality"]
+    q = next(r.to_json_obj() for r in Store(out).iter_meta_records("tiny"))["maco"]["quality"]
     assert set(q["transfer"]) == {"tiny-b"} and "key" not in q  # partial: scored again by the next run
 
 
@@ -104,7 +104,8 @@ def test_quality_goes_on_past_an_unusable_meta_json(tmp_path, tiny_images, capsy
     capsys.readouterr()
     assert main(["quality", *common, "--judges", "tiny-b", "--device", "cpu"]) == 0
     assert "0002/meta.json: unusable meta.json" in capsys.readouterr().out
-    assert [m["class_index"] for m in Store(out).iter_metas("tiny") if "quality" in m["maco"]] == [1]
+    assert [m.class_index for m in Store(out).iter_meta_records("tiny") if m.maco.quality is not None] == [1]
+
 
 
 def test_each_judge_sees_renders_at_its_own_input_size_and_normalisation(tmp_path):

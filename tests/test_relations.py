@@ -3,7 +3,6 @@ per-image importance, important concepts, 2-D layouts, the cache, and the chart'
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store  # noqa: E402
 from generator.site import relations as R  # noqa: E402
 from generator.site.views import ConceptView, ImageView, importance_chart  # noqa: E402
+from generator.store import Store  # noqa: E402
 
 # ----------------------------------------------------------------------------- similarity
 
@@ -154,7 +154,7 @@ def test_chart_bounds_sobol_estimates_above_one_and_says_how_many():
 def test_model_relations_read_the_store_and_reuse_the_cache(tmp_path):
     store = write_synthetic_store(tmp_path / "store", 6, DEFAULT_MODELS[:1])
     model = DEFAULT_MODELS[0]
-    metas = {i: json.loads((store / model / f"{i:04d}" / "meta.json").read_text()) for i in range(6)}
+    metas = {i: Store(store).meta(model, i) for i in range(6)}
     first = R.model_relations(model, store, metas, tmp_path / "cache")
     assert first.recomputed and first.head is not None and first.head.kind == "linear"
     n = len(first.owner)
@@ -167,10 +167,11 @@ def test_model_relations_read_the_store_and_reuse_the_cache(tmp_path):
     assert not again.recomputed and np.array_equal(again.xy, first.xy) and np.array_equal(again.similar, first.similar)
 
     # One class's CRAFT changes: only it is re-read, and the global parts are recomputed.
-    metas[1]["craft"]["finished_at"] = "2026-01-01T00:00:00Z"
-    vectors = np.load(store / model / "0001" / metas[1]["craft"]["files"]["directions"])
-    (store / model / "0001" / metas[1]["craft"]["files"]["directions"]).unlink()
-    np.save(store / model / "0001" / metas[1]["craft"]["files"]["directions"], vectors[::-1].copy())
+    metas[1].craft.finished_at = "2026-01-01T00:00:00Z"
+    directions = store / model / "0001" / metas[1].craft.files["directions"]
+    vectors = np.load(directions)
+    directions.unlink()
+    np.save(directions, vectors[::-1].copy())
     changed = R.model_relations(model, store, metas, tmp_path / "cache")
     assert changed.recomputed
     assert np.array_equal(changed.classes[1].vectors, vectors[::-1]) and changed.classes[0] is not None
@@ -179,8 +180,8 @@ def test_model_relations_read_the_store_and_reuse_the_cache(tmp_path):
 def test_a_class_without_per_image_records_still_has_similar_concepts(tmp_path):
     store = write_synthetic_store(tmp_path / "store", 3, DEFAULT_MODELS[:1])
     model = DEFAULT_MODELS[0]
-    metas = {i: json.loads((store / model / f"{i:04d}" / "meta.json").read_text()) for i in range(3)}
-    del metas[0]["craft"]["files"]["per_image"]  # a render from before per-image records
+    metas = {i: Store(store).meta(model, i) for i in range(3)}
+    del metas[0].craft.files["per_image"]  # a render from before per-image records
     (store / model / "head.npz").unlink()
     rel = R.model_relations(model, store, metas, tmp_path / "cache")
     assert rel.head is None and rel.aligned is None

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store  # noqa: E402
 from generator import site  # noqa: E402
 from generator.config import ModelEntry, ZooFile, load_zoo  # noqa: E402
+from generator.records import Meta, ModelCard  # noqa: E402
 from generator.site import views as views_  # noqa: E402
 from generator.store import encode_png  # noqa: E402
 
@@ -306,6 +307,24 @@ def test_missing_file_and_corrupt_meta_become_placeholders(zoo, own_store, tmp_p
     assert report.classes == 4
 
 
+def test_a_meta_json_that_does_not_validate_is_a_placeholder_and_stays_where_it_is(zoo, own_store, tmp_path):
+    """The site reads typed records without repairing: a wrong-shaped meta.json is left in place
+    (the store may be read-only), visitors see a neutral placeholder, the report one line."""
+    model = DEFAULT_MODELS[0]
+    path = own_store / model / "0003" / "meta.json"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "concepts": [{"id": "first", "rank": 0}]}))
+    before = path.read_bytes()
+    out = tmp_path / "site"
+    report = site.build_site(zoo, own_store, out, progress=False, cache_dir=tmp_path / "cache", models=[model])
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.glob("meta.json*")) == ["meta.json"]
+    [line] = [p for p in report.problems if p.startswith(f"{model} 0003:")]
+    assert line.startswith(f"{model} 0003: meta.json unreadable") and "concepts.0" in line and "\n" not in line
+    html = page(out, 3)
+    assert 'data-state="unavailable">This picture is not available.' in html and "concepts.0" not in html
+    assert "meta.json unreadable" in (out / "models" / f"{model}.html").read_text()
+
+
 # ----------------------------------------------------------------------------- security
 
 
@@ -400,10 +419,19 @@ def test_refuses_to_overwrite_a_folder_it_did_not_build(zoo, own_store, tmp_path
 # ----------------------------------------------------------------------------- data for the templates
 
 
+def _meta(model: str = "a", index: int = 0, **parts) -> Meta:
+    """A typed meta.json record; part records get a settings hash unless they name one."""
+    for key in ("maco", "craft"):
+        if key in parts:
+            parts[key] = {"settings_hash": "h", **parts[key]}
+    return Meta.from_json_obj({"schema": 2, "model": model, "class_index": index, "wnid": "n0", "class_name": "x", **parts})
+
+
 def test_figures_table_has_one_column_per_model_and_skips_empty_rows():
-    meta_a = {"maco": {"status": "done", "self_prob": 0.5, "self_rank": 1, "settings": {"steps": 8},
-                       "quality": {"transfer": {"b": {"rank": 3, "prob": 0.2}}, "plausibility": {"margin": 0.1}}},
-              "craft": {"status": "failed", "error": "x"}}
+    meta_a = _meta(maco={"status": "done", "self_prob": 0.5, "self_rank": 1, "settings": {"steps": 8},
+                         "quality": {"transfer": {"b": {"rank": 3, "prob": 0.2}},
+                                     "plausibility": {"model": "b", "same_class": 0.3, "other_classes": 0.2, "margin": 0.1}}},
+                   craft={"status": "failed", "error": "x"})
     sections = site.figures_table(["a", "b"], [meta_a, None])
     by_title = {s.title: {r.label: r.cells for r in s.rows} for s in sections}
     assert by_title["MACO"]["probability of the class"] == ["0.5", "—"]
@@ -413,17 +441,28 @@ def test_figures_table_has_one_column_per_model_and_skips_empty_rows():
     assert by_title["MACO settings"]["steps"] == ["8", "—"]
 
 
+def test_figures_table_names_the_dictionary_method():
+    meta = _meta(craft={"status": "done", "method": "semi-nmf", "nmf_error": 0.25})
+    rows = {r.label: r.cells for s in site.figures_table(["a"], [meta]) for r in s.rows if s.title == "CRAFT"}
+    assert rows["dictionary method"] == ["semi-nmf"] and rows["dictionary reconstruction error"] == ["0.25"]
+    assert "NMF relative error" not in rows
+
+
 def test_model_summary_quality_figures():
+    def plausibility(margin: float) -> dict:
+        return {"model": "b", "same_class": margin, "other_classes": 0.0, "margin": margin}
+
     metas_ = [
-        {"maco": {"status": "done", "self_rank": 1, "wall_time_s": 3600,
-                  "quality": {"transfer": {"b": {"rank": 2}, "c": {"rank": 9}}, "plausibility": {"margin": 0.2}}},
-         "craft": {"status": "done", "nmf_error": 0.3, "deletion": {"auc_importance": 0.2, "auc_random": 0.5}}},
-        {"maco": {"status": "done", "self_rank": 4, "quality": {"plausibility": {"margin": 0.4}}},
-         "craft": {"status": "failed", "error": "x"}},
-        {"maco": {"status": "failed", "error": "oom"}},
+        _meta(index=0, maco={"status": "done", "self_rank": 1, "wall_time_s": 3600,
+                             "quality": {"transfer": {"b": {"rank": 2, "prob": 0.1}, "c": {"rank": 9, "prob": 0.01}},
+                                         "plausibility": plausibility(0.2)}},
+              craft={"status": "done", "method": "nmf", "nmf_error": 0.3, "deletion": {"auc_importance": 0.2, "auc_random": 0.5}}),
+        _meta(index=1, maco={"status": "done", "self_rank": 4, "quality": {"plausibility": plausibility(0.4)}},
+              craft={"status": "failed", "error": "x"}),
+        _meta(index=2, maco={"status": "failed", "error": "oom"}),
     ]
-    card = {"arch": "resnet50", "params": 25_557_032, "weights": "timm:a1_in1k",
-            "accuracy": {"top1": 0.8, "n_images": 50000, "source": "ImageNet val"}}
+    card = ModelCard(name="m", arch="resnet50", params=25_557_032, weights="timm:a1_in1k",
+                     accuracy={"top1": 0.8, "n_images": 50000, "source": "ImageNet val"})
     s = site.model_summary("m", card, metas_)
     figures = {f.label: f.value for f in s.figures}
     assert figures["MACO done / failed"] == "2 / 1"
@@ -431,7 +470,7 @@ def test_model_summary_quality_figures():
     assert figures["MACO images in another model's top 5 (transfer)"] == "50.0 %"
     assert figures["mean plausibility margin"] == "0.3"
     assert figures["mean CRAFT deletion AUC, by importance"] == "0.2"
-    assert figures["mean NMF relative error"] == "0.3"
+    assert figures["mean dictionary reconstruction error"] == "0.3" and figures["dictionary method"] == "nmf"
     rows = {r.label: r.value for r in s.card}
     assert rows["parameters"] == "25.56 M"
     assert rows["measured top-1 accuracy"] == "80.0 % on 50000 images (ImageNet val)"
@@ -476,8 +515,9 @@ def test_class_page_has_overlay_toggle_switcher_and_neighbours(built):
 
 
 def test_credits_from_meta_and_demo_sources():
-    meta = {"craft": {"credits": ["photo A, CC BY 2.0"]},
-            "concepts": [{"crops": [{"source": "demo/china"}], "attributions": [{"source": "n0/x.JPEG"}]}]}
+    meta = _meta(craft={"status": "done", "credits": ["photo A, CC BY 2.0"]},
+                 concepts=[{"id": 0, "rank": 1, "crops": [{"file": "c.jpg", "source": "demo/china"}],
+                            "attributions": [{"file": "a.jpg", "source": "n0/x.JPEG"}]}])
     credits = site.photo_credits(meta)
     assert "photo A, CC BY 2.0" in credits and any("danielbuechele" in c for c in credits)
 

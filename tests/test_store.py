@@ -56,7 +56,7 @@ def test_concurrent_meta_updates_lose_nothing(tmp_path):
         p.start()
     for p in procs:
         p.join()
-    meta = Store(tmp_path).read_meta("m", 1)
+    meta = Store(tmp_path).meta("m", 1).to_json_obj()
     assert meta == {"schema": SCHEMA, "model": "m", "class_index": 1, "wnid": "n01443537", "class_name": meta["class_name"],
                     "concepts": [], "k0": 25, "k1": 25, "k2": 25, "k3": 25}
 

@@ -30,7 +30,7 @@ def render(config: Path, out: Path, *extra: str) -> int:
 
 
 def metas(out: Path) -> dict[int, dict]:
-    return {m["class_index"]: m for m in Store(out).iter_metas("tiny")}
+    return {m["class_index"]: m for m in (r.to_json_obj() for r in Store(out).iter_meta_records("tiny"))}
 
 
 def assert_complete(out: Path, classes=(1, 2, 3)) -> None:
@@ -308,7 +308,7 @@ def test_a_model_that_cannot_load_fails_its_units_once_and_the_others_go_on(tmp_
                          "--what", "maco")
     assert code == 1
     assert all(m["maco"]["status"] == "done" for m in metas(out).values())
-    broken = {m["class_index"]: m for m in Store(out).iter_metas("broken")}
+    broken = {m["class_index"]: m for m in (r.to_json_obj() for r in Store(out).iter_meta_records("broken"))}
     assert sorted(broken) == [1, 2]
     for m in broken.values():
         assert m["maco"]["status"] == "failed" and m["maco"]["attempts"] == 1 and "missing.safetensors" in m["maco"]["error"]
@@ -322,7 +322,7 @@ def test_what_maco_never_needs_the_concept_layer(tmp_path, tiny_images, capsys):
     assert run_cli(capsys, "render", *common, "--what", "maco")[0] == 0
     code, text = run_cli(capsys, "render", *common)  # CRAFT needs the layer: only CRAFT fails, with the reason
     assert code == 1
-    meta = next(Store(out).iter_metas("badlayer"))
+    meta = next(r.to_json_obj() for r in Store(out).iter_meta_records("badlayer"))
     assert meta["maco"]["status"] == "done"
     assert meta["craft"]["status"] == "failed" and "concept_layer" in meta["craft"]["error"] and meta["craft"]["attempts"] == 1
     assert "Traceback" not in text

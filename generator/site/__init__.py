@@ -23,14 +23,14 @@ from .build import build_site
 from .images import ClassImages, ImagePlan, place_images
 from .pages import class_index_json, example_figure, shell_context, write_class_pages
 from .paths import INDEX_FILE, MARKER_FILE, TEMPLATES, SourceError, is_model_slug, site_path, write_if_changed
-from .reading import UNREADABLE, class_info, model_card, read_meta, rendered_classes, select_models
+from .reading import Unreadable, class_info, model_card, read_meta, rendered_classes, select_models
 from .report import SiteReport
 from .serving import make_server, serve
 from .shell import BODY_MARK, CHROME_PAGE, EXAMPLE_ENTRY, TITLE_MARK, field_reference
 from .views import bar, figures_table, fmt, model_class_view, model_summary, photo_credits, short_name
 
 __all__ = [
-    "BODY_MARK", "CHROME_PAGE", "EXAMPLE_ENTRY", "INDEX_FILE", "MARKER_FILE", "TEMPLATES", "TITLE_MARK", "UNREADABLE",
+    "BODY_MARK", "CHROME_PAGE", "EXAMPLE_ENTRY", "INDEX_FILE", "MARKER_FILE", "TEMPLATES", "TITLE_MARK", "Unreadable",
     "ClassImages", "ImagePlan", "SiteError", "SiteReport", "SourceError", "bar", "build_site", "class_index_json",
     "class_info", "example_figure", "field_reference", "figures_table", "fmt", "is_model_slug", "make_server",
     "model_card", "model_class_view", "model_summary", "photo_credits", "place_images", "read_meta",

@@ -11,9 +11,10 @@ from markupsafe import escape
 
 from ..classes import ImageNetClass
 from ..config import Zoo
+from ..records import Meta
 from ..store import Store
 from .paths import INDEX_SCRIPT, site_path, write_if_changed
-from .reading import UNREADABLE, Meta, model_card
+from .reading import Unreadable, model_card
 from .relations import SIMILARITY_THRESHOLD
 from .report import SiteReport
 from .shell import EXAMPLE_ENTRY, TITLE_MARK, field_reference
@@ -23,16 +24,16 @@ from .views import Item, ModelClassView, figures_table, model_summary, photo_cre
 Views = dict[int, list[ModelClassView]]  # class index -> one view per model, in model order
 
 
-def shell_context(zoo: Zoo, store: Store, model_names: list[str], metas: dict[tuple[str, int], Meta | None],
+def shell_context(zoo: Zoo, store: Store, model_names: list[str], metas: dict[tuple[str, int], Meta | Unreadable | None],
                   infos: dict[int, ImageNetClass], views: Views) -> dict[str, Any]:
     summaries = []
     for pos, m in enumerate(model_names):
-        ms = [meta for (mm, _), meta in sorted(metas.items()) if mm == m and meta and UNREADABLE not in meta]
+        ms = [meta for (mm, _), meta in sorted(metas.items()) if mm == m and isinstance(meta, Meta)]
         summary = model_summary(m, model_card(zoo, store, m), ms)
         summary.problems = [Item(infos[i].slug, redact_paths(p, str(store.root))) for i, vs in views.items()
                             for p in view_problems(vs[pos])]
         summaries.append(summary)
-    credits = sorted({c for meta in metas.values() if meta for c in photo_credits(meta)})
+    credits = sorted({c for meta in metas.values() if isinstance(meta, Meta) for c in photo_credits(meta)})
     return {
         "title": zoo.data.title,
         "models": summaries,
@@ -84,6 +85,10 @@ def class_search_docs(infos: dict[int, ImageNetClass]) -> list[dict[str, str]]:
              "text": f"{c.name} · {c.wnid} · ImageNet class {i} ({c.slug})"} for i, c in infos.items()]
 
 
+def _valid(meta: Meta | Unreadable | None) -> Meta | None:
+    return meta if isinstance(meta, Meta) else None
+
+
 def page_html(head: str, tail: str, title: str, body: str) -> bytes:
     """A Jinja body placed into the shell's chrome, with its title."""
     safe_title = str(escape(title))
@@ -91,7 +96,7 @@ def page_html(head: str, tail: str, title: str, body: str) -> bytes:
 
 
 def write_class_pages(out_dir: Path, head: str, tail: str, model_names: list[str],
-                      metas: dict[tuple[str, int], Meta | None], infos: dict[int, ImageNetClass],
+                      metas: dict[tuple[str, int], Meta | Unreadable | None], infos: dict[int, ImageNetClass],
                       views: Views, report: SiteReport) -> set[str]:
     template = jinja_env().get_template("class.html")
     order = list(infos)
@@ -102,7 +107,7 @@ def write_class_pages(out_dir: Path, head: str, tail: str, model_names: list[str
             cls=info, models=views[i],
             prev=infos[order[pos - 1]] if pos > 0 else None,
             next=infos[order[pos + 1]] if pos + 1 < len(order) else None,
-            figures=figures_table(model_names, [metas.get((m, i)) for m in model_names]),
+            figures=figures_table(model_names, [_valid(metas.get((m, i))) for m in model_names]),
         )
         name = f"{info.slug}.html"
         # The chrome's canonical link (set with site_url) names the chrome page: make it this page's.

@@ -5,19 +5,22 @@ names). Guarantee: an unreadable meta.json never stops a build; it becomes a pla
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
+from dataclasses import dataclass
 
 from ..classes import NUM_CLASSES, ImageNetClass, all_classes
 from ..config import ModelEntry, Zoo
+from ..records import Meta, ModelCard
 from ..store import META, Store
 from .paths import is_model_slug
 from .report import SiteReport
 
-UNREADABLE = "_unreadable"  # key of the stand-in for a meta.json that cannot be read
 
-Meta = dict[str, Any]  # one class's meta.json (schema at the top of generator/store.py)
+@dataclass(frozen=True)
+class Unreadable:
+    """Stand-in for a meta.json that exists but does not validate (shown as a neutral placeholder)."""
+
+    problem: str  # one line for the build report and the model page (paths are redacted there)
 
 
 def class_info(index: int, meta: Meta | None = None) -> ImageNetClass:
@@ -25,22 +28,21 @@ def class_info(index: int, meta: Meta | None = None) -> ImageNetClass:
     return all_classes()[index]
 
 
-def read_meta(store: Store, model: str, index: int) -> Meta | None:
-    """meta.json, or {UNREADABLE: why} when it cannot be read (shown as a placeholder).
+def read_meta(store: Store, model: str, index: int) -> Meta | Unreadable | None:
+    """The validated meta.json, Unreadable(why) when it does not validate, None when absent.
 
-    The only read of meta.json in the site: switching to typed records changes this function."""
-    try:
-        meta = store.read_meta(model, index)
-    except (RuntimeError, OSError, UnicodeDecodeError) as e:
-        return {UNREADABLE: f"meta.json unreadable: {e}"}
-    if meta is not None and not isinstance(meta, dict):
-        return {UNREADABLE: "meta.json is not a JSON object"}
+    Never repairs: the site builds from a read-only store and leaves unusable files where they are."""
+    before = len(store.problems)
+    meta = store.meta(model, index, repair=False)
+    if meta is None and len(store.problems) > before:
+        line = store.problems[-1].removeprefix(f"{store.meta_path(model, index)}: ")
+        return Unreadable(f"meta.json unreadable: {line}")
     return meta
 
 
-def read_metas(store: Store, models: list[str], wanted: set[int] | None) -> dict[tuple[str, int], Meta | None]:
+def read_metas(store: Store, models: list[str], wanted: set[int] | None) -> dict[tuple[str, int], Meta | Unreadable | None]:
     """meta.json of every rendered (model, class), restricted to `wanted` classes when given."""
-    metas: dict[tuple[str, int], Meta | None] = {}
+    metas: dict[tuple[str, int], Meta | Unreadable | None] = {}
     for m in models:
         for i in rendered_classes(store, m):
             if wanted is None or i in wanted:
@@ -75,19 +77,16 @@ def select_models(zoo: Zoo, store: Store, requested: list[str] | None, report: S
     return chosen
 
 
-def model_card(zoo: Zoo, store: Store, model: str) -> dict[str, Any]:
-    """model.json written by the renderer, completed from models.yaml (whose description wins)."""
-    try:
-        card = json.loads((store.root / model / "model.json").read_text())
-        card = card if isinstance(card, dict) else {}
-    except (OSError, json.JSONDecodeError):
-        card = {}
+def model_card(zoo: Zoo, store: Store, model: str) -> ModelCard:
+    """model.json written by the renderer, completed from models.yaml (whose description wins).
+    An absent or unusable model.json gives a card from models.yaml alone."""
+    card = store.model_card(model) or ModelCard(name=model)
     entry: ModelEntry | None = zoo.models.get(model)
     if entry is not None:
         # The card says what was rendered; only the description is prose users edit later.
-        card["description"] = entry.description or card.get("description")
-        card.setdefault("arch", entry.arch)
-        card.setdefault("weights", entry.weights.describe())
-        card.setdefault("concept_layer", entry.concept_layer)
-        card.setdefault("key_map", entry.key_map)
+        card.description = entry.description or card.description
+        card.arch = card.arch if card.arch is not None else entry.arch
+        card.weights = card.weights if card.weights is not None else entry.weights.describe()
+        card.concept_layer = card.concept_layer if card.concept_layer is not None else entry.concept_layer
+        card.key_map = card.key_map if card.key_map is not None else entry.key_map
     return card

@@ -50,9 +50,10 @@ from typing import Any
 
 import numpy as np
 
+from ..records import Meta
 from ..store import atomic_write_bytes
 from .paths import store_rel
-from .reading import UNREADABLE, Meta
+from .reading import Unreadable
 
 # Cosine of concept vectors. On 50 classes of efficientnet-lite0 (benchmarks/relations_sanity.py) the
 # cross-class cosines have median 0.26 and 99th percentile 0.51 (non-negative vectors: never near 0);
@@ -230,26 +231,24 @@ def read_head(model_dir: Path) -> Head | None:
     return Head(weight, kind, f"{st.st_size}:{st.st_mtime_ns}")
 
 
-def class_key(meta: Meta) -> str | None:
+def class_key(meta: Meta | Unreadable | None) -> str | None:
     """What decides a class's relations: its CRAFT record's identity. None: no concepts."""
-    if not meta or UNREADABLE in meta:
+    if not isinstance(meta, Meta):
         return None
-    craft = meta.get("craft")
-    if not isinstance(craft, dict) or craft.get("status") != "done" or not isinstance(craft.get("files"), dict):
+    craft = meta.craft
+    if craft is None or not craft.done or not craft.files.get("directions"):
         return None
-    if not craft["files"].get("directions"):
-        return None
-    return json.dumps([craft.get("settings_hash"), craft.get("finished_at"), craft["files"]], sort_keys=True)
+    return json.dumps([craft.settings_hash, craft.finished_at, craft.files], sort_keys=True)
 
 
 def read_class(class_dir: Path, index: int, meta: Meta, key: str) -> ClassConcepts | None:
     """The concept vectors and per-image records of one class, or None when they cannot be read."""
-    files = meta["craft"]["files"]
+    files = meta.craft.files if meta.craft is not None else {}
     try:
         vectors = np.load(class_dir / store_rel(files["directions"]), allow_pickle=False).astype(np.float32)
     except (OSError, ValueError):
         return None
-    ids = sorted(int(c["id"]) for c in meta.get("concepts") or [] if isinstance(c, dict) and isinstance(c.get("id"), int))
+    ids = sorted(c.id for c in meta.concepts)
     if vectors.ndim != 2 or len(ids) != len(vectors):
         ids = list(range(len(vectors))) if vectors.ndim == 2 else []
         if not ids:
@@ -270,7 +269,7 @@ def read_class(class_dir: Path, index: int, meta: Meta, key: str) -> ClassConcep
             cc.coefficients = cc.sobol = None
             cc.problem = f"per-image records unreadable ({type(e).__name__})"
     thumbs = files.get("thumbs")
-    cc.thumbs = thumbs if isinstance(thumbs, str) and thumbs else None
+    cc.thumbs = thumbs or None
     return cc
 
 
@@ -301,7 +300,7 @@ class ModelRelations:
         self._numbers = {(int(i), int(k)): n for n, (i, k) in enumerate(zip(self.owner, self.concept_id))}
 
 
-def model_relations(model: str, store_root: Path, metas: dict[int, Meta | None], cache_dir: Path) -> ModelRelations:
+def model_relations(model: str, store_root: Path, metas: dict[int, Meta | Unreadable | None], cache_dir: Path) -> ModelRelations:
     """Read (or take from the cache) every class's concepts, then the global parts."""
     import time
 
@@ -311,7 +310,7 @@ def model_relations(model: str, store_root: Path, metas: dict[int, Meta | None],
     head = read_head(store_root / model)
     classes: dict[int, ClassConcepts] = {}
     for index, meta in sorted(metas.items()):
-        key = class_key(meta) if meta else None
+        key = class_key(meta)
         if key is None:
             continue
         cc = cached.get(index) if cached else None

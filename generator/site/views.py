@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..images import CREDITS
+from ..records import Attribution, Concept, CraftRecord, MacoRecord, Meta, ModelCard, PartRecord
 from ..webp import STRIP_CROPS, STRIP_HEATMAPS, output_size
 from .images import ClassImages
 from .paths import SourceError
-from .reading import UNREADABLE, Meta
+from .reading import Unreadable
 
 # ----------------------------------------------------------------------------- formatting
 
@@ -57,8 +58,9 @@ def redact_paths(text: str, store_root: str | None = None) -> str:
     return _ABS_DIRS.sub("…/", text)
 
 
-def num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+def finite(value: float | None) -> float | None:
+    """The value, or None when it is absent or not a finite number (NaN is not shown as a figure)."""
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def pct(value: float | None) -> str:
@@ -68,18 +70,6 @@ def pct(value: float | None) -> str:
 def _mean(values: Iterable[float | None]) -> float | None:
     vs = [v for v in values if v is not None]
     return statistics.fmean(vs) if vs else None
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def is_index(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def bar(value: float | None, top: float) -> float:
@@ -95,17 +85,15 @@ MISSING, FAILED, UNAVAILABLE, NO_IMAGES, NO_CONCEPTS, NOT_VISUALIZED = (
     "missing", "failed", "unavailable", "no-images", "no-concepts", "not-visualized")
 
 
-def part_problem(record: Any, what: str) -> tuple[str, str] | None:
+def part_problem(record: PartRecord | None, what: str) -> tuple[str, str] | None:
     """(state, detail) of a part that cannot be shown, or None when it is done."""
-    if not isinstance(record, dict):
+    if record is None:
         return MISSING, f"{what} not rendered yet"
-    status = record.get("status")
-    if status == "failed":
-        return FAILED, f"{what} failed: {record.get('error') or 'no error message recorded'}"
-    if status == NO_IMAGES:
-        return NO_IMAGES, f"{what}: {record.get('reason') or 'no usable image of this class'}"
-    if status != "done":
-        return UNAVAILABLE, f"{what} not finished (status {fmt(status)})"
+    if record.status == "failed":
+        return FAILED, f"{what} failed: {record.error or 'no error message recorded'}"
+    if record.status == NO_IMAGES:
+        reason = record.reason if isinstance(record, CraftRecord) else None
+        return NO_IMAGES, f"{what}: {reason or 'no usable image of this class'}"
     return None
 
 
@@ -199,14 +187,15 @@ class ModelClassView:
     craft: CraftView
 
 
-def maco_view(record: Any, images: ClassImages, role: str = "maco", what: str = "MACO",
+def maco_view(record: MacoRecord | None, images: ClassImages, role: str = "maco", what: str = "MACO",
               overlay_variant: str = "overlay", full_variant: str | None = "full") -> ImageView:
     """A MACO part (class or concept): full view (None: the thumbnail is the only view), thumbnail
     and RGBA overlay, or the reason it is missing."""
     problem = part_problem(record, what)
-    if problem:
-        return ImageView(problem[1], problem[0])
-    files = as_dict(record.get("files"))
+    if problem or record is None:  # part_problem is never None for an absent record
+        state, detail = problem or (MISSING, f"{what} not rendered yet")
+        return ImageView(detail, state)
+    files = record.files
     sources = [files.get("image")] + ([files["alpha"]] if files.get("alpha") else [])
     try:
         thumb = images.add(f"{role}-t", "thumb", sources[:1])
@@ -218,8 +207,8 @@ def maco_view(record: Any, images: ClassImages, role: str = "maco", what: str = 
             png=images.add(f"{role}-png", "png", sources) if images.plan.full_res else None,
             size=images.size(full_variant or "thumb", sources[:1]),
             thumb_size=images.size("thumb", sources[:1]),
-            self_prob=num(record.get("self_prob")),
-            self_rank=record.get("self_rank"),
+            self_prob=finite(record.self_prob),
+            self_rank=record.self_rank,
         )
     except SourceError as e:
         return ImageView(f"{what} image unavailable: {e}", UNAVAILABLE)
@@ -229,44 +218,51 @@ def strip_size(n: int) -> tuple[int, int]:
     return output_size("strip", (0, 0), n)
 
 
-def concept_view(concept: dict[str, Any], rank: int, images: ClassImages, top_importance: float,
+def concept_view(concept: Concept, rank: int, images: ClassImages, top_importance: float,
                  visualized: int | None = None, page: str = "") -> ConceptView:
     """`visualized`: how many top concepts this render visualizes (CRAFT's `visualize`; None: all)."""
-    role = f"c{int(concept['id'])}"
-    importance, share = num(concept.get("importance")), num(concept.get("logit_share"))
+    role = f"c{concept.id}"
+    importance, share = finite(concept.importance), finite(concept.logit_share)
     view = ConceptView(
-        id=int(concept["id"]), rank=rank,
+        id=concept.id, rank=rank,
         importance=fmt(importance), importance_pct=bar(importance, top_importance),
         logit_share=None if share is None else pct(share), logit_pct=bar(None if share is None else abs(share), 1.0),
         # Concepts show as thumbnails and have no larger view: ten of them would double a class's weight
         # (the budget in generator/webp.py); the full-resolution PNG is the larger view when published.
-        vis=maco_view(concept.get("maco"), images, role, "Concept visualization", "overlay-thumb", None),
+        vis=maco_view(concept.maco, images, role, "Concept visualization", "overlay-thumb", None),
         page=page, sobol=importance, share=share,
     )
-    if concept.get("maco") is None and visualized is not None and rank > visualized:
+    if concept.maco is None and visualized is not None and rank > visualized:
         view.vis = ImageView(f"not visualized: these settings visualize the top {visualized} concepts (craft.visualize)",
                              NOT_VISUALIZED, limit=visualized)
-    crops = [c.get("file") for c in as_list(concept.get("crops")) if isinstance(c, dict)][:STRIP_CROPS]
+    crops = [c.file for c in concept.crops][:STRIP_CROPS]
     if crops:
         try:
             view.crops, view.n_crops = images.add(f"{role}-crops", "strip", crops), len(crops)
             view.crops_size = strip_size(len(crops))
         except SourceError as e:
             view.problems.append(f"crops unavailable: {e}")
-    heatmaps = [a for a in as_list(concept.get("attributions")) if isinstance(a, dict)][:STRIP_HEATMAPS]
-    view.heatmap_sources = ", ".join(str(a.get("source") or "?") for a in heatmaps)
+    heatmaps = concept.attributions[:STRIP_HEATMAPS]
+    view.heatmap_sources = ", ".join(a.source or "?" for a in heatmaps)
     if heatmaps:
         try:
-            view.heatmaps = images.add(f"{role}-heat", "strip", [a.get("file") for a in heatmaps])
+            view.heatmaps = images.add(f"{role}-heat", "strip", [a.file for a in heatmaps])
             view.heatmaps_size = strip_size(len(heatmaps))
         except SourceError as e:
             view.problems.append(f"attribution heatmaps unavailable: {e}")
-        if view.heatmaps and all(a.get("photo") for a in heatmaps):
+        photos = [_photo(a) for a in heatmaps]
+        if view.heatmaps and all(photos):
             try:
-                view.photos = images.add(f"{role}-photo", "strip", [a.get("photo") for a in heatmaps])
+                view.photos = images.add(f"{role}-photo", "strip", photos)
             except SourceError:
                 view.photos = None  # the slider then fades the heatmaps alone
     return view
+
+
+def _photo(attribution: Attribution) -> str | None:
+    """The plain photo under a heatmap, when the render stored one (an extra field of the record)."""
+    photo = getattr(attribution, "photo", None)
+    return photo if isinstance(photo, str) and photo else None
 
 
 def concepts_page(model: str, index: int) -> str:
@@ -308,34 +304,34 @@ def importance_chart(concepts: list[ConceptView], counts: dict[int, int] | None,
     return Chart(kind, bars, any(b.negative for b in bars), clipped)
 
 
-def concept_order(concept: dict[str, Any]) -> tuple[float, float]:
-    rank = num(concept.get("rank"))
-    return (rank if rank is not None else math.inf, -(num(concept.get("importance")) or 0.0))
+def concept_order(concept: Concept) -> tuple[float, float]:
+    return (concept.rank, -(finite(concept.importance) or 0.0))
 
 
 def craft_view(meta: Meta, images: ClassImages, model: str = "", index: int = 0, relations: Any = None) -> CraftView:
     """`relations`: the class's ClassRelations (important concepts, decision strategies) or None."""
-    record = meta.get("craft")
+    record = meta.craft
     problem = part_problem(record, "CRAFT")
-    if problem:
-        return CraftView(problem[1], problem[0])
-    concepts = sorted((c for c in as_list(meta.get("concepts")) if isinstance(c, dict) and is_index(c.get("id"))), key=concept_order)
-    top = max((num(c.get("importance")) or 0.0 for c in concepts), default=0.0)
-    visualized = as_dict(record.get("settings")).get("visualize")
-    visualized = visualized if is_index(visualized) else None
+    if problem or record is None:
+        state, detail = problem or (MISSING, "CRAFT not rendered yet")
+        return CraftView(detail, state)
+    concepts = sorted(meta.concepts, key=concept_order)
+    top = max((finite(c.importance) or 0.0 for c in concepts), default=0.0)
+    visualized = (record.settings or {}).get("visualize")  # settings are free-form: what the render was given
+    visualized = visualized if isinstance(visualized, int) and not isinstance(visualized, bool) and visualized >= 0 else None
     view = CraftView(
         problem=None,
-        concepts=[concept_view(c, rank, images, top, visualized, concept_page(model, index, int(c["id"])))
+        concepts=[concept_view(c, rank, images, top, visualized, concept_page(model, index, c.id))
                   for rank, c in enumerate(concepts, start=1)],
-        n_images=record.get("n_images"),
-        selection=record.get("image_selection"),
-        reason=record.get("reason"),
+        n_images=record.n_images,
+        selection=record.image_selection,
+        reason=record.reason,
         credits=photo_credits(meta),
     )
-    if not view.concepts and (record.get("n_images") == 0 or record.get("image_selection") == "none"):
-        view.problem, view.state = f"CRAFT: {record.get('reason') or 'no usable image of this class'}", NO_IMAGES
+    if not view.concepts and (record.n_images == 0 or record.image_selection == "none"):
+        view.problem, view.state = f"CRAFT: {record.reason or 'no usable image of this class'}", NO_IMAGES
     elif not view.concepts:
-        view.problem, view.state = f"CRAFT found no concepts: {record.get('reason') or 'no reason recorded'}", NO_CONCEPTS
+        view.problem, view.state = f"CRAFT found no concepts: {record.reason or 'no reason recorded'}", NO_CONCEPTS
     if not view.concepts:
         return view
     counts = need = None
@@ -354,25 +350,25 @@ def craft_view(meta: Meta, images: ClassImages, model: str = "", index: int = 0,
 
 def photo_credits(meta: Meta) -> list[str]:
     """Credits meta.json records, plus those of demo photos recognised by their source id."""
-    credits = {str(c) for c in as_list(as_dict(meta.get("craft")).get("credits"))}
-    for concept in as_list(meta.get("concepts")):
-        for item in as_list(as_dict(concept).get("crops")) + as_list(as_dict(concept).get("attributions")):
-            source = str(as_dict(item).get("source") or "")
+    credits = set(meta.craft.credits or []) if meta.craft is not None else set()
+    for concept in meta.concepts:
+        for item in [*concept.crops, *concept.attributions]:
+            source = item.source or ""
             if source.startswith("demo/") and source[5:] in CREDITS:
                 credits.add(CREDITS[source[5:]])
     return sorted(credits)
 
 
-def model_class_view(model: str, meta: Meta | None, images: ClassImages | None, index: int = 0,
+def model_class_view(model: str, meta: Meta | Unreadable | None, images: ClassImages | None, index: int = 0,
                      relations: Any = None) -> ModelClassView:
     """Everything a class page shows for one model; placeholders say why a part is missing."""
     if meta is None or images is None:
         missing = "not rendered for this model yet"
         return ModelClassView(model, False, ImageView(missing, MISSING), CraftView(missing, MISSING))
-    if UNREADABLE in meta:
-        return ModelClassView(model, True, ImageView(meta[UNREADABLE], UNAVAILABLE), CraftView(meta[UNREADABLE], UNAVAILABLE))
+    if isinstance(meta, Unreadable):
+        return ModelClassView(model, True, ImageView(meta.problem, UNAVAILABLE), CraftView(meta.problem, UNAVAILABLE))
     try:
-        return ModelClassView(model, True, maco_view(meta.get("maco"), images), craft_view(meta, images, model, index, relations))
+        return ModelClassView(model, True, maco_view(meta.maco, images), craft_view(meta, images, model, index, relations))
     finally:
         images.done()
 
@@ -382,7 +378,7 @@ def view_problems(view: ModelClassView) -> list[str]:
     parts that are absent by design (concepts beyond `visualize`) are not problems."""
     if not view.rendered:
         return []
-    found = [d for d in (view.maco.problem, view.craft.problem) if d]
+    found = [d for d in dict.fromkeys((view.maco.problem, view.craft.problem)) if d]  # an unreadable meta.json: one line
     for c in view.craft.concepts:
         if c.vis.problem and c.vis.state != NOT_VISUALIZED:
             found.append(f"concept {c.id}: {c.vis.problem}")
@@ -417,42 +413,46 @@ class Section:
 
 def figures_table(models: list[str], metas: list[Meta | None]) -> list[Section]:
     """Settings and quality of one class as sections of rows, one column per model."""
-    macos = [as_dict(as_dict(m).get("maco")) for m in metas]
-    crafts = [as_dict(as_dict(m).get("craft")) for m in metas]
-    quality = [as_dict(m.get("quality")) for m in macos]
+    macos = [m.maco if m is not None else None for m in metas]
+    crafts = [m.craft if m is not None else None for m in metas]
+    quality = [m.quality if m is not None else None for m in macos]
 
     def row(label: str, values: list[Any]) -> Row | None:
         return Row(label, [fmt(v) for v in values]) if any(v is not None for v in values) else None
 
+    def deletion(c: CraftRecord | None, key: str) -> Any:
+        return (c.deletion or {}).get(key) if c is not None else None  # deletion curves are free-form figures
+
     maco_rows = [
-        row("status", [m.get("status") for m in macos]),
-        row("probability of the class", [m.get("self_prob") for m in macos]),
-        row("rank of the class", [m.get("self_rank") for m in macos]),
-        row("steps", [m.get("steps") for m in macos]),
-        row("wall time (s)", [m.get("wall_time_s") for m in macos]),
-        row("seed", [m.get("seed") for m in macos]),
-        row("spectrum", [m.get("spectrum") for m in macos]),
-        row("settings hash", [m.get("settings_hash") for m in macos]),
+        row("status", [m and m.status for m in macos]),
+        row("probability of the class", [m and m.self_prob for m in macos]),
+        row("rank of the class", [m and m.self_rank for m in macos]),
+        row("steps", [m and m.steps for m in macos]),
+        row("wall time (s)", [m and m.wall_time_s for m in macos]),
+        row("seed", [m and m.seed for m in macos]),
+        row("spectrum", [m and m.spectrum for m in macos]),
+        row("settings hash", [m and m.settings_hash for m in macos]),
     ]
-    others = sorted({o for q in quality for o in as_dict(q.get("transfer"))})
+    others = sorted({o for q in quality if q is not None for o in q.transfer})
     for other in others:
-        cells = [as_dict(as_dict(q.get("transfer")).get(other)) for q in quality]
+        cells = [q.transfer.get(other) if q is not None else None for q in quality]
         maco_rows.append(row(f"rank / probability on {other}",
-                             [f"{fmt(c.get('rank'))} / {fmt(c.get('prob'))}" if c else None for c in cells]))
-    plaus = [as_dict(q.get("plausibility")) for q in quality]
+                             [f"{fmt(c.rank)} / {fmt(c.prob)}" if c else None for c in cells]))
+    plaus = [q.plausibility if q is not None else None for q in quality]
     for key, label in (("margin", "plausibility margin"), ("same_class", "similarity to class images"),
                        ("other_classes", "similarity to other classes"), ("model", "plausibility judged by")):
-        maco_rows.append(row(label, [p.get(key) for p in plaus]))
+        maco_rows.append(row(label, [getattr(p, key) if p is not None else None for p in plaus]))
     craft_rows = [
-        row("status", [c.get("status") for c in crafts]),
-        row("images", [c.get("n_images") for c in crafts]),
-        row("image selection", [c.get("image_selection") for c in crafts]),
-        row("concepts", [len(as_list(as_dict(m).get("concepts"))) if c else None for m, c in zip(metas, crafts)]),
-        row("NMF relative error", [c.get("nmf_error") for c in crafts]),
-        row("deletion AUC, by importance", [as_dict(c.get("deletion")).get("auc_importance") for c in crafts]),
-        row("deletion AUC, random order", [as_dict(c.get("deletion")).get("auc_random") for c in crafts]),
-        row("wall time (s)", [c.get("wall_time_s") for c in crafts]),
-        row("settings hash", [c.get("settings_hash") for c in crafts]),
+        row("status", [c and c.status for c in crafts]),
+        row("images", [c and c.n_images for c in crafts]),
+        row("image selection", [c and c.image_selection for c in crafts]),
+        row("concepts", [len(m.concepts) if m is not None and c is not None else None for m, c in zip(metas, crafts)]),
+        row("dictionary method", [c and c.method for c in crafts]),
+        row("dictionary reconstruction error", [c and c.nmf_error for c in crafts]),
+        row("deletion AUC, by importance", [deletion(c, "auc_importance") for c in crafts]),
+        row("deletion AUC, random order", [deletion(c, "auc_random") for c in crafts]),
+        row("wall time (s)", [c and c.wall_time_s for c in crafts]),
+        row("settings hash", [c and c.settings_hash for c in crafts]),
     ]
     sections = [
         Section("MACO", [r for r in maco_rows if r], False),
@@ -463,8 +463,8 @@ def figures_table(models: list[str], metas: list[Meta | None]) -> list[Section]:
     return [s for s in sections if s.rows]
 
 
-def _settings_rows(records: list[dict[str, Any]]) -> list[Row]:
-    settings = [as_dict(r.get("settings")) for r in records]
+def _settings_rows(records: list[MacoRecord | None] | list[CraftRecord | None]) -> list[Row]:
+    settings = [(r.settings or {}) if r is not None else {} for r in records]
     keys = list(dict.fromkeys(k for s in settings for k in s))
     return [Row(k, [fmt(s.get(k)) if k in s else "—" for s in settings]) for k in keys]
 
@@ -493,43 +493,46 @@ class ModelSummary:
     problems: list[Item] = field(default_factory=list)  # class -> why a part is missing or failed (operator detail)
 
 
-def model_summary(model: str, card: dict[str, Any], metas: list[Meta]) -> ModelSummary:
+def model_summary(model: str, card: ModelCard, metas: list[Meta]) -> ModelSummary:
     """The model page's quality figures, computed over its rendered classes."""
-    macos = [as_dict(m.get("maco")) for m in metas]
-    crafts = [as_dict(m.get("craft")) for m in metas]
-    done_macos = [m for m in macos if m.get("status") == "done"]
-    ranks = [m.get("self_rank") for m in done_macos if num(m.get("self_rank")) is not None]
-    transfer = [num(as_dict(t).get("rank")) for m in done_macos for t in as_dict(as_dict(m.get("quality")).get("transfer")).values()]
-    transfer = [t for t in transfer if t is not None]
-    margins = [num(as_dict(as_dict(m.get("quality")).get("plausibility")).get("margin")) for m in done_macos]
-    done_crafts = [c for c in crafts if c.get("status") == "done"]
+    macos = [m.maco for m in metas if m.maco is not None]
+    crafts = [m.craft for m in metas if m.craft is not None]
+    done_macos = [m for m in macos if m.done]
+    ranks = [m.self_rank for m in done_macos if m.self_rank is not None]
+    transfer = [t.rank for m in done_macos if m.quality is not None for t in m.quality.transfer.values()]
+    margins = [finite(m.quality.plausibility.margin) for m in done_macos
+               if m.quality is not None and m.quality.plausibility is not None]
+    done_crafts = [c for c in crafts if c.done]
+    methods = Counter(c.method for c in done_crafts if c.method)
     figures = [
         ("classes rendered", str(len(metas))),
-        ("MACO done / failed", f"{len(done_macos)} / {sum(m.get('status') == 'failed' for m in macos)}"),
-        ("CRAFT done / failed", f"{len(done_crafts)} / {sum(c.get('status') == 'failed' for c in crafts)}"),
+        ("MACO done / failed", f"{len(done_macos)} / {sum(m.failed for m in macos)}"),
+        ("CRAFT done / failed", f"{len(done_crafts)} / {sum(c.failed for c in crafts)}"),
         ("MACO images classified as their class (top-1)", pct(sum(r == 1 for r in ranks) / len(ranks)) if ranks else None),
         ("MACO images in another model's top 5 (transfer)", pct(sum(t <= 5 for t in transfer) / len(transfer)) if transfer else None),
         ("mean plausibility margin", fmt(_mean(margins)) if _mean(margins) is not None else None),
-        ("mean CRAFT deletion AUC, by importance", _fmt_mean(as_dict(c.get("deletion")).get("auc_importance") for c in done_crafts)),
-        ("mean CRAFT deletion AUC, random order", _fmt_mean(as_dict(c.get("deletion")).get("auc_random") for c in done_crafts)),
-        ("mean NMF relative error", _fmt_mean(c.get("nmf_error") for c in done_crafts)),
-        ("total render time (h)", fmt(sum(num(r.get("wall_time_s")) or 0.0 for r in macos + crafts) / 3600)),
+        ("mean CRAFT deletion AUC, by importance", _fmt_mean((c.deletion or {}).get("auc_importance") for c in done_crafts)),
+        ("mean CRAFT deletion AUC, random order", _fmt_mean((c.deletion or {}).get("auc_random") for c in done_crafts)),
+        ("dictionary method", ", ".join(f"{k} ({n})" if len(methods) > 1 else k for k, n in methods.most_common()) or None),
+        ("mean dictionary reconstruction error", _fmt_mean(c.nmf_error for c in done_crafts)),
+        ("total render time (h)", fmt(sum(finite(r.wall_time_s) or 0.0 for r in [*macos, *crafts]) / 3600)),
     ]
-    accuracy = as_dict(card.get("accuracy"))
-    preprocess = as_dict(card.get("preprocess"))
+    accuracy = card.accuracy or {}  # free-form: {"top1", "n_images", "source"} as `lens quality` measured it
+    top1 = accuracy.get("top1")
+    top1 = finite(top1) if isinstance(top1, (int, float)) and not isinstance(top1, bool) else None
     card_rows = [
-        ("architecture (timm)", card.get("arch")),
-        ("parameters", f"{card['params'] / 1e6:.2f} M" if num(card.get("params")) else None),
-        ("weights", card.get("weights")),
-        ("checkpoint key map", card.get("key_map")),
-        ("concept layer", card.get("concept_layer")),
-        ("measured top-1 accuracy", f"{pct(num(accuracy.get('top1')))} on {fmt(accuracy.get('n_images'))} images"
-                                    f" ({fmt(accuracy.get('source'))})" if num(accuracy.get("top1")) is not None else None),
-    ] + [(f"preprocess: {k}", fmt(v)) for k, v in preprocess.items()]
+        ("architecture (timm)", card.arch),
+        ("parameters", f"{card.params / 1e6:.2f} M" if card.params else None),
+        ("weights", card.weights),
+        ("checkpoint key map", card.key_map),
+        ("concept layer", card.concept_layer),
+        ("measured top-1 accuracy", f"{pct(top1)} on {fmt(accuracy.get('n_images'))} images"
+                                    f" ({fmt(accuracy.get('source'))})" if top1 is not None else None),
+    ] + [(f"preprocess: {k}", fmt(v)) for k, v in (card.preprocess or {}).items()]
     return ModelSummary(
         name=model,
-        description=card.get("description"),
-        arch=card.get("arch"),
+        description=card.description,
+        arch=card.arch,
         n_classes=len(metas),
         card=[Item(k, str(v)) for k, v in card_rows if v is not None],
         figures=[Item(k, v) for k, v in figures if v is not None],
@@ -539,13 +542,13 @@ def model_summary(model: str, card: dict[str, Any], metas: list[Meta]) -> ModelS
 
 
 def _fmt_mean(values: Iterable[Any]) -> str | None:
-    m = _mean(num(v) for v in values)
+    m = _mean(finite(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None for v in values)
     return None if m is None else fmt(m)
 
 
-def _common_settings(records: list[dict[str, Any]]) -> list[Item]:
+def _common_settings(records: list[MacoRecord] | list[CraftRecord]) -> list[Item]:
     """The settings most classes were rendered with, and in how many classes."""
-    blobs = Counter(json.dumps(as_dict(r.get("settings")), sort_keys=True) for r in records if r.get("settings"))
+    blobs = Counter(json.dumps(r.settings, sort_keys=True) for r in records if r.settings)
     if not blobs:
         return []
     blob, n = blobs.most_common(1)[0]
