@@ -171,21 +171,27 @@ def _class_logit(model: LoadedModel, coefficients: torch.Tensor, W: torch.Tensor
 
 
 @torch.no_grad()
-def sobol_importance(model: LoadedModel, maps: torch.Tensor, W: torch.Tensor, class_index: int,
-                     designs: int, seed: int) -> torch.Tensor:
-    """Mean over images of the Sobol total index of each concept for the class logit (r,).
+def sobol_totals(model: LoadedModel, maps: torch.Tensor, W: torch.Tensor, class_index: int,
+                 designs: int, seed: int) -> torch.Tensor:
+    """Per image, the Sobol total index of each concept for the class logit: (N, r).
 
     Each design multiplies every concept's coefficients by a mask value in [0, 1], everywhere
     in the image (CRAFT's perturbation).
     """
     r = W.shape[0]
     masks = sobol_designs(r, designs, seed).to(maps.device)
-    totals = torch.zeros(r, device=maps.device)
+    totals = []
     for image_maps in maps:
         perturbed = image_maps[None] * masks.view(len(masks), *([1] * (image_maps.ndim - 1)), r)
         logits = torch.cat([_class_logit(model, chunk, W, class_index) for chunk in perturbed.split(256)])
-        totals += jansen_total_indices(logits, designs, r)
-    return totals / len(maps)
+        totals.append(jansen_total_indices(logits, designs, r))
+    return torch.stack(totals) if totals else torch.zeros(0, r, device=maps.device)
+
+
+def sobol_importance(model: LoadedModel, maps: torch.Tensor, W: torch.Tensor, class_index: int,
+                     designs: int, seed: int) -> torch.Tensor:
+    """Mean over images of the Sobol total index of each concept for the class logit (r,)."""
+    return sobol_totals(model, maps, W, class_index, designs, seed).mean(0)
 
 
 def logit_shares(model: LoadedModel, maps: torch.Tensor, W: torch.Tensor, class_index: int) -> torch.Tensor | None:
@@ -277,6 +283,9 @@ class CraftResult:
     timings: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
     method: str | None = None  # the dictionary used: `nmf` or `semi-nmf` (meta.json: craft.method)
+    # Per image, columns by concept id (the atlas's data, generator/concept_data.py):
+    coefficients: torch.Tensor | None = None  # (N, r) maps pooled as the head pools (pooled_codes)
+    image_importance: torch.Tensor | None = None  # (N, r) Sobol total indices (their mean is `importance`)
 
 
 def run_craft(model: LoadedModel, images: Sequence[SourceImage], class_index: int, settings: CraftSettings) -> CraftResult:
@@ -306,7 +315,8 @@ def run_craft(model: LoadedModel, images: Sequence[SourceImage], class_index: in
     timings["nmf"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    importance = sobol_importance(model, maps, W, class_index, settings.sobol_designs, settings.seed).cpu()
+    image_importance = sobol_totals(model, maps, W, class_index, settings.sobol_designs, settings.seed).cpu()
+    importance = image_importance.mean(0)
     shares = logit_shares(model, maps, W, class_index)
     timings["sobol"] = time.perf_counter() - t
 
@@ -322,7 +332,8 @@ def run_craft(model: LoadedModel, images: Sequence[SourceImage], class_index: in
             float(deletion["single_removal_drop"][k]),
         ))
     return CraftResult(concepts, views, model.spatial_maps(maps).cpu(), selection, dictionary.relative_error, deletion,
-                       timings, method=method)
+                       timings, method=method, coefficients=pooled_codes(model, maps).float().cpu(),
+                       image_importance=image_importance)
 
 
 def _sync(model: LoadedModel) -> None:

@@ -23,18 +23,20 @@ On disk (JSON, `extra` keys are kept, so newer writers never lose older readers'
       failed: the site shows "no photos were available", status and the run summary count it apart.
     MacoRecord adds "files": {"image", "alpha"}, "seed", "objective_key", "spectrum", "steps",
       "batch_size", "objective", "self_prob", "self_rank", "quality": Quality.
-    CraftRecord adds "files": {"directions"}, "n_images", "image_selection", "nmf_error" (the
-      dictionary's relative reconstruction error), "method" (the dictionary method: nmf, semi-nmf...),
-      "timings_s", "images_source", "reason", "deletion", "credits".
+    CraftRecord adds "files": {"directions", "per_image", "thumbs"}, "n_images", "image_selection",
+      "nmf_error" (the dictionary's relative reconstruction error), "method" (the dictionary method:
+      nmf, semi-nmf...), "timings_s", "images_source", "reason", "deletion", "credits" (the formats
+      of the files: generator/concept_data.py).
     Concept: "id", "rank", "importance", "logit_share", "removal_drop", "crops": [{"file",
-      "source", "box", "view_box", "coefficient"}], "attributions": [{"file", "source"}],
+      "source", "box", "view_box", "coefficient"}], "attributions": [{"file", "source", "photo"}],
       "maco": MacoRecord | absent.
     Quality: "transfer": {judge: {"rank", "prob"}}, "plausibility": {"model", "same_class",
       "other_classes", "margin"} | absent, "key": what was scored (judges, settings hash), so a
       unit scored by the same judges with the same settings is skipped.
 
     model.json (schema 2): "name", "arch", "weights", "key_map", "description", "params",
-      "preprocess", "concept_layer", "accuracy": {"top1", "n_images", "source"} | null.
+      "preprocess", "concept_layer", "accuracy": {"top1", "n_images", "source"} | null,
+      "head": {"file", "kind", "key"} | null (`<model>/head.npz`, generator/concept_data.py).
 
 A file that does not parse or does not fit these models is not silently trusted: the store moves
 it aside (`meta.json.corrupt-<UTC time>`) and its units count as not done.
@@ -176,6 +178,7 @@ class Crop(_Record):
 class Attribution(_Record):
     file: str
     source: str | None = None
+    photo: str | None = None  # the plain view under the heatmap, same size and framing
 
 
 class Concept(_Record):
@@ -260,6 +263,7 @@ class Meta(_Record):
         if unit.kind == "craft":
             for c in self.concepts:
                 files += [x.file for x in c.crops] + [a.file for a in c.attributions]
+                files += [a.photo for a in c.attributions if a.photo]
         return files
 
     def unit_ids(self, kinds: tuple[str, ...] = ("maco", "craft", "concept")) -> list[Unit]:
@@ -289,6 +293,7 @@ class ModelCard(_Record):
     preprocess: dict[str, Any] | None = None
     concept_layer: str | None = None
     accuracy: dict[str, Any] | None = None
+    head: dict[str, Any] | None = None  # what `head.npz` holds: {"file", "kind", "key"}
 
     @classmethod
     def from_json_obj(cls, obj: Any) -> ModelCard:

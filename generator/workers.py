@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from . import __version__, maco
+from . import __version__, concept_data, maco
 from . import craft as craft_method
 from .classes import imagenet_class
 from .config import MacoSettings, load_zoo
@@ -184,6 +184,7 @@ class Worker:
             card.concept_layer = concept_layer
 
         self.store.update_model_card(m.name, change)
+        concept_data.write_head(self.store, m, concept_layer)  # the atlas's class rows, once per model
 
     def class_images(self, m: LoadedModel, class_index: int, limit: int) -> list[SourceImage]:
         """The class's images from the configured folder, else the demo photos this model assigns to it."""
@@ -518,6 +519,9 @@ def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_me
         buf = io.BytesIO()
         np.save(buf, directions, allow_pickle=False)
         store.write_file(m.name, class_index, record.files["directions"], buf.getvalue())
+    atlas = concept_data.ClassData(store, m.name, class_index, result, tag)  # per-image records, thumbnails, photos
+    if result.concepts:
+        record.files.update(atlas.write())
     for rank, concept in enumerate(result.concepts, start=1):
         base = f"concepts/{concept.id}"
         crops = []
@@ -536,7 +540,7 @@ def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_me
             overlay = craft_method.attribution_overlay(result.views[v], result.maps[v, ..., concept.id], vmax)
             store.write_file(m.name, class_index, rel, encode_jpeg(overlay))
             written.add(rel)
-            attributions.append(Attribution(file=rel, source=result.views[v].source.source))
+            attributions.append(Attribution(file=rel, source=result.views[v].source.source, photo=atlas.photo(v)))
         concepts.append(Concept(id=concept.id, rank=rank, importance=concept.importance, logit_share=concept.logit_share,
                                 removal_drop=concept.removal_drop, crops=crops, attributions=attributions))
     class_dir = store.class_dir(m.name, class_index)
@@ -544,9 +548,9 @@ def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_me
     def change(meta: Meta) -> None:
         meta.craft = record
         meta.concepts = concepts
-        keep = {class_dir / f for f in written}
+        keep = {class_dir / f for f in written | atlas.written}
         _prune(class_dir, keep, ["concepts/directions.*.npy", "concepts/*/crop_*.jpg", "concepts/*/attribution_*.jpg",
-                                 "concepts/*/maco.*.png", "concepts/*/maco_alpha.*.png"])
+                                 "concepts/*/maco.*.png", "concepts/*/maco_alpha.*.png", *concept_data.PRUNE_PATTERNS])
 
     store.update_meta(m.name, class_index, change)
     if no_images:
