@@ -150,7 +150,7 @@ def test_adding_a_model_is_one_entry(tmp_path):
     assert load_model(zoo.model("tiny-b"), zoo.root).preprocess.input_size == 64
 
 
-# ----------------------------------------------------------------------------- config discovery (H5)
+# ----------------------------------------------------------------------------- config discovery
 
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch):
