@@ -28,7 +28,13 @@ def render_craft(config: Path, out: Path, *extra: str) -> None:
 
 
 def metas(out: Path) -> dict[int, dict]:
-    return {m["class_index"]: m for m in Store(out).iter_metas("tiny")}
+    """meta.json of each class as on disk (the typed records' JSON form)."""
+    return {m.class_index: m.to_json_obj() for m in Store(out).iter_meta_records("tiny")}
+
+
+def records(out: Path) -> dict:
+    """The typed records, as the site reads them."""
+    return {m.class_index: m for m in Store(out).iter_meta_records("tiny", repair=False)}
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +95,7 @@ def test_head_is_the_linear_classifier_once_per_model(rendered, tiny_model):
 
 def test_the_site_relations_read_the_rendered_store(rendered, tmp_path):
     m = metas(rendered)
-    rel = R.model_relations("tiny", rendered, m, tmp_path / "cache")
+    rel = R.model_relations("tiny", rendered, records(rendered), tmp_path / "cache")
     assert sorted(rel.classes) == list(CLASSES) and rel.head is not None and rel.head.kind == "linear"
     assert all(cc.problem is None and cc.coefficients is not None and cc.sobol is not None for cc in rel.classes.values())
     assert rel.aligned is not None and rel.aligned.shape == (9, R.ALIGNED_TOP) and rel.xy.shape == (9, 2)
@@ -103,7 +109,7 @@ def test_the_site_relations_read_the_rendered_store(rendered, tmp_path):
 def test_per_image_logit_terms_agree_with_the_logit_shares(rendered, tmp_path):
     """With a linear head, the per-image terms the site derives average to CRAFT's logit shares."""
     m = metas(rendered)
-    rel = R.model_relations("tiny", rendered, m, tmp_path / "cache")
+    rel = R.model_relations("tiny", rendered, records(rendered), tmp_path / "cache")
     for c in CLASSES:
         cc = rel.classes[c]
         terms, kind = R.per_image_importance(cc.coefficients, cc.sobol, cc.vectors, rel.head.weight[c])

@@ -60,7 +60,7 @@ def test_a_failed_write_fails_its_unit_only(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(workers, "encode_png", broken_for_class_2)
     out = tmp_path / "w"
     assert render(tiny_config, out, "--what", "maco", "--retries", "0", "--batch-size", "3") == 1
-    metas = {m["class_index"]: m for m in Store(out).iter_metas("tiny")}
+    metas = {m.class_index: m.to_json_obj() for m in Store(out).iter_meta_records("tiny")}
     failed = [c for c, m in metas.items() if m["maco"]["status"] == "failed"]
     assert len(failed) == 1 and "writing the result failed: OSError: disk full" in metas[failed[0]]["maco"]["error"]
     assert all(m["maco"]["status"] == "done" for c, m in metas.items() if c not in failed)
@@ -89,7 +89,7 @@ def test_the_next_batch_renders_while_the_previous_one_is_written(tiny_config, t
     assert render(tiny_config, tmp_path / "p", "--what", "maco", "--batch-size", "1") == 0
     kinds = [e[0] for e in events]
     assert kinds.index("saved") > 1 and kinds[:2] == ["render", "render"], events
-    metas = {m["class_index"]: m for m in Store(tmp_path / "p").iter_metas("tiny")}
+    metas = {m.class_index: m.to_json_obj() for m in Store(tmp_path / "p").iter_meta_records("tiny")}
     assert all(m["maco"]["status"] == "done" and isinstance(m["maco"]["self_rank"], int) for m in metas.values())
 
 

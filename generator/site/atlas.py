@@ -19,7 +19,7 @@ from typing import Any
 
 from ..classes import ImageNetClass, all_classes
 from .pages import Views, page_html
-from .paths import site_path, write_if_changed
+from .paths import INDEX_SCRIPT, site_path, write_if_changed
 from .relations import ModelRelations
 from .report import SiteReport
 from .templating import jinja_env
@@ -177,5 +177,5 @@ def write_atlas(out_dir: Path, head: str, tail: str, model_names: list[str], inf
         report.largest_map_bytes = max(report.largest_map_bytes, len(data))
         put(f"atlas/{m}.json", data)
         put(f"atlas/{m}.html", page_html(head, tail, f"Concept map · {m}", map_t.render(model=m, n=len(rel.owner))))
-    put("atlas/compare.html", page_html(head, tail, "Compare models", compare_t.render(models=model_names)))
+    put("atlas/compare.html", page_html(head, tail, "Compare models", compare_t.render(models=model_names, index_file=INDEX_SCRIPT)))
     return class_files, other

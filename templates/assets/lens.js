@@ -32,6 +32,19 @@
     return indexCache[url];
   }
 
+  /* The atlas's bulky data (relations of a class, a model's concept map) is JSON loaded on demand.
+     Browsers refuse fetch() from file://, so those parts need the site served (`lens serve`). */
+  var jsonCache = {};
+  function loadJSON(url) {
+    if (!jsonCache[url]) {
+      jsonCache[url] = fetch(url).then(function (r) {
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        return r.json();
+      });
+    }
+    return jsonCache[url];
+  }
+
   function pad(i) { return ("000" + i).slice(-4); }
 
   function el(tag, cls, text) {
@@ -252,7 +265,7 @@
   function setupRelations(page) {
     var src = page.getAttribute("data-relations");
     if (!src) return;
-    loadIndex(src).then(function (data) {
+    loadJSON(src).then(function (data) {
       page.querySelectorAll(".lens-craft").forEach(function (section) {
         var m = data.models[section.getAttribute("data-model")];
         if (!m) return;
@@ -293,7 +306,7 @@
     var count = box.querySelector(".lens-count");
     var input = box.querySelector(".lens-map-filter");
     var tip = box.querySelector(".lens-tip");
-    loadIndex(box.getAttribute("data-map")).then(function (data) {
+    loadJSON(box.getAttribute("data-map")).then(function (data) {
       var items = [];
       var frag = document.createDocumentFragment();
       data.points.forEach(function (pt) {
@@ -384,7 +397,7 @@
       var i = parseInt(selC.value, 10);
       if (isNaN(i)) return;
       history.replaceState(null, "", "#c=" + i + "&a=" + encodeURIComponent(selA.value) + "&b=" + encodeURIComponent(selB.value));
-      loadIndex(root + "classes/" + pad(i) + ".json").then(function (data) {
+      loadJSON(root + "classes/" + pad(i) + ".json").then(function (data) {
         out.textContent = "";
         var title = el("p", "lens-sub");
         var a = el("a", null, selC.options[selC.selectedIndex].textContent);
