@@ -68,16 +68,21 @@ def serve(out: Path):
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/"
 
 
-@pytest.fixture(scope="module")
-def served(gallery_store, tmp_path_factory):
-    """(base URL, site folder) of a site built from the gallery store."""
-    out = tmp_path_factory.mktemp("site") / "site"
-    site.build_site(load_zoo(ROOT / "models.yaml"), gallery_store, out, progress=False,
-                    cache_dir=tmp_path_factory.mktemp("cache"))
+def build_and_serve(store, tmp_path_factory, name: str):
+    """(base URL, site folder) of a site built from `store` and served until the module ends."""
+    out = tmp_path_factory.mktemp(name) / "site"
+    site.build_site(load_zoo(ROOT / "models.yaml"), store, out, progress=False,
+                    cache_dir=tmp_path_factory.mktemp(f"{name}-cache"))
     httpd, base = serve(out)
     yield base, out
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def served(gallery_store, tmp_path_factory):
+    """A site built from the gallery store."""
+    yield from build_and_serve(gallery_store, tmp_path_factory, "site")
 
 
 class Watch:
@@ -272,13 +277,7 @@ def test_hostile_models_yaml_text_runs_no_script(browser, gallery_store, tmp_pat
 @pytest.fixture(scope="module")
 def atlas_served(synthetic_store, tmp_path_factory):
     """The concept atlas needs the per-image records and head rows the synthetic store writes."""
-    out = tmp_path_factory.mktemp("atlas") / "site"
-    site.build_site(load_zoo(ROOT / "models.yaml"), synthetic_store, out, progress=False,
-                    cache_dir=tmp_path_factory.mktemp("atlas-cache"))
-    httpd, base = serve(out)
-    yield base, out
-    httpd.shutdown()
-    httpd.server_close()
+    yield from build_and_serve(synthetic_store, tmp_path_factory, "atlas")
 
 
 def test_visitor_explores_the_concept_atlas(browser, atlas_served):
