@@ -2,9 +2,8 @@
 
 For each class of the store, the most important concept (rank 1): is the class itself among the
 ALIGNED_TOP classes whose classifier row aligns best with the concept vector? Also the spread of
-concept-vector cosines within and across classes (how SIMILARITY_THRESHOLD was chosen). Writes the
-model's head.npz into the store (what the render is to write), so a site built from it has aligned
-classes.
+concept-vector cosines within and across classes (how SIMILARITY_THRESHOLD was chosen). Reads the
+classifier rows from the head.npz the render wrote (generator/concept_data.py).
 
     # --classes: the 50 indices 0, 20, ..., 980 spelled out; stop the render once CRAFT is done
     lens render --models efficientnet-lite0 --classes 0,20,40,...,980 --what craft
@@ -15,7 +14,6 @@ classes.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
@@ -25,33 +23,25 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from generator.site.relations import ALIGNED_TOP, SIMILARITY_THRESHOLD, aligned_classes, unit_rows  # noqa: E402
-from generator.store import atomic_write_bytes  # noqa: E402
 
 
-def write_head(store: Path, model: str, config: Path) -> np.ndarray:
-    """head.npz from the model itself: the rows of its linear classifier."""
-    from generator.config import load_zoo
-    from generator.models import load_model
-
-    zoo = load_zoo(config)
-    m = load_model(zoo.model(model), zoo.root, "cpu")
-    head = m.linear_head
-    if head is None:
-        raise SystemExit(f"{model}: the head is not pool + linear; this script handles linear heads only")
-    weight, bias = (t.detach().float().cpu().numpy() for t in head)
-    buf = io.BytesIO()
-    np.savez(buf, weight=weight.astype(np.float32), bias=bias.astype(np.float32), kind=np.array("linear"))
-    atomic_write_bytes(store / model / "head.npz", buf.getvalue())
-    return weight
+def read_head(store: Path, model: str) -> np.ndarray:
+    """The classifier rows the render wrote; linear heads only (aligned classes are their cosines)."""
+    path = store / model / "head.npz"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: render CRAFT for {model} first (the render writes it)")
+    with np.load(path, allow_pickle=False) as z:
+        if str(z["kind"]) != "linear":
+            raise SystemExit(f"{model}: the head is not pool + linear; this script handles linear heads only")
+        return z["weight"]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("store", type=Path)
     ap.add_argument("--model", default="efficientnet-lite0")
-    ap.add_argument("--config", type=Path, default=Path(__file__).resolve().parent.parent / "models.yaml")
     args = ap.parse_args(argv)
-    weight = write_head(args.store, args.model, args.config)
+    weight = read_head(args.store, args.model)
     hits, n, ranks, vectors, owners = 0, 0, [], [], []
     for meta_path in sorted((args.store / args.model).glob("[0-9][0-9][0-9][0-9]/meta.json")):
         meta = json.loads(meta_path.read_text())

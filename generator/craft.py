@@ -188,12 +188,6 @@ def sobol_totals(model: LoadedModel, maps: torch.Tensor, W: torch.Tensor, class_
     return torch.stack(totals) if totals else torch.zeros(0, r, device=maps.device)
 
 
-def sobol_importance(model: LoadedModel, maps: torch.Tensor, W: torch.Tensor, class_index: int,
-                     designs: int, seed: int) -> torch.Tensor:
-    """Mean over images of the Sobol total index of each concept for the class logit (r,)."""
-    return sobol_totals(model, maps, W, class_index, designs, seed).mean(0)
-
-
 def logit_shares(model: LoadedModel, maps: torch.Tensor, W: torch.Tensor, class_index: int) -> torch.Tensor | None:
     """Where h is mean-pool + linear, the class logit is exactly bias + sum_k mean(U_k) (W_k . w_c).
 
