@@ -509,11 +509,14 @@ def operator_calls_per_step(model: LoadedModel, objectives: Sequence[Objective],
 def probe_batch_size(model: LoadedModel, settings: MacoSettings, spectrum: Spectrum, limit: int = 256) -> int:
     """Objectives per pass that fit in free device memory, measured with a 1-step render of 2 objectives.
 
-    On the CPU, throughput per crop falls as the batch grows (cache-bound: 20 crops/s at 8 crops
-    per pass, 9 at 128 for efficientnet-lite0, benchmarks/bench_maco.py), so about 8 crops per pass.
+    On the CPU, throughput per crop falls once a pass outgrows the caches (depthwise convolutions
+    are memory-bound; benchmarks/README.md), so a pass holds about 8 crops' worth of 160-px pixels:
+    8 crops at 160 px (demo settings: 2 objectives per pass, the best measured), 50 at 64 px (where
+    4 objectives per pass of 2 crops rendered 5.8 objectives/s, 16 rendered 8.7 and 40 9.7).
     """
     if model.device.type != "cuda":
-        return max(1, 8 // settings.crops)
+        side = settings.input_size or model.preprocess.input_size
+        return max(1, min(limit, round(8 * (160 / side) ** 2) // settings.crops))
     probe = settings.model_copy(update={"steps": 1})
     torch.cuda.synchronize(model.device)
     torch.cuda.reset_peak_memory_stats(model.device)

@@ -261,6 +261,8 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
     for name, by_class in scores.items():
         for c, sc in by_class.items():
             _store_scores(store, name, c, {**sc, "key": keys[name, c] if code == 0 else None})
+    print(f"lens: quality: scored {n} class visualizations of {len(todo)} models with judges {', '.join(judges)}"
+          + ("" if code == 0 else " (a judge was skipped: these scores count as not done and are scored again next run)"))
     return code
 
 

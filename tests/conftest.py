@@ -114,8 +114,28 @@ def real_store(tmp_path_factory) -> Path:
     from generator.cli import main
 
     out = tmp_path_factory.mktemp("real") / "artifacts"
-    common = ["--config", str(REPO / "models.yaml"), "--model", REAL_MODELS, "--preset", "demo",
-              "--classes", REAL_CLASSES, "--out", str(out), "--no-progress"]
+    common = ["--config", str(REPO / "models.yaml"), "--models", REAL_MODELS, "--preset", "demo",
+              "--classes", REAL_CLASSES, "--store", str(out), "--no-progress"]
     assert main(["render", *common, "--steps", "12", "--image-size", "128", "--device", "cpu"]) == 0
     assert main(["quality", *common, "--steps", "12", "--image-size", "128", "--device", "cpu"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium for the browser tests; skips, saying why, only where it truly cannot start."""
+    from .browsing import CHROMIUM, LAUNCH_ARGS
+
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError as e:
+        pytest.skip(f"the playwright package is not installed ({e}); pip install playwright")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no system Chromium at {CHROMIUM}; install it with `apt-get install -y chromium`")
+    with sync_playwright() as p:
+        try:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        except Error as e:
+            pytest.skip(f"Chromium at {CHROMIUM} does not start: {str(e).splitlines()[0]}")
+        yield b
+        b.close()

@@ -135,7 +135,6 @@ def test_module_without_a_split_draws_classes_but_says_what_concepts_need():
 
 
 def test_store_records_are_plain_objects(tmp_path):
-    sys.path.insert(0, str(REPO))
     from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store
 
     root = write_synthetic_store(tmp_path / "store", 6, DEFAULT_MODELS)

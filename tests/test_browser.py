@@ -8,28 +8,19 @@ Skips, saying why, only where the browser truly cannot start.
 from __future__ import annotations
 
 import json
-import shutil
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store
+from generator import site
+from generator.config import load_zoo
 
-from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store  # noqa: E402
-from generator import site  # noqa: E402
-from generator.config import load_zoo  # noqa: E402
+from .browsing import ROOT, Watch, build_and_serve, load_all_images, search_until_results, serve, shot
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SHOTS = ROOT / "test-outputs" / "browser"
 # The store the site is built from: "synthetic_store" below, or "real_store" (a small real render,
 # from tests/conftest.py; module or session scoped) -- the one line to change.
 STORE_FIXTURE = "real_store"
@@ -46,92 +37,9 @@ def gallery_store(request) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError as e:
-        pytest.skip(f"the playwright package is not installed ({e}); pip install playwright")
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no system Chromium at {CHROMIUM}; install it with `apt-get install -y chromium`")
-    with sync_playwright() as p:
-        try:
-            b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        except Error as e:
-            pytest.skip(f"Chromium at {CHROMIUM} does not start: {str(e).splitlines()[0]}")
-        yield b
-        b.close()
-
-
-def serve(out: Path):
-    httpd = site.make_server(out, port=0, quiet=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/"
-
-
-def build_and_serve(store, tmp_path_factory, name: str):
-    """(base URL, site folder) of a site built from `store` and served until the module ends."""
-    out = tmp_path_factory.mktemp(name) / "site"
-    site.build_site(load_zoo(ROOT / "models.yaml"), store, out, progress=False,
-                    cache_dir=tmp_path_factory.mktemp(f"{name}-cache"))
-    httpd, base = serve(out)
-    yield base, out
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture(scope="module")
 def served(gallery_store, tmp_path_factory):
     """A site built from the gallery store."""
     yield from build_and_serve(gallery_store, tmp_path_factory, "site")
-
-
-class Watch:
-    """Everything that went wrong while a page was open: script errors, failed or foreign requests."""
-
-    def __init__(self, page, base: str):  # noqa: ANN001
-        self.problems: list[str] = []
-        page.on("pageerror", lambda e: self.problems.append(f"script error: {e}"))
-        # ERR_ABORTED: a load cut short by leaving the page, not a fault of the site
-        page.on("requestfailed", lambda r: "ERR_ABORTED" in (r.failure or "") or self.problems.append(f"failed: {r.url} {r.failure}"))
-        page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
-        page.on("request", lambda r: r.url.startswith((base, "data:", "blob:")) or self.problems.append(f"left the site: {r.url}"))
-
-
-def load_all_images(page) -> list[str]:  # noqa: ANN001
-    """Scroll every image into view (lazy loading), then force the hidden ones (other models,
-    overlays) to load too; returns the images that did not load."""
-    page.evaluate("""async () => {
-        for (const img of document.querySelectorAll('img')) {
-            if (img.offsetParent !== null) { img.scrollIntoView(); await new Promise(r => setTimeout(r, 5)); }
-        }
-        for (const img of document.querySelectorAll('img')) img.loading = 'eager';
-        window.scrollTo(0, 0);
-    }""")
-    page.wait_for_function("[...document.querySelectorAll('img')].every(i => i.complete)", timeout=20_000)
-    return page.evaluate("[...document.querySelectorAll('img')].filter(i => !(i.naturalWidth > 0)).map(i => i.src)")
-
-
-def search_until_results(page, query: str, seconds: float = 60) -> None:  # noqa: ANN001
-    """Type into Material's search until results show: its worker loads the index asynchronously,
-    and a query typed before it is ready is dropped."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        page.fill(".md-search__input", "")
-        page.focus(".md-search__input")  # Material searches on focused keyboard input, not on a bare fill
-        page.keyboard.type(query, delay=20)
-        try:
-            page.wait_for_selector(".md-search-result__item", timeout=3_000)
-            return
-        except PlaywrightTimeout:
-            continue
-    raise AssertionError(f"Material search showed no result for {query!r} within {seconds:.0f} s")
-
-
-def shot(page, name: str) -> None:  # noqa: ANN001
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
 def test_visitor_filters_opens_a_class_toggles_overlay_switches_model_and_goes_next(browser, served):
@@ -312,6 +220,7 @@ def test_visitor_explores_the_concept_atlas(browser, atlas_served):
     sec = page.locator(f"section#{concept_url.split('#')[1]}")
     assert sec.locator("h2").inner_text().startswith(f"Concept {rank}")
     assert sec.locator(".lens-cfull img").first.is_visible()
+    assert page.locator("section.lens-csec:visible").count() == 1  # the permalink shows that concept alone
     slider, layer = sec.locator(".lens-opacity-slider"), sec.locator(".lens-heatlayer")
     assert layer.evaluate("e => getComputedStyle(e).opacity") == "1"
     slider.fill("30")  # the heatmap opacity slider
@@ -329,6 +238,9 @@ def test_visitor_explores_the_concept_atlas(browser, atlas_served):
     page.wait_for_url("**/concepts/" + href.split("/")[-1])
     assert page.locator(f"section#{href.split('#')[1]}").is_visible()
     assert not load_all_images(page)
+    page.goto(concept_url)
+    page.locator(".lens-cnav-all").click()  # back to every concept of the class
+    assert page.locator("section.lens-csec:visible").count() == page.locator("section.lens-csec").count() > 1
     page.goto(concept_url)
     aligned = page.locator(f"section#{concept_url.split('#')[1]} a.lens-aligned").first
     href = aligned.get_attribute("href")

@@ -5,19 +5,19 @@ working links; an image is never drawn larger than its pixels."""
 
 from __future__ import annotations
 
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store
+from generator import site
+from generator.config import load_zoo
 
-from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store  # noqa: E402
-from generator import site  # noqa: E402
-from generator.config import load_zoo  # noqa: E402
-from tests.test_browser import browser, load_all_images, search_until_results, shot  # noqa: E402, F401 - fixture and helpers
+from .browsing import load_all_images, search_until_results, shot
+
+ROOT = Path(__file__).resolve().parent.parent
+
 
 pytestmark = pytest.mark.browser
 
@@ -41,7 +41,7 @@ def served(built):
     httpd.server_close()
 
 
-def test_header_search_finds_classes_by_name_wnid_and_index(browser, served):  # noqa: F811
+def test_header_search_finds_classes_by_name_wnid_and_index(browser, served):
     page = browser.new_page()
     page.goto(served + "index.html")
     for query, slug in (("espresso", "0967"), ("n02123045", "0281"), ("281", "0281"), ("goldfish", "0001")):
@@ -52,7 +52,7 @@ def test_header_search_finds_classes_by_name_wnid_and_index(browser, served):  #
     page.close()
 
 
-def test_class_index_filter_and_random_class_work_from_disk(browser, built):  # noqa: F811
+def test_class_index_filter_and_random_class_work_from_disk(browser, built):
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -70,7 +70,7 @@ def test_class_index_filter_and_random_class_work_from_disk(browser, built):  # 
     page.close()
 
 
-def test_404_under_a_sub_path_is_styled_and_its_links_work(browser, served):  # noqa: F811
+def test_404_under_a_sub_path_is_styled_and_its_links_work(browser, served):
     page = browser.new_page()
     response = page.goto(served + "some/deep/missing/page.html")
     assert response.status == 404
@@ -81,7 +81,7 @@ def test_404_under_a_sub_path_is_styled_and_its_links_work(browser, served):  # 
     page.close()
 
 
-def test_a_single_model_render_is_never_stretched(browser, served):  # noqa: F811
+def test_a_single_model_render_is_never_stretched(browser, served):
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(served + "classes/0967.html")
     page.wait_for_selector(".lens-maco img")

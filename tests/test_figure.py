@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 from PIL import Image
 
+from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store
 from generator.cli import main
 from generator.figure import figure_cells, make_figure
 from generator.store import Store
 
 from .conftest import REPO
-
-sys.path.insert(0, str(REPO))
-from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store  # noqa: E402
 
 CLASSES = list(range(12))
 

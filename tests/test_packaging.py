@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from benchmarks.synthetic_store import write_synthetic_store
 
-sys.path.insert(0, str(REPO))
-from benchmarks.synthetic_store import write_synthetic_store  # noqa: E402
+from .conftest import REPO
 
 SOURCES = ("generator", "templates", "models.yaml", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
 

@@ -3,19 +3,18 @@ per-image importance, important concepts, 2-D layouts, the cache, and the chart'
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store
+from generator.site import relations as R
+from generator.site.views import ConceptView, ImageView, importance_chart
+from generator.store import Store
 
-from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store  # noqa: E402
-from generator.site import relations as R  # noqa: E402
-from generator.site.views import ConceptView, ImageView, importance_chart  # noqa: E402
-from generator.store import Store  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 # ----------------------------------------------------------------------------- similarity
 

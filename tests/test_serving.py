@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -16,12 +15,12 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store
+from generator import site
+from generator.config import load_zoo
 
-from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store  # noqa: E402
-from generator import site  # noqa: E402
-from generator.config import load_zoo  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 PREFIX = "/repo/"
 SITE_URL = "https://user.github.io/repo/"  # where it would be published: only its path matters here

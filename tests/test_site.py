@@ -17,17 +17,16 @@ import pytest
 import yaml
 from markupsafe import escape
 
+from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store
+from generator import site
 from generator.classes import all_classes
+from generator.config import ModelEntry, ZooFile, load_zoo
+from generator.records import Meta, ModelCard
+from generator.site import views as views_
+from generator.store import encode_png
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store  # noqa: E402
-from generator import site  # noqa: E402
-from generator.config import ModelEntry, ZooFile, load_zoo  # noqa: E402
-from generator.records import Meta, ModelCard  # noqa: E402
-from generator.site import views as views_  # noqa: E402
-from generator.store import encode_png  # noqa: E402
 
 N_CLASSES = 12  # enough for every failure pattern of the synthetic store to appear
 

@@ -11,20 +11,19 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store
+from generator import site
+from generator.cli import main
+from generator.config import load_zoo
+from generator.site.publish import check_site, normalize_site_url, write_branch
 
-from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store  # noqa: E402
-from generator import site  # noqa: E402
-from generator.cli import main  # noqa: E402
-from generator.config import load_zoo  # noqa: E402
-from generator.site.publish import check_site, normalize_site_url, write_branch  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 MODEL = DEFAULT_MODELS[0]
 
