@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -219,6 +220,39 @@ def test_changed_source_is_reencoded_alone_and_stale_output_removed(zoo, own_sto
     assert report.files_removed == 3  # the three old versions
     new_outputs = sorted(p.name for p in (out / "classes" / "0000" / DEFAULT_MODELS[1]).glob("maco*.webp"))
     assert len(new_outputs) == 3 and not set(old_outputs) & set(new_outputs)
+
+
+def test_pages_with_unchanged_inputs_are_kept_and_edited_ones_rewritten(zoo, own_store, tmp_path, monkeypatch):
+    """The page cache (generator/site/pagecache.py) skips the pages whose inputs are unchanged, and only those."""
+    from generator.site import pagecache
+
+    out, cache = tmp_path / "site", tmp_path / "cache"
+    first = site.build_site(zoo, own_store, out, progress=False, cache_dir=cache)
+    n = first.pages_written
+    rendered = []
+    real_render = pagecache.PageCache.wrote
+    monkeypatch.setattr(pagecache.PageCache, "wrote", lambda self, rel, key: rendered.append(rel) or real_render(self, rel, key))
+    page, concepts = out / "classes" / "0002.html", sorted((out / "concepts").glob("*.html"))[0]
+    page.write_text("edited by hand")  # a page changed in the site is written again
+    concepts.unlink()  # and a removed one
+    report = site.build_site(zoo, own_store, out, progress=False, cache_dir=cache)
+    assert sorted(rendered) == sorted(["classes/0002.html", f"concepts/{concepts.name}"])
+    assert report.pages_written == 1 and report.pages_unchanged == n - 1 and report.atlas_written == 1
+    assert concepts.is_file() and "edited by hand" not in page.read_text()
+    rendered.clear()
+    next((cache / "pages").iterdir()).write_text("{not json")  # an unreadable cache: every page rendered, none changed
+    report = site.build_site(zoo, own_store, out, progress=False, cache_dir=cache)
+    assert len(rendered) > n and report.pages_written == 0 and report.atlas_written == 0
+    rendered.clear()
+    raw = yaml.safe_load((ROOT / "models.yaml").read_text())
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump({**raw, "title": "Another title"}))  # the chrome changed: every page again
+    report = site.build_site(load_zoo(tmp_path / "models.yaml"), own_store, out, progress=False, cache_dir=cache)
+    assert report.pages_written == n and "Another title" in page.read_text()
+    templates = tmp_path / "templates"  # and so does any edit of templates/
+    shutil.copytree(pagecache.TEMPLATES, templates)
+    before = pagecache.templates_digest(templates)
+    (templates / "assets" / "lens.css").write_text((templates / "assets" / "lens.css").read_text() + "\n")
+    assert pagecache.templates_digest(templates) != before
 
 
 def test_deleted_site_is_rebuilt_from_cache_without_encoding(zoo, own_store, tmp_path):

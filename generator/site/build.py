@@ -37,6 +37,7 @@ from ..config import Zoo
 from ..store import Store, file_lock
 from .atlas import write_atlas
 from .images import ImagePlan, place_images
+from .pagecache import PageCache
 from .pages import Views, class_index_json, class_search_docs, index_script, shell_context, write_class_pages
 from .paths import INDEX_FILE, INDEX_SCRIPT, MARKER_FILE, check_cache_dir, check_out_dir, default_cache_dir, prune, write_if_changed
 from .publish import normalize_site_url, write_host_files
@@ -143,14 +144,18 @@ def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[
         head, tail = split_chrome(shell_site)
         search = out_dir / "search" / "search_index.json"
         report.search_index_bytes = search.stat().st_size if search.is_file() else 0
+    out_tag = hashlib.sha256(str(out_dir).encode()).hexdigest()[:12]
+    page_cache = PageCache(cache_dir / "pages" / f"{out_tag}.json", out_dir, head, tail)
     with _timed(report, "class pages"):
         index_bytes = class_index_json(model_names, infos, views).encode()
         write_if_changed(out_dir / INDEX_FILE, index_bytes)
         write_if_changed(out_dir / INDEX_SCRIPT, index_script(index_bytes.decode()))
         report.index_bytes = len(index_bytes)
-        pages = write_class_pages(out_dir, head, tail, model_names, metas, infos, views, report)
+        pages = write_class_pages(out_dir, head, tail, model_names, metas, infos, views, report, page_cache)
     with _timed(report, "atlas pages"):
-        class_files, atlas_files = write_atlas(out_dir, head, tail, model_names, infos, views, relations, class_rel, report)
+        class_files, atlas_files = write_atlas(out_dir, head, tail, model_names, infos, views, relations, class_rel, report,
+                                               page_cache)
+        page_cache.save()
         shell_pages = [p for p in shell_files if p.endswith(".html") and p != "404.html"]
         shell_files |= write_host_files(out_dir, options.site_url, shell_pages + [f"classes/{p}" for p in pages]
                                          + sorted(f for f in atlas_files if f.endswith(".html")))

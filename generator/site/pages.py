@@ -13,6 +13,7 @@ from ..classes import ImageNetClass
 from ..config import Zoo
 from ..records import Meta
 from ..store import Store
+from .pagecache import PageCache
 from .paths import INDEX_SCRIPT, site_path, write_if_changed
 from .reading import Unreadable, model_card
 from .relations import SIMILARITY_THRESHOLD
@@ -97,27 +98,35 @@ def page_html(head: str, tail: str, title: str, body: str) -> bytes:
 
 def write_class_pages(out_dir: Path, head: str, tail: str, model_names: list[str],
                       metas: dict[tuple[str, int], Meta | Unreadable | None], infos: dict[int, ImageNetClass],
-                      views: Views, report: SiteReport) -> set[str]:
+                      views: Views, report: SiteReport, cache: PageCache) -> set[str]:
     template = jinja_env().get_template("class.html")
     order = list(infos)
     names = set()
     for pos, i in enumerate(order):
         info = infos[i]
-        body = template.render(
-            cls=info, models=views[i],
-            prev=infos[order[pos - 1]] if pos > 0 else None,
-            next=infos[order[pos + 1]] if pos + 1 < len(order) else None,
-            figures=figures_table(model_names, [_valid(metas.get((m, i))) for m in model_names]),
-        )
+        context = {
+            "cls": info, "models": views[i],
+            "prev": infos[order[pos - 1]] if pos > 0 else None,
+            "next": infos[order[pos + 1]] if pos + 1 < len(order) else None,
+            "figures": figures_table(model_names, [_valid(metas.get((m, i))) for m in model_names]),
+        }
         name = f"{info.slug}.html"
-        # The chrome's canonical link (set with site_url) names the chrome page: make it this page's.
-        data = page_html(head.replace('/classes/_chrome.html"', f'/classes/{name}"'), tail,
-                         f"{info.slug} · {short_name(info.name)}", body)
-        if write_if_changed(site_path(out_dir, f"classes/{name}"), data):
-            report.pages_written += 1
-        else:
+        rel = f"classes/{name}"
+        key = cache.key(rel, context)
+        if cache.fresh(rel, key):
             report.pages_unchanged += 1
-        if len(data) > report.largest_page_bytes:
-            report.largest_page_bytes, report.largest_page = len(data), f"classes/{name}"
+            size = cache.size(rel)
+        else:
+            # The chrome's canonical link (set with site_url) names the chrome page: make it this page's.
+            data = page_html(head.replace('/classes/_chrome.html"', f'/classes/{name}"'), tail,
+                             f"{info.slug} · {short_name(info.name)}", template.render(**context))
+            if write_if_changed(site_path(out_dir, rel), data):
+                report.pages_written += 1
+            else:
+                report.pages_unchanged += 1
+            cache.wrote(rel, key)
+            size = len(data)
+        if size > report.largest_page_bytes:
+            report.largest_page_bytes, report.largest_page = size, rel
         names.add(name)
     return names
