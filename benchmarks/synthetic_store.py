@@ -1,6 +1,6 @@
 """A synthetic artifact store: N classes x M models, small placeholder images, complete meta.json.
 
-The same shape the renderer writes (generator/store.py's schema, generator/workers.py's records),
+The same shape the renderer writes (generator/store.py's schema, generator/workers/saving.py's records),
 including failed, missing and partial parts, so the site and its budgets can be tested without
 running a model. Images come from a small pool and are hard-linked into place, so a 1000 x 3 store
 (~500k files) takes little disk and is written in well under a minute.

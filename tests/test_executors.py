@@ -12,7 +12,7 @@ from generator.config import ConfigError
 from generator.executors import plan_tasks, sub_shard
 from generator.plan import RenderJob, in_shard
 
-from .test_workers import assert_complete, done_events, render, unit_count
+from .rendering import assert_complete, done_events, render, unit_count
 
 try:
     import ray  # noqa: F401

@@ -47,7 +47,7 @@ def test_writer_queue_is_bounded_and_errors_stay_with_their_job():
 
 
 def test_a_failed_write_fails_its_unit_only(tiny_config, tmp_path, monkeypatch):
-    real, threads = workers.encode_png, set()
+    real, threads = workers.saving.encode_png, set()
 
     def broken_for_class_2(image):  # noqa: ANN001
         threads.add(threading.current_thread().name)
@@ -57,7 +57,7 @@ def test_a_failed_write_fails_its_unit_only(tiny_config, tmp_path, monkeypatch):
         return real(image)
 
     broken = {"on": True}
-    monkeypatch.setattr(workers, "encode_png", broken_for_class_2)
+    monkeypatch.setattr(workers.saving, "encode_png", broken_for_class_2)
     out = tmp_path / "w"
     assert render(tiny_config, out, "--what", "maco", "--retries", "0", "--batch-size", "3") == 1
     metas = {m.class_index: m.to_json_obj() for m in Store(out).iter_meta_records("tiny")}
@@ -85,7 +85,7 @@ def test_the_next_batch_renders_while_the_previous_one_is_written(tiny_config, t
         return real_save(store, plan, unit, *args, **kwargs)
 
     monkeypatch.setattr(maco, "render", logged_render)
-    monkeypatch.setattr(workers, "save_maco", slow_save)
+    monkeypatch.setattr(workers.worker, "save_maco", slow_save)  # where the Worker looks it up
     assert render(tiny_config, tmp_path / "p", "--what", "maco", "--batch-size", "1") == 0
     kinds = [e[0] for e in events]
     assert kinds.index("saved") > 1 and kinds[:2] == ["render", "render"], events
