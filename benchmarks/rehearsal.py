@@ -65,6 +65,7 @@ class Runner:
         self.work, self.config, self.classes = work, config, classes
         self.logs: list[Path] = []
         self.stages: dict[str, float] = {}
+        self.killed: dict = {}
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
     def start(self, name: str, *argv: str, threads: int = 1) -> subprocess.Popen:
@@ -98,12 +99,18 @@ def render_with_faults(r: Runner, store: Path, total_units: int) -> list[int]:
     """kill -9 mid-render, resume beside a concurrent second render, then corrupt and repair."""
     t = time.perf_counter()
     first = r.start("render-1-killed", "render", *r.selection(), "--device", "cpu", threads=min(2, os.cpu_count() or 1))
-    target = max(3, total_units // 3)
+    target = max(3, int(total_units * 0.4))  # a third would be exactly the first model's units: kill inside the second
     while done_units(store) < target and first.poll() is None:
         time.sleep(0.5)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    print(f"  render-1-killed: SIGKILL after {done_units(store)} units, {time.perf_counter() - t:.0f} s", flush=True)
+    from generator.store import Store
+
+    held = Store(store).leftovers()  # claims and temporaries the killed render left: the resume must take them over
+    r.killed = {"units_done": done_units(store), "seconds": round(time.perf_counter() - t, 1), "left_behind": len(held),
+                "examples": sorted(str(p.relative_to(store)) for p in held)[:3]}
+    print(f"  render-1-killed: SIGKILL after {done_units(store)} units, {time.perf_counter() - t:.0f} s; left behind "
+          f"{len(held)} claim or temporary files ({', '.join(r.killed['examples'])})", flush=True)
     resume = r.start("render-2-resume", "render", *r.selection(), "--device", "cpu")
     time.sleep(2.0)
     concurrent = r.start("render-3-concurrent", "render", *r.selection(), "--device", "cpu")
@@ -200,7 +207,7 @@ def main() -> int:
     t = time.perf_counter()
     codes.append(r.lens("render-4-repair", "render", *r.selection(), "--device", "cpu"))
     r.stages["render"] += time.perf_counter() - t
-    results["faults"] = faults
+    results["faults"] = {**faults, "killed_render": r.killed}
     repair_log = (work / "render-4-repair.log").read_text()
 
     # ------------------------------------------------------------------ quality and site
