@@ -47,10 +47,14 @@ def store(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def built(zoo, store, tmp_path_factory):
-    """(site folder, first report, second report of an unchanged rebuild)."""
+    """(site folder, first report, report of an unchanged rebuild that went through every class).
+
+    A rebuild that finds nothing changed stops early (generator/site/manifest.py); forgetting the
+    manifest makes this one do the whole build, to check that it then writes nothing."""
     out = tmp_path_factory.mktemp("site") / "site"
     cache = tmp_path_factory.mktemp("cache")
     first = site.build_site(zoo, store, out, progress=False, cache_dir=cache)
+    shutil.rmtree(cache / "manifest")
     second = site.build_site(zoo, store, out, progress=False, cache_dir=cache)
     return out, first, second
 
@@ -205,6 +209,44 @@ def test_second_build_encodes_and_writes_nothing(built):
     assert second.files_removed == 0
 
 
+def test_unchanged_rebuild_stops_early_and_any_change_builds(zoo, own_store, tmp_path):
+    """The manifest (generator/site/manifest.py): nothing changed, nothing done; a change in the store,
+    the site or the config runs the whole build, which repairs the site."""
+    out, cache = tmp_path / "site", tmp_path / "cache"
+    first = site.build_site(zoo, own_store, out, progress=False, cache_dir=cache)
+    again = site.build_site(zoo, own_store, out, progress=False, cache_dir=cache)
+    assert not first.up_to_date and again.up_to_date and again.files_checked > 100
+    assert "up to date" in str(again) and again.pages_written == again.pages_unchanged == 0
+
+    page = out / "classes" / "0001.html"
+    text = page.read_text()
+    page.unlink()  # a file removed from the site
+    report = site.build_site(zoo, own_store, out, progress=False, cache_dir=cache)
+    assert not report.up_to_date and page.read_text() == text and report.pages_written == 1
+    assert site.build_site(zoo, own_store, out, progress=False, cache_dir=cache).up_to_date
+
+    (out / "stray.txt").write_text("added by hand")  # a file added to the site: built again, and pruned
+    report = site.build_site(zoo, own_store, out, progress=False, cache_dir=cache)
+    assert not report.up_to_date and not (out / "stray.txt").exists()
+
+    meta = own_store / DEFAULT_MODELS[0] / "0002" / "meta.json"  # a store file replaced (as a re-render does)
+    data = meta.read_bytes()
+    meta.unlink()  # a hard link into the synthetic pool: replace, never write through
+    meta.write_bytes(data)
+    report = site.build_site(zoo, own_store, out, progress=False, cache_dir=cache)
+    assert not report.up_to_date and report.pages_written == 0  # same content: nothing rewritten
+
+    raw = yaml.safe_load((ROOT / "models.yaml").read_text())  # the config
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump({**raw, "title": "Another title"}))
+    report = site.build_site(load_zoo(tmp_path / "models.yaml"), own_store, out, progress=False, cache_dir=cache)
+    assert not report.up_to_date and "Another title" in page.read_text()
+    report = site.build_site(zoo, own_store, out, progress=False, cache_dir=cache, site_url="https://example.org/g/")  # an option
+    assert not report.up_to_date
+
+    (cache / "manifest").joinpath(next(p.name for p in (cache / "manifest").iterdir())).write_text("{not json")
+    assert not site.build_site(zoo, own_store, out, progress=False, cache_dir=cache).up_to_date  # an unreadable manifest
+
+
 def test_changed_source_is_reencoded_alone_and_stale_output_removed(zoo, own_store, tmp_path):
     out, cache = tmp_path / "site", tmp_path / "cache"
     site.build_site(zoo, own_store, out, progress=False, cache_dir=cache)
@@ -241,6 +283,7 @@ def test_pages_with_unchanged_inputs_are_kept_and_edited_ones_rewritten(zoo, own
     assert concepts.is_file() and "edited by hand" not in page.read_text()
     rendered.clear()
     next((cache / "pages").iterdir()).write_text("{not json")  # an unreadable cache: every page rendered, none changed
+    shutil.rmtree(cache / "manifest")  # (else the build stops early: nothing changed)
     report = site.build_site(zoo, own_store, out, progress=False, cache_dir=cache)
     assert len(rendered) > n and report.pages_written == 0 and report.atlas_written == 0
     rendered.clear()

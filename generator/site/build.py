@@ -32,19 +32,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import webp
+from .. import __version__, webp
 from ..config import Zoo
 from ..store import Store, file_lock
 from .atlas import write_atlas
 from .images import ImagePlan, place_images
-from .pagecache import PageCache
+from .manifest import Manifest, code_digest, inputs_digest, tree_signature
+from .pagecache import PageCache, templates_digest
 from .pages import Views, class_index_json, class_search_docs, index_script, shell_context, write_class_pages
 from .paths import INDEX_FILE, INDEX_SCRIPT, MARKER_FILE, check_cache_dir, check_out_dir, default_cache_dir, prune, write_if_changed
 from .publish import normalize_site_url, write_host_files
 from .reading import class_info, read_metas, select_models
 from .relations import ClassRelations, ModelRelations, class_relations, model_relations
 from .report import SiteReport
-from .shell import build_shell, split_chrome, sync_shell
+from .shell import versions_tag, build_shell, split_chrome, sync_shell
 from .views import count_placeholders, model_class_view, view_problems
 
 
@@ -95,8 +96,35 @@ def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[
            classes: list[int] | None, progress: bool, workers: int, report: SiteReport, options: Options) -> None:
     t0 = time.perf_counter()
     wanted = None if classes is None else set(classes)
-    with _timed(report, "read store"):
+    with _timed(report, "check"):
         model_names = select_models(zoo, store, models, report)
+        manifest = Manifest(cache_dir / "manifest" / f"{hashlib.sha256(str(out_dir).encode()).hexdigest()[:12]}.json")
+        last = manifest.read()
+        manifest.forget()  # written again only once this build has finished
+        parts = {"zoo": zoo.data.model_dump(mode="json"), "options": options, "models": model_names,
+                 "classes": sorted(wanted) if wanted is not None else None, "out": str(out_dir),
+                 "templates": templates_digest().hex(), "code": code_digest(), "versions": [__version__, versions_tag()]}
+        inputs, report.files_checked = inputs_digest(store.root, model_names, parts)
+        if last.get("inputs") == inputs:
+            outputs, n = tree_signature(out_dir)
+            report.files_checked += n
+            if last.get("outputs") == outputs:
+                report.up_to_date = True
+                manifest.write(inputs, outputs)
+                report.seconds["total"] = time.perf_counter() - t0
+                _say(progress, f"up to date: nothing changed since the last build ({report.files_checked} files checked "
+                               f"in {report.seconds['total']:.1f} s)")
+                return
+    _full_build(zoo, store, out_dir, cache_dir, model_names, wanted, progress, workers, report, options)
+    with _timed(report, "check"):
+        manifest.write(inputs, tree_signature(out_dir)[0])
+    report.seconds["total"] = time.perf_counter() - t0
+    _say(progress, f"done in {report.seconds['total']:.1f} s: {out_dir / 'index.html'}")
+
+
+def _full_build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, model_names: list[str], wanted: set[int] | None,
+                progress: bool, workers: int, report: SiteReport, options: Options) -> None:
+    with _timed(report, "read store"):
         metas = read_metas(store, model_names, wanted)
         model_names = [m for m in model_names if any(k[0] == m for k in metas)]
         indices = sorted({i for _, i in metas})
@@ -164,5 +192,3 @@ def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[
                                "set `site_url:` in models.yaml or --site-url before publishing under a sub-path")
     with _timed(report, "prune"):
         report.files_removed = prune(out_dir, shell_files, pages | class_files, plan.folders, atlas_files)
-    report.seconds["total"] = time.perf_counter() - t0
-    _say(progress, f"done in {report.seconds['total']:.1f} s: {out_dir / 'index.html'}")

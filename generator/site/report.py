@@ -30,12 +30,17 @@ class SiteReport:
     largest_class_json_bytes: int = 0
     largest_map_bytes: int = 0
     relations_recomputed: list[str] = field(default_factory=list)  # models whose global relations were recomputed
+    up_to_date: bool = False  # inputs and site as the last build left them: nothing was done
+    files_checked: int = 0  # store and site files whose size and mtime were compared with the last build's
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # "model class: detail" behind each placeholder
 
     def __str__(self) -> str:
         kb = 1024
+        if self.up_to_date:
+            return (f"site: {self.out_dir}\n  up to date: nothing changed since the last build "
+                    f"({self.files_checked} files checked in {self.seconds.get('total', 0):.1f} s)")
         lines = [
             f"site: {self.out_dir}",
             f"  {self.classes} classes x {len(self.models)} models ({', '.join(self.models) or 'none'})",

@@ -136,7 +136,7 @@ def write_shell_docs(docs_dir: Path, context: dict[str, Any]) -> dict[str, bytes
     return files
 
 
-def _versions_tag() -> str:
+def versions_tag() -> str:
     versions = []
     for dist in ("mkdocs", "mkdocs-material", "pymdown-extensions"):
         try:
@@ -153,7 +153,7 @@ def build_shell(shell_dir: Path, context: dict[str, Any], title: str, models: li
     files = write_shell_docs(docs_dir, context)
     config = mkdocs_config(title, models, docs_dir, site_dir, site_url)
     digest = hashlib.sha256()
-    digest.update(f"{SHELL_VERSION}|{_versions_tag()}|{json.dumps(config, sort_keys=True)}".encode())
+    digest.update(f"{SHELL_VERSION}|{versions_tag()}|{json.dumps(config, sort_keys=True)}".encode())
     for rel in sorted(files):
         digest.update(rel.encode() + b"\0" + files[rel] + b"\0")
     stamp = shell_dir / "inputs.sha256"
