@@ -45,7 +45,7 @@ from .publish import normalize_site_url, write_host_files
 from .reading import class_info, read_metas, select_models
 from .relations import ClassRelations, ModelRelations, class_relations, model_relations
 from .report import SiteReport
-from .shell import versions_tag, build_shell, split_chrome, sync_shell
+from .shell import build_shell, split_chrome, sync_shell, versions_tag
 from .views import count_placeholders, model_class_view, view_problems
 
 
