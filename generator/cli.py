@@ -366,7 +366,7 @@ def cmd_site(args: argparse.Namespace) -> int:
     store = args.store or zoo.resolve_path(zoo.data.out)
     report = build_site(zoo, store, out, progress=not args.no_progress, **_site_options(args))
     print(report)
-    print(f"lens: site written to {out}; browse it with `lens serve`")
+    print(f"lens: site {'in' if report.up_to_date else 'written to'} {out}; browse it with `lens serve`")
     return 0
 
 
