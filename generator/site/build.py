@@ -86,6 +86,11 @@ def _timed(report: SiteReport, name: str) -> Iterator[None]:
     report.seconds[name] = report.seconds.get(name, 0.0) + time.perf_counter() - t
 
 
+def _out_tag(out_dir: Path) -> str:
+    """Names a site folder's files in a cache that may serve several sites."""
+    return hashlib.sha256(str(out_dir).encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class Options:
     site_url: str | None
@@ -98,9 +103,8 @@ def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[
     wanted = None if classes is None else set(classes)
     with _timed(report, "check"):
         model_names = select_models(zoo, store, models, report)
-        manifest = Manifest(cache_dir / "manifest" / f"{hashlib.sha256(str(out_dir).encode()).hexdigest()[:12]}.json")
+        manifest = Manifest(cache_dir / "manifest" / f"{_out_tag(out_dir)}.json")
         last = manifest.read()
-        manifest.forget()  # written again only once this build has finished
         parts = {"zoo": zoo.data.model_dump(mode="json"), "options": options, "models": model_names,
                  "classes": sorted(wanted) if wanted is not None else None, "out": str(out_dir),
                  "templates": templates_digest().hex(), "code": code_digest(), "versions": [__version__, versions_tag()]}
@@ -110,11 +114,11 @@ def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[
             report.files_checked += n
             if last.get("outputs") == outputs:
                 report.up_to_date = True
-                manifest.write(inputs, outputs)
                 report.seconds["total"] = time.perf_counter() - t0
                 _say(progress, f"up to date: nothing changed since the last build ({report.files_checked} files checked "
                                f"in {report.seconds['total']:.1f} s)")
                 return
+    manifest.forget()  # written again only once this build has finished
     _full_build(zoo, store, out_dir, cache_dir, model_names, wanted, progress, workers, report, options)
     with _timed(report, "check"):
         manifest.write(inputs, tree_signature(out_dir)[0])
@@ -172,8 +176,7 @@ def _full_build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, model_na
         head, tail = split_chrome(shell_site)
         search = out_dir / "search" / "search_index.json"
         report.search_index_bytes = search.stat().st_size if search.is_file() else 0
-    out_tag = hashlib.sha256(str(out_dir).encode()).hexdigest()[:12]
-    page_cache = PageCache(cache_dir / "pages" / f"{out_tag}.json", out_dir, head, tail)
+    page_cache = PageCache(cache_dir / "pages" / f"{_out_tag(out_dir)}.json", out_dir, head, tail)
     with _timed(report, "class pages"):
         index_bytes = class_index_json(model_names, infos, views).encode()
         write_if_changed(out_dir / INDEX_FILE, index_bytes)
