@@ -90,6 +90,21 @@
     return key.indexOf(query) !== -1;
   }
 
+  /* Filter as you type: `show(el, ok)` shows or hides each element by its data-key; the count says how many match. */
+  function liveFilter(input, count, elements, noun, show) {
+    function apply() {
+      var q = input.value.trim().toLowerCase(), shown = 0;
+      elements.forEach(function (el) {
+        var ok = matches(el.dataset.key, q);
+        show(el, ok);
+        if (ok) shown++;
+      });
+      count.textContent = shown + " of " + elements.length + " " + noun;
+    }
+    input.addEventListener("input", apply);
+    apply();
+  }
+
   function setupFinder(finder) {
     var root = finder.getAttribute("data-root") || "";
     var model = finder.getAttribute("data-model");
@@ -107,17 +122,7 @@
         frag.appendChild(c);
       });
       grid.appendChild(frag);
-      function apply() {
-        var q = input.value.trim().toLowerCase(), shown = 0;
-        cards.forEach(function (c) {
-          var ok = matches(c.dataset.key, q);
-          c.hidden = !ok;
-          if (ok) shown++;
-        });
-        count.textContent = shown + " of " + cards.length + " classes";
-      }
-      input.addEventListener("input", apply);
-      apply();
+      liveFilter(input, count, cards, "classes", function (c, ok) { c.hidden = !ok; });
     }).catch(function (e) {
       count.textContent = "Could not load the class index (" + e.message + "). Rebuild the site with `lens site`, or serve it with `lens serve`.";
     });
@@ -339,17 +344,7 @@
         frag.appendChild(a);
       });
       plot.appendChild(frag);
-      function apply() {
-        var q = input.value.trim().toLowerCase(), shown = 0;
-        items.forEach(function (a) {
-          var ok = matches(a.dataset.key, q);
-          a.classList.toggle("lens-off", !ok);
-          if (ok) shown++;
-        });
-        count.textContent = shown + " of " + items.length + " concepts";
-      }
-      input.addEventListener("input", apply);
-      apply();
+      liveFilter(input, count, items, "concepts", function (a, ok) { a.classList.toggle("lens-off", !ok); });
       var want = /#c=(\d+-\d+)/.exec(window.location.hash);
       if (want) items.forEach(function (a) { if (a.dataset.id === want[1]) { a.classList.add("lens-here"); plot.appendChild(a); } });
     }).catch(function (e) {
