@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -240,7 +242,7 @@ def test_checkpoint_wrappers_and_prefixes_load_without_editing(tmp_path):
     cases = {
         "sd.pth": {"state_dict": state, "epoch": 3}, "model.pth": {"model": state}, "module.pth": {"module": state},
         "ema_only.pth": {"state_dict_ema": state, "optimizer": {"lr": 0.1}},
-        "both.pth": {"state_dict": state, "state_dict_ema": other},  # the raw weights are preferred
+        "both.pth": {"state_dict": other, "state_dict_ema": state},  # EMA preferred, as timm's validation does
         "dp.pth": {"state_dict": prefixed("module.")}, "lightning.pth": {"state_dict": prefixed("model.")},
         "nested.pth": {"model": {"module": prefixed("_orig_mod.module.")}},
     }
@@ -250,8 +252,8 @@ def test_checkpoint_wrappers_and_prefixes_load_without_editing(tmp_path):
     for name in [*cases, "compiled.safetensors"]:
         module = build_module(_zoo_for(tmp_path, name).model("m"), tmp_path)
         assert torch.equal(module.state_dict()["fc.weight"], state["fc.weight"]), name
-    ema = build_module(_zoo_for(tmp_path, "both.pth", ", checkpoint_key: state_dict_ema").model("m"), tmp_path)
-    assert torch.equal(ema.state_dict()["fc.weight"], other["fc.weight"])
+    raw = build_module(_zoo_for(tmp_path, "both.pth", ", checkpoint_key: state_dict").model("m"), tmp_path)
+    assert torch.equal(raw.state_dict()["fc.weight"], other["fc.weight"])
 
 
 def test_ambiguous_prefix_gets_a_hint_and_a_yaml_option(tmp_path):
@@ -301,6 +303,88 @@ def test_unusable_files_are_one_line_errors_and_models_check_exits_1(tmp_path, c
     assert main(["models", "--config", str(tmp_path / "zoo.yaml"), "--check"]) == 1
     checked = capsys.readouterr().out.splitlines()
     assert "usable:" in checked[0] and all("unusable:" in line for line in checked[1:]) and len(checked) == 5
+
+
+def timm_training_checkpoint(folder, arch="test_resnet"):
+    """model_best.pth.tar as timm's train.py writes it: timm's own CheckpointSaver with the run's
+    `args` (an argparse.Namespace), an optimizer, an EMA model and a metric. Returns (path, raw
+    state, EMA state)."""
+    import argparse
+
+    import timm
+    from timm.utils import CheckpointSaver, ModelEmaV3
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    optimizer.step()  # momentum buffers in the optimizer state
+    ema = ModelEmaV3(model, decay=0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # the raw weights move on; the EMA keeps others
+    args = argparse.Namespace(model=arch, lr=0.1, epochs=3, input_size=[3, 64, 64], device="cpu", amp=False, output="")
+    saver = CheckpointSaver(model, optimizer, args=args, model_ema=ema, checkpoint_dir=str(folder), recovery_dir=str(folder))
+    saver.save_checkpoint(0, metric=12.5)
+    path = folder / "model_best.pth.tar"
+    assert path.is_file()
+    return path, model.state_dict(), ema.module.state_dict()
+
+
+def test_timm_training_checkpoint_loads_its_ema_weights_and_says_so(tmp_path, capsys):
+    """As written by timm's train.py: `.pth.tar`, args as a Namespace (allowed), the EMA weights
+    preferred as timm's validation does, unless `checkpoint_key:` says otherwise; recorded."""
+    from generator.api import from_timm
+    from generator.cli import main
+    from generator.models import build_model
+
+    path, raw, ema = timm_training_checkpoint(tmp_path)
+    module, used = build_model(_zoo_for(tmp_path, path.name).model("m"), tmp_path)
+    assert torch.equal(module.state_dict()["fc.weight"], ema["fc.weight"])
+    assert not torch.equal(raw["fc.weight"], ema["fc.weight"])
+    assert used.entry == "state_dict_ema" and used.other_entries == ["state_dict"]
+    module, used = build_model(_zoo_for(tmp_path, path.name, ", checkpoint_key: state_dict").model("m"), tmp_path)
+    assert torch.equal(module.state_dict()["fc.weight"], raw["fc.weight"]) and used.entry == "state_dict"
+    assert main(["models", "--config", str(tmp_path / "models.yaml"), "--check", "--models", "m"]) == 0
+    assert "checkpoint entry 'state_dict' (the file also holds 'state_dict_ema')" in capsys.readouterr().out
+    _zoo_for(tmp_path, path.name)
+    assert main(["models", "--config", str(tmp_path / "models.yaml"), "--check"]) == 0
+    assert "checkpoint entry 'state_dict_ema' (EMA; the file also holds 'state_dict')" in capsys.readouterr().out
+    api = from_timm("test_resnet", checkpoint=path, checkpoint_key="state_dict", input_size=64)
+    assert torch.equal(api.loaded.module.state_dict()["fc.weight"], raw["fc.weight"])
+    assert api.loaded.weights_used.entry == "state_dict"
+    prefixed = tmp_path / "net.pth"
+    torch.save({"state_dict": {"net." + k: v for k, v in ema.items()}}, prefixed)
+    api = from_timm("test_resnet", checkpoint=prefixed, prefix_map={"net.": ""}, input_size=64)
+    assert torch.equal(api.loaded.module.state_dict()["fc.weight"], ema["fc.weight"])
+
+
+def _touch(path):  # what a harmful pickle would run on load
+    Path(path).touch()
+
+
+class _Harmful:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (_touch, (self.path,))
+
+
+def test_a_harmful_pickle_in_a_checkpoint_is_refused_without_running(tmp_path):
+    import timm
+
+    from generator.models import ModelError, build_module
+
+    sentinel = tmp_path / "ran"
+    state = timm.create_model("test_resnet").state_dict()
+    torch.save({"state_dict": state, "args": _Harmful(sentinel)}, tmp_path / "evil.pth.tar")
+    with pytest.raises(ModelError, match=r"pickles a Python object.*never unpickled.*save ck\['state_dict_ema'\]") as e:
+        build_module(_zoo_for(tmp_path, "evil.pth.tar").model("m"), tmp_path)
+    assert "\n" not in str(e.value) and "evil.pth.tar" in str(e.value)
+    assert not sentinel.exists()
+    torch.load(tmp_path / "evil.pth.tar", weights_only=False)  # the payload is real: a full unpickle runs it
+    assert sentinel.exists()
 
 
 # ----------------------------------------------------------------------------- timm hub weights
