@@ -114,6 +114,13 @@ def _models_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", dest="models", help=argparse.SUPPRESS)  # the singular, as typed
 
 
+def _judges_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--judges", default=None, metavar="NAME[,NAME...]",
+                   help="models that score the renders (default: the packaged models efficientnet-lite0,1,2, whether or not "
+                        "the zoo lists them; the zoo's own models judge only when named here); each judge embeds the "
+                        "reference images once, then they are cached")
+
+
 def _add_selection(p: argparse.ArgumentParser, what: bool = True) -> None:
     g = p.add_argument_group("selection")
     _config_option(g)
@@ -501,11 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     _render_options(p)
     _site_option(p, old="--site-out")
     _site_flags(p)
-    p.add_argument("--judges", default=None, help="models that score the renders, NAME[,NAME...] (default: the embedded models)")
+    _judges_option(p)
     p = command("quality", cmd_quality, "compute quality figures (self, transfer, plausibility) of existing renders")
     _add_selection(p, what=False)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, a GPU if any)")
-    p.add_argument("--judges", default=None, help="models that score the renders, NAME[,NAME...] (default: the embedded models)")
+    _judges_option(p)
     p = command("status", cmd_status, "done, pending and failed units per model and part, with failure reasons", None)
     _add_selection(p)
     p.add_argument("--json", action="store_true", help="print the counts, failures and problems as one JSON object")
