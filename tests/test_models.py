@@ -303,6 +303,10 @@ def test_unusable_files_are_one_line_errors_and_models_check_exits_1(tmp_path, c
     assert main(["models", "--config", str(tmp_path / "zoo.yaml"), "--check"]) == 1
     checked = capsys.readouterr().out.splitlines()
     assert "usable:" in checked[0] and all("unusable:" in line for line in checked[1:]) and len(checked) == 5
+    assert main(["models", "--config", str(tmp_path / "zoo.yaml"), "--check", "--models", "ok-safetensors"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["ok-safetensors"]
+    assert main(["models", "--config", str(tmp_path / "zoo.yaml"), "--models", "nope"]) == 2
+    assert "no model named 'nope'" in capsys.readouterr().err
 
 
 def timm_training_checkpoint(folder, arch="test_resnet"):
