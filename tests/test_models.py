@@ -82,6 +82,11 @@ def arch_zoo(tmp_path_factory):
         torch.manual_seed(0)
         save_file(timm.create_model(arch, pretrained=False).state_dict(), str(folder / f"{arch}.safetensors"))
         entries.append(f"  - {{name: {name}, arch: {arch}, weights: {{file: {arch}.safetensors}}, input_size: 64}}")
+    return write_small_zoo(folder, images, entries)
+
+
+def write_small_zoo(folder, images, entries: list[str]):
+    """models.yaml of the given entries at tiny settings (64 px, 2 MACO steps, 3 concepts, 2 visualized)."""
     (folder / "models.yaml").write_text(f"""
 images: {images}
 spectrum: powerlaw
@@ -213,6 +218,135 @@ def test_layers_command_lists_clean_cuts_with_shape_and_sign(arch_zoo, capsys):
     assert rows["features"][1:3] == ["yes", "17x192"] and rows["features"][3] == "no"  # LayerNorm: signed
     assert rows["blocks.11.add_1"][1] == "yes" and rows["blocks.11.add_1"][-1] == "blocks"
     assert any(r[1] == "no" for r in rows.values())  # --all shows the cuts inside blocks too
+
+
+# ----------------------------------------------------------------------------- models that are not timm's
+
+LABNET = """
+import torch
+from torch import nn
+
+
+class LabNet(nn.Module):
+    def __init__(self, width=8, num_classes=1000):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean((2, 3)))
+
+
+def build(width=8):
+    return LabNet(width)
+
+
+def broken():
+    raise RuntimeError("the lab's code failed")
+"""
+
+
+@pytest.fixture(scope="module")
+def own_zoo(tmp_path_factory):
+    """A torchvision resnet18 (random init, weights as safetensors) and the lab's own net from a
+    factory in the config's folder (weights as a timm-style training checkpoint, DDP prefixes)."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    from .conftest import write_class_folder
+
+    folder = tmp_path_factory.mktemp("own")
+    images = write_class_folder(folder / "imagenet", classes=(1,), per_class=2)
+    torch.manual_seed(0)
+    save_file(torchvision.models.resnet18().state_dict(), str(folder / "resnet18.safetensors"))
+    (folder / "labnets_t20.py").write_text(LABNET)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("labnets_for_weights", folder / "labnets_t20.py")
+    code = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code)
+    net = code.build(width=6)
+    ema = {"module." + k: v + 0.5 for k, v in net.state_dict().items()}
+    torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}, "state_dict_ema": ema, "epoch": 1},
+               folder / "labnet_best.pth.tar")
+    return write_small_zoo(folder, images, [
+        "  - {name: tv-resnet18, torchvision: resnet18, weights: {file: resnet18.safetensors}, input_size: 64}",
+        '  - {name: labnet, factory: "labnets_t20:build", builder_args: {width: 6}, weights: {file: labnet_best.pth.tar}, '
+        "input_size: 64}",
+    ])
+
+
+def test_torchvision_and_factory_entries_render_concepts_and_reach_the_site(own_zoo, tmp_path, capsys):
+    from generator.cli import main
+    from generator.config import load_zoo
+    from generator.site import build_site
+    from generator.store import Store
+
+    out = tmp_path / "artifacts"
+    assert main(["render", "--config", str(own_zoo), "--classes", "1", "--store", str(out), "--no-progress"]) == 0
+    for name in ("tv-resnet18", "labnet"):
+        meta = Store(out).meta(name, 1)
+        assert meta.maco.status == "done" and meta.craft.status == "done", (name, meta.craft)
+        assert len(meta.concepts) == 3 and meta.craft.method == "nmf", name  # both cut after a ReLU
+        assert all(c.maco.status == "done" for c in meta.concepts if c.maco) and sum(bool(c.maco) for c in meta.concepts) == 2
+    card = Store(out).model_card("labnet")
+    assert card.arch == "factory:labnets_t20:build" and card.concept_layer == "features"
+    assert card.weights_used.entry == "state_dict_ema" and card.weights_used.prefixes_stripped == ["module."]
+    assert Store(out).meta("labnet", 1).maco.weights_used == card.weights_used  # meta.json says it too
+    assert Store(out).model_card("tv-resnet18").arch == "torchvision:resnet18"
+    site_dir = tmp_path / "site"
+    report = build_site(load_zoo(own_zoo), out, site_dir, progress=False)
+    assert not report.problems, report
+    html = (site_dir / "classes" / "0001.html").read_text()
+    for name in ("tv-resnet18", "labnet"):
+        section = html.split(f'<section class="lens-craft" data-model="{name}"')[1].split("</section>")[0]
+        assert section.count('<div class="lens-cvis') == 3 and section.count('<img class="lens-over"') == 2, name
+    assert main(["layers", "labnet", "--config", str(own_zoo), "--samples", "2"]) == 0
+    listed = capsys.readouterr().out
+    assert "labnet (factory:labnets_t20:build)" in listed and "body.3" in listed
+    assert listed.splitlines()[2].split()[:2] == ["features", "yes"]
+
+
+def test_factory_and_torchvision_mistakes_are_one_line_errors(own_zoo, tmp_path, capsys):
+    from generator.cli import main
+    from generator.config import load_zoo
+    from generator.errors import ConfigError
+
+    bad = own_zoo.parent / "bad.yaml"
+    bad.write_text("""models:
+  - {name: gone, factory: "no_such_pkg_t20.models:build", weights: {file: labnet_best.pth.tar}}
+  - {name: raises, factory: "labnets_t20:broken", weights: {file: labnet_best.pth.tar}}
+  - {name: nofn, factory: "labnets_t20:nope", weights: {file: labnet_best.pth.tar}}
+  - {name: tv, torchvision: resnet19, weights: {file: resnet18.safetensors}}
+""")
+    assert main(["models", "--config", str(bad), "--check"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    assert "no module 'no_such_pkg_t20' installed or in" in lines[0]
+    assert "calling it failed: RuntimeError: the lab's code failed" in lines[1]
+    assert "has no function 'nope'" in lines[2]
+    assert "'resnet19' is not a torchvision classification builder (did you mean resnet18" in lines[3]
+    for text, message in (("{name: x, weights: {file: a.pth}}", "exactly one of `arch`"),
+                          ("{name: x, arch: resnet18, torchvision: resnet18, weights: {file: a.pth}}", "got arch, torchvision"),
+                          ("{name: x, torchvision: resnet18, weights: {timm: a1_in1k}}", "for timm architectures"),
+                          ("{name: x, factory: 'not a path', weights: {file: a.pth}}", "factory")):
+        bad.write_text(f"models:\n  - {text}\n")
+        with pytest.raises(ConfigError, match=message) as e:
+            load_zoo(bad)
+        assert "bad.yaml: model 'x' (entry 1)" in str(e.value)
+
+
+def test_an_entry_written_before_keeps_its_identity():
+    """New keys (torchvision, factory, builder_args) stay out of the identity while unset, so the
+    settings hashes of a store rendered before are unchanged."""
+    from generator.config import ModelEntry
+
+    entry = ModelEntry(name="m", arch="resnet50", weights={"file": "w.safetensors"}, input_size=224)
+    assert entry.identity() == {
+        "name": "m", "arch": "resnet50", "weights": {"package": None, "file": "w.safetensors", "timm": None}, "key_map": None,
+        "checkpoint_key": None, "prefix_map": None, "input_size": 224, "mean": None, "std": None, "interpolation": None,
+        "crop_pct": None, "concept_layer": "features"}
 
 
 # ----------------------------------------------------------------------------- checkpoints as people have them
