@@ -110,7 +110,9 @@ _LATER_IDENTITY_KEYS = ("torchvision", "factory", "builder_args")
 
 class ModelEntry(_Strict):
     """One model of the zoo: a timm `arch`, a `torchvision` builder or a `factory` of the user's own
-    code, with its `weights`. Everything else defaults (from timm's or torchvision's config)."""
+    code, with its `weights`. Everything else defaults (from timm's or torchvision's config).
+    A `factory` runs your code, as any Python import does; nothing is ever imported or unpickled
+    from a data file (checkpoints are read as tensors only)."""
 
     name: str = Field(pattern=SLUG_PATTERN, description="slug used in paths and URLs")
     arch: str | None = Field(None, description="timm architecture name (or give `torchvision:` or `factory:`)")
@@ -118,7 +120,8 @@ class ModelEntry(_Strict):
     factory: str | None = Field(
         None, pattern=FACTORY_PATTERN,
         description="`module.path:function` returning the nn.Module (instead of `arch:`): your own code, imported like any "
-                    "Python import from an installed package or the config's folder; weights from `file:`",
+                    "Python import from an installed package or the config's folder (nothing is imported from a data "
+                    "file); weights from `file:`",
     )
     builder_args: dict[str, Any] | None = Field(None, description="keyword arguments for the torchvision builder or the factory")
     weights: WeightsSource
