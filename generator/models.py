@@ -880,6 +880,8 @@ class LoadedModel:
         """
         get = getattr(self.module, "get_classifier", None)
         clf = get() if callable(get) else None
+        if clf is None:  # torchvision or the user's own module: its last Linear, if the check below holds
+            clf = next((m for m in reversed(list(self.module.modules())) if isinstance(m, nn.Linear)), None)
         if not isinstance(clf, nn.Linear) or clf.in_features != self.num_concept_channels:
             return None
         gen = torch.Generator(device="cpu").manual_seed(0)

@@ -290,6 +290,7 @@ def test_torchvision_and_factory_entries_render_concepts_and_reach_the_site(own_
         assert meta.maco.status == "done" and meta.craft.status == "done", (name, meta.craft)
         assert len(meta.concepts) == 3 and meta.craft.method == "nmf", name  # both cut after a ReLU
         assert all(c.maco.status == "done" for c in meta.concepts if c.maco) and sum(bool(c.maco) for c in meta.concepts) == 2
+        assert all(c.logit_share is not None for c in meta.concepts), name  # pool + their last Linear: exact shares
     card = Store(out).model_card("labnet")
     assert card.arch == "factory:labnets_t20:build" and card.concept_layer == "features"
     assert card.weights_used.entry == "state_dict_ema" and card.weights_used.prefixes_stripped == ["module."]
