@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _API = frozenset({
     "Model", "Visualization", "Concept", "CraftResult", "Record", "StoredPicture", "StoredConcept", "Store",
     "from_zoo", "from_timm", "from_module", "visualize", "visualize_directions", "find_concepts", "demo_images", "open_store",
-    "MacoSettings", "CraftSettings",
+    "render", "layers", "MacoSettings", "CraftSettings",
 })
 __all__ = sorted(_API | {"__version__"})
 

@@ -11,11 +11,14 @@ What they do:
     lens.visualize_directions(model, directions)      MACO visualizations of directions in the concept layer
     lens.find_concepts(model, images, "espresso")     CRAFT concepts of a class from a list of PIL images
     lens.open_store("artifacts").records()            what `lens render` wrote
+    lens.render(model, "espresso", store="artifacts") what `lens render` writes, for any of the three kinds
+                                                       of model: then `lens site --store artifacts` publishes it
+    lens.layers(model)                                the cut points `lens layers` lists
 
 Guarantees: results are plain dataclasses holding PIL images and numpy arrays (no tensors, no
-files left behind); nothing is written anywhere, the network is never used unless timm hub
-weights are asked for; every user error raises a `generator.errors.LensError` subclass with a
-one-line message. The settings are those of `models.yaml` (`MacoSettings`, `CraftSettings`); any of
+files left behind); nothing is written anywhere but by `render`, into the store it is given; the
+network is never used unless timm hub weights are asked for; every user error raises a
+`generator.errors.LensError` subclass with a one-line message. The settings are those of `models.yaml` (`MacoSettings`, `CraftSettings`); any of
 their fields can be given as a keyword (`steps=32`, `rank=5`). The CLI and this API share the same
 code (generator/maco.py, craft.py, models.py), so a visualization made here equals the one
 `lens render` stores for the same model, settings and seed.
@@ -43,6 +46,7 @@ from .records import MacoRecord, Meta
 __all__ = [
     "Model", "Visualization", "Concept", "CraftResult", "Record", "StoredPicture", "StoredConcept", "Store",
     "from_zoo", "from_timm", "from_module", "visualize", "visualize_directions", "find_concepts", "demo_images", "open_store",
+    "render", "layers",
     "MacoSettings", "CraftSettings",
 ]
 
@@ -93,10 +97,11 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._")[:64] or "model"
 
 
-def _entry(name: str, arch: str, weights: str, concept_layer: str, preprocess: dict[str, Any]) -> ModelEntry:
+def _entry(name: str, weights: dict[str, str], concept_layer: str, preprocess: dict[str, Any], **keys: Any) -> ModelEntry:
+    """The models.yaml entry an API model stands for (its identity in the store's settings hashes)."""
     try:
-        return ModelEntry(name=_slug(name), arch=arch, weights=WeightsSource(file=weights), concept_layer=concept_layer,
-                          **{k: v for k, v in preprocess.items() if v is not None})
+        return ModelEntry(name=_slug(name), weights=WeightsSource(**weights), concept_layer=concept_layer,
+                          **{k: v for k, v in {**preprocess, **keys}.items() if v is not None})
     except Exception as e:  # noqa: BLE001 - pydantic's message, in one line
         raise ConfigError(f"model '{name}': {' '.join(str(e).split())}") from None
 
@@ -104,31 +109,48 @@ def _entry(name: str, arch: str, weights: str, concept_layer: str, preprocess: d
 def from_timm(arch: str, *, checkpoint: str | Path | None = None, pretrained: bool = False, name: str | None = None,
               concept_layer: str = "features", device: str = "cpu", input_size: int | None = None,
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None, interpolation: str | None = None,
-              crop_pct: float | None = None) -> Model:
+              crop_pct: float | None = None, checkpoint_key: str | None = None, prefix_map: dict[str, str] | None = None,
+              key_map: str | None = None) -> Model:
     """Any timm architecture: weights from `checkpoint` (loaded strictly, tensors only), from the
-    hub (`pretrained=True`, needs network or the hub cache), or random (neither). Preprocessing
-    defaults to timm's pretrained config; `concept_layer` as in models.yaml."""
+    hub (`pretrained=True`, needs network or the hub cache), or random (neither). `checkpoint_key`,
+    `prefix_map` and `key_map` mean what they mean in models.yaml (a timm training checkpoint's
+    EMA weights are preferred unless `checkpoint_key="state_dict"`); the weights go through the same
+    loader as `lens render`'s, and `model.loaded.weights_used` says which entry and prefixes were
+    used. Preprocessing defaults to timm's pretrained config; `concept_layer` as in models.yaml."""
     import timm
 
-    from .models import LoadedModel, build_module, load_strict, read_checkpoint, resolve_device
+    from .models import LoadedModel, build_model, resolve_device
 
     preprocess = {"input_size": input_size, "mean": tuple(mean) if mean else None, "std": tuple(std) if std else None,
                   "interpolation": interpolation, "crop_pct": crop_pct}
     if pretrained and checkpoint is not None:
         raise ConfigError(f"from_timm('{arch}'): give either checkpoint= or pretrained=True, not both")
-    if pretrained:
-        entry = ModelEntry(name=_slug(name or arch), arch=arch, weights=WeightsSource(timm=""), concept_layer=concept_layer,
-                           **{k: v for k, v in preprocess.items() if v is not None})
-        module = build_module(entry, Path.cwd())
-    else:
-        entry = _entry(name or arch, arch, str(checkpoint) if checkpoint else "random initialisation", concept_layer, preprocess)
-        if not timm.is_model(arch):
-            raise ModelError(f"'{arch}' is not a timm architecture (timm.list_models() lists them)")
-        module = timm.create_model(arch, pretrained=False)
-        if checkpoint is not None:
-            load_strict(module, read_checkpoint(Path(checkpoint)), f"model '{entry.name}' ({checkpoint})")
-        module.eval()
+    if checkpoint is None and (checkpoint_key or prefix_map or key_map):
+        raise ConfigError(f"from_timm('{arch}'): checkpoint_key=, prefix_map= and key_map= need checkpoint=")
+    if pretrained or checkpoint is not None:
+        weights = {"timm": ""} if pretrained else {"file": str(Path(checkpoint).resolve())}  # type: ignore[arg-type]
+        entry = _entry(name or arch, weights, concept_layer, preprocess, arch=arch, checkpoint_key=checkpoint_key,
+                       prefix_map=prefix_map, key_map=key_map)
+        module, used = build_model(entry, Path.cwd())
+        return Model(LoadedModel(entry, module, resolve_device(device), weights_used=used))
+    if not timm.is_model(arch):
+        raise ModelError(f"'{arch}' is not a timm architecture (timm.list_models() lists them)")
+    module = timm.create_model(arch, pretrained=False).eval()
+    entry = _entry(name or arch, {"file": f"random initialisation {_fingerprint(module)}"}, concept_layer, preprocess, arch=arch)
     return Model(LoadedModel(entry, module, resolve_device(device)))
+
+
+def _fingerprint(module: nn.Module) -> str:
+    """sha256 of every tensor of the module's state, so that an in-memory model's identity (and the
+    settings hash of what `render` writes) changes when its weights do."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, t in module.state_dict().items():
+        digest.update(key.encode())
+        flat = t.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return f"sha256:{digest.hexdigest()[:16]}"
 
 
 def from_module(module: Any, *, input_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN,
@@ -150,7 +172,8 @@ def from_module(module: Any, *, input_size: int = 224, mean: Sequence[float] = I
     preprocess = {"input_size": input_size, "mean": tuple(mean), "std": tuple(std), "interpolation": interpolation,
                   "crop_pct": crop_pct}
     layer = split if isinstance(split, str) else "features"
-    entry = _entry(name, type(module).__name__, f"in-memory {type(module).__name__}", layer, preprocess)
+    kind = f"{type(module).__module__}.{type(module).__qualname__}"
+    entry = _entry(name, {"file": f"in-memory {type(module).__name__} {_fingerprint(module)}"}, layer, preprocess, arch=kind)
     if isinstance(split, str):
         wrapped = module
     else:
@@ -371,6 +394,87 @@ def find_concepts(model: Model, images: Sequence[Image.Image | str | Path], clas
         ))
     return CraftResult(c, imagenet_class(c).name, concepts, result.selection, len(result.views), float(result.nmf_error),
                        dict(result.deletion), result.reason)
+
+
+# ----------------------------------------------------------------------------- layers and rendering into a store
+
+
+def sample_layers(module: nn.Module, transform: Callable, samples: int = 4,
+                  include_unclean: bool = False) -> tuple[list[Any], int]:
+    """`lens layers`: the module's cut points (generator.models.LayerRow: name, clean cut, shape,
+    sign) run on the first `samples` demo photos, and how many photos that was."""
+    from .images import demo_photos
+    from .models import layer_table
+
+    photos = demo_photos()[: max(1, samples)]
+    x = torch.stack([transform(p.image) for p in photos])
+    return layer_table(module, x, include_unclean=include_unclean), len(photos)
+
+
+def layers(model: Model, *, samples: int = 4, include_unclean: bool = False) -> list[Any]:
+    """The model's concept-layer candidates, as `lens layers` lists them: a list of
+    generator.models.LayerRow (`.name`, `.clean`, `.shape`, `.non_negative`, `.module`), `features` first.
+    Any clean cut's name can be given as `split=` (from_module) or `concept_layer=`."""
+    loaded = model.loaded
+    module = loaded.module.module if isinstance(loaded.module, _Split) else loaded.module
+    param = next(module.parameters(), None)
+    transform = loaded.image_transform()
+    dtype = param.dtype if param is not None else torch.float32
+
+    def to_module(image: Image.Image) -> torch.Tensor:
+        return transform(image).to(loaded.device, dtype)
+
+    return sample_layers(module, to_module, samples, include_unclean)[0]
+
+
+_SETTINGS_KEYS = {"maco": set(MacoSettings.model_fields), "craft": set(CraftSettings.model_fields)}
+
+
+def render(model: Model, classes: int | str | Sequence[int], *, store: str | Path = "artifacts", what: str = "maco,craft",
+           images: str | Path | None = None, spectrum: str = "photos", batch_size: int | None = None,
+           progress: bool = False, **overrides: Any) -> Any:
+    """Render a model into an artifact store, as `lens render` does, so that `lens site --store STORE`
+    publishes it (a notebook's model included).
+
+    The same code as `lens render` writes the same records: MACO and CRAFT parts per class, the
+    model card, and settings hashes from the model's identity (for `from_module` and random
+    `from_timm` models that includes a hash of the weights, so changed weights re-render). Units
+    the store holds with the same settings are skipped; one that fails is recorded as failed and
+    the others go on. Settings: the model's, then keywords (`steps=32`, `rank=5`; `seed=` sets both
+    methods' seed). `what`: maco, craft or maco,craft; `images`: an ImageNet-layout folder for
+    CRAFT (default: the demo photos). Runs in this process on the model's device. Returns the run's
+    RenderSummary (`.done`, `.failed`, `.failures`, `.exit_code`)."""
+    import signal
+
+    from .config import Defaults, Zoo, ZooFile
+    from .plan import RenderJob, parse_parts
+    from .workers import run_render
+
+    unknown = sorted(set(overrides) - _SETTINGS_KEYS["maco"] - _SETTINGS_KEYS["craft"])
+    if unknown:
+        raise ConfigError(f"render: unknown setting {', '.join(map(repr, unknown))} (MACO: "
+                          f"{', '.join(sorted(_SETTINGS_KEYS['maco']))}; CRAFT: {', '.join(sorted(_SETTINGS_KEYS['craft']))})")
+    if not model.has_split and "craft" in parse_parts(what):
+        raise CraftError(f"model '{model.name}': CRAFT needs the concept layer: pass split= to from_module, or what='maco'")
+    entry = model.loaded.entry
+    zoo = Zoo(ZooFile(models=[entry], defaults=Defaults(maco=model.maco_settings, craft=model.craft_settings)),
+              Path(f"<python API: model '{entry.name}'>"), root=Path.cwd())
+    job = RenderJob(
+        config=zoo.path, out=Path(store), models=[entry.name], classes=_classes(classes), parts=parse_parts(what),
+        maco_overrides={k: v for k, v in overrides.items() if k in _SETTINGS_KEYS["maco"]},
+        craft_overrides={k: v for k, v in overrides.items() if k in _SETTINGS_KEYS["craft"]},
+        images=Path(images) if images is not None else None, spectrum=spectrum, devices=[model.device],
+        batch_size=batch_size, progress=progress,
+    )
+    zoo.maco_settings(entry, job.maco_overrides)  # a bad value is one ConfigError now, not a failed unit
+    zoo.craft_settings(entry, job.craft_overrides)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return run_render(job, zoo=zoo, models={entry.name: model.loaded})
+    finally:  # the render's Ctrl-C handling ends with it (a notebook keeps its own)
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 # ----------------------------------------------------------------------------- the store

@@ -114,6 +114,13 @@ def _models_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", dest="models", help=argparse.SUPPRESS)  # the singular, as typed
 
 
+def _judges_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--judges", default=None, metavar="NAME[,NAME...]",
+                   help="models that score the renders (default: the packaged models efficientnet-lite0,1,2, whether or not "
+                        "the zoo lists them; the zoo's own models judge only when named here); each judge embeds the "
+                        "reference images once, then they are cached")
+
+
 def _add_selection(p: argparse.ArgumentParser, what: bool = True) -> None:
     g = p.add_argument_group("selection")
     _config_option(g)
@@ -307,7 +314,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     zoo = _load_zoo(args)
     unusable = 0
-    for m in zoo.models.values():
+    selected = zoo.select_models(args.models)
+    for m in selected:
         if args.check:
             try:
                 status = check_weights(m, zoo.root)
@@ -315,27 +323,22 @@ def cmd_models(args: argparse.Namespace) -> int:
                 status, unusable = f"unusable: {e}", unusable + 1
         else:
             status = weights_status(m, zoo.root)
-        print(f"{m.name:24s} {m.arch:28s} {status}")
+        print(f"{m.name:24s} {m.architecture:28s} {status}")
     if unusable:
-        print(f"lens: {unusable} of {len(zoo.models)} models cannot load their weights", file=sys.stderr)
+        print(f"lens: {unusable} of {len(selected)} models cannot load their weights", file=sys.stderr)
     return 1 if unusable else 0
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    import torch
-
-    from .images import demo_photos
-    from .models import build_module, layer_table, preprocess_of
+    from .api import sample_layers
+    from .models import build_module, preprocess_of
 
     zoo = _load_zoo(args)
     entry = zoo.model(args.name)
     module = build_module(entry, zoo.root)
     preprocess = preprocess_of(entry, module)
-    transform = preprocess.transform()
-    photos = demo_photos()[: args.samples]
-    x = torch.stack([transform(p.image) for p in photos])
-    rows = layer_table(module, x, include_unclean=args.all)
-    print(f"{entry.name} ({entry.arch}): concept layers at a {preprocess.input_size} px input, on {len(x)} demo photos; "
+    rows, n = sample_layers(module, preprocess.transform(), args.samples, include_unclean=args.all)
+    print(f"{entry.name} ({entry.architecture}): concept layers at a {preprocess.input_size} px input, on {n} demo photos; "
           f"concept_layer: now '{entry.concept_layer}'")
     print(f"{'layer':40s} {'clean cut':9s} {'shape':16s} {'non-negative':18s} {'craft auto':10s} module")
     for r in rows:
@@ -505,11 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     _render_options(p)
     _site_option(p, old="--site-out")
     _site_flags(p)
-    p.add_argument("--judges", default=None, help="models that score the renders, NAME[,NAME...] (default: the embedded models)")
+    _judges_option(p)
     p = command("quality", cmd_quality, "compute quality figures (self, transfer, plausibility) of existing renders")
     _add_selection(p, what=False)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto, a GPU if any)")
-    p.add_argument("--judges", default=None, help="models that score the renders, NAME[,NAME...] (default: the embedded models)")
+    _judges_option(p)
     p = command("status", cmd_status, "done, pending and failed units per model and part, with failure reasons", None)
     _add_selection(p)
     p.add_argument("--json", action="store_true", help="print the counts, failures and problems as one JSON object")
@@ -524,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dpi", type=int, default=200, help="resolution of the PNG (default: 200; the PDF embeds the images)")
     p = command("models", cmd_models, "list the zoo and whether each model's weights are available", None)
     _config_option(p)
+    _models_option(p)
     p.add_argument("--check", action="store_true", help="load every model's weights; exit 1 if one cannot be used")
     p = command("layers", cmd_layers, "list a model's concept layers: clean cut or not, output shape, sign", None)
     p.add_argument("name", metavar="MODEL", help="a model name of models.yaml")

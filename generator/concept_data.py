@@ -176,7 +176,7 @@ def head_npz(weight: np.ndarray, bias: np.ndarray, kind: str) -> bytes:
 def head_key(m: LoadedModel) -> str:
     """What the head depends on; model.json records it so a later load does not recompute the head."""
     e = m.entry
-    return f"v{HEAD_VERSION}|{e.arch}|{e.weights.describe()}|{e.concept_layer}|{m.preprocess.input_size}"
+    return f"v{HEAD_VERSION}|{e.architecture}|{e.weights.describe()}|{e.concept_layer}|{m.preprocess.input_size}"
 
 
 def write_head(store: Store, m: LoadedModel, concept_layer: str,

@@ -102,15 +102,33 @@ class WeightsSource(_Strict):
         return f"file:{self.file}"
 
 
+FACTORY_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+# Entry keys added after stores were first written: left out of a model's identity while unset, so
+# that an entry written before hashes as it did and its renders stay done.
+_LATER_IDENTITY_KEYS = ("torchvision", "factory", "builder_args")
+
+
 class ModelEntry(_Strict):
-    """One model of the zoo. Everything but `name`, `arch` and `weights` defaults from timm."""
+    """One model of the zoo: a timm `arch`, a `torchvision` builder or a `factory` of the user's own
+    code, with its `weights`. Everything else defaults (from timm's or torchvision's config).
+    A `factory` runs your code, as any Python import does; nothing is ever imported or unpickled
+    from a data file (checkpoints are read as tensors only)."""
 
     name: str = Field(pattern=SLUG_PATTERN, description="slug used in paths and URLs")
-    arch: str = Field(description="timm architecture name")
+    arch: str | None = Field(None, description="timm architecture name (or give `torchvision:` or `factory:`)")
+    torchvision: str | None = Field(None, description="torchvision builder, e.g. `resnet18` (instead of `arch:`; weights from `file:`)")
+    factory: str | None = Field(
+        None, pattern=FACTORY_PATTERN,
+        description="`module.path:function` returning the nn.Module (instead of `arch:`): your own code, imported like any "
+                    "Python import from an installed package or the config's folder (nothing is imported from a data "
+                    "file); weights from `file:`",
+    )
+    builder_args: dict[str, Any] | None = Field(None, description="keyword arguments for the torchvision builder or the factory")
     weights: WeightsSource
     key_map: str | None = Field(None, description="checkpoint key conversion, e.g. efficientnet_pytorch")
     checkpoint_key: str | None = Field(
-        None, description="entry of the checkpoint that holds the weights, e.g. `state_dict_ema` (default: guessed)"
+        None, description="entry of the checkpoint that holds the weights, e.g. `state_dict` (default: `state_dict_ema` "
+                          "where the file has it, as timm's validation does, else guessed)"
     )
     prefix_map: dict[str, str] | None = Field(
         None, description="checkpoint key prefixes to replace, e.g. `{'model.backbone.': ''}`; keys under no listed prefix are ignored"
@@ -126,6 +144,67 @@ class ModelEntry(_Strict):
     )
     maco: dict[str, Any] = Field(default_factory=dict, description="per-model MACO overrides")
     craft: dict[str, Any] = Field(default_factory=dict, description="per-model CRAFT overrides")
+
+    @model_validator(mode="after")
+    def _one_builder(self) -> ModelEntry:
+        given = [k for k in ("arch", "torchvision", "factory") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `arch` (a timm architecture), `torchvision` (a torchvision builder) "
+                             f"or `factory` (module:function of your own code){'; got ' + ', '.join(given) if given else ''}")
+        if self.arch is None and self.weights.timm is not None:
+            raise ValueError("`weights: {timm: ...}` is for timm architectures; give a `file:` (or `package:`)")
+        if self.arch is not None and self.builder_args:
+            raise ValueError("`builder_args` is for `torchvision:` and `factory:` entries")
+        return self
+
+    @property
+    def architecture(self) -> str:
+        """The builder in words, as model cards and `lens models` show it: `resnet50` (timm),
+        `torchvision:resnet18`, `factory:mypkg.models:build`."""
+        if self.arch is not None:
+            return self.arch
+        return f"torchvision:{self.torchvision}" if self.torchvision is not None else f"factory:{self.factory}"
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the model's outputs (not its description or setting overrides); keys added
+        later are left out while unset, so an entry written before keeps its settings hash."""
+        out = self.model_dump(mode="json", exclude={"description", "maco", "craft"})
+        for key in _LATER_IDENTITY_KEYS:
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
+
+
+class WeightsUsed(BaseModel):
+    """What a model's weights were actually read from: `lens models --check` prints it, model.json and
+    every meta.json part record keep it. `entry` is the checkpoint entry read (`state_dict_ema`), None
+    when the file is the state dict itself; `other_entries` are state dicts the file holds but were
+    not used; `prefixes_stripped` are wrapper prefixes removed (`module.`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    source: str
+    file: str | None = None
+    entry: str | None = None
+    other_entries: list[str] = Field(default_factory=list)
+    prefixes_stripped: list[str] = Field(default_factory=list)
+    prefix_map: dict[str, str] | None = None
+    key_map: str | None = None
+
+    def describe(self) -> str:
+        parts = [self.source]
+        if self.entry is not None:
+            notes = ["EMA"] if "ema" in self.entry.lower() else []
+            if self.other_entries:
+                notes.append(f"the file also holds {', '.join(repr(e) for e in self.other_entries)}")
+            parts.append(f"checkpoint entry '{self.entry}'" + (f" ({'; '.join(notes)})" if notes else ""))
+        if self.prefixes_stripped:
+            parts.append(f"prefix {', '.join(repr(p) for p in self.prefixes_stripped)} stripped")
+        if self.prefix_map:
+            parts.append(f"prefix_map {self.prefix_map}")
+        if self.key_map:
+            parts.append(f"key_map {self.key_map}")
+        return ", ".join(parts)
 
 
 class Defaults(_Strict):

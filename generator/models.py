@@ -7,28 +7,37 @@ split at its concept layer into g (input -> activations) and h (activations -> l
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import difflib
 import importlib.util
 import inspect
 import logging
+import math
 import os
 import pickle
 import re
+import sys
 import weakref
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
-from .config import ModelEntry
+from .config import ModelEntry, WeightsUsed
 from .errors import ModelError
 from .keymaps import KEY_MAPS, StateDict
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+# `.pth.tar` is what timm's train.py writes (`model_best.pth.tar`), `.ckpt` Lightning; Path.suffix would see `.tar`.
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".pth.tar", ".ckpt")
 
+
+def is_checkpoint_name(name: str) -> bool:
+    """Whether a file name ends with one of CHECKPOINT_SUFFIXES."""
+    return name.lower().endswith(CHECKPOINT_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,20 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def check_arch(entry: ModelEntry) -> None:
+    """The entry's builder exists: a timm architecture or a torchvision builder (a factory is only
+    known once imported, when the model is built). Raises ModelError naming the model and key."""
+    if entry.torchvision is not None:
+        import torchvision
+
+        known = torchvision.models.list_models(module=torchvision.models)
+        if entry.torchvision not in known:
+            close = difflib.get_close_matches(entry.torchvision, known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ModelError(f"model '{entry.name}': key 'torchvision': '{entry.torchvision}' is not a torchvision "
+                             f"classification builder{hint}")
+        return
+    if entry.arch is None:
+        return
     import timm
 
     if not timm.is_model(entry.arch):
@@ -111,7 +134,7 @@ def weights_path(entry: ModelEntry, root: Path) -> Path | None:
             if not path.is_file():
                 raise ModelError(f"model '{entry.name}': key 'weights.file': '{w.file}' not found in package '{w.package}' ({base})")
             return path
-        found = sorted(p for p in base.rglob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+        found = sorted(p for p in base.rglob("*") if is_checkpoint_name(p.name) and p.is_file())
         if len(found) != 1:
             what = "no checkpoint" if not found else f"{len(found)} checkpoints ({', '.join(p.name for p in found)})"
             raise ModelError(f"model '{entry.name}': key 'weights.package': {what} in package '{w.package}'; name one with `file:`")
@@ -120,22 +143,52 @@ def weights_path(entry: ModelEntry, root: Path) -> Path | None:
     path = path if path.is_absolute() else root / path
     if not path.is_file():
         raise ModelError(f"model '{entry.name}': key 'weights.file': '{path}' does not exist")
-    if path.suffix not in CHECKPOINT_SUFFIXES:
+    if not is_checkpoint_name(path.name):
         raise ModelError(f"model '{entry.name}': key 'weights.file': '{path.name}' is not one of {', '.join(CHECKPOINT_SUFFIXES)}")
     return path
 
 
 # Wrappers that training code puts around a state dict, in the order they are preferred when a
-# file holds several (timm's train script saves both `state_dict` and `state_dict_ema`).
-WRAPPER_KEYS = ("state_dict", "model", "module", "model_state_dict", "state_dict_ema", "model_ema", "ema")
+# file holds several: EMA weights first, as timm's validation does (`load_state_dict(use_ema=True)`),
+# since timm's train.py saves both `state_dict` and `state_dict_ema`.
+WRAPPER_KEYS = ("state_dict_ema", "model_ema", "ema", "state_dict", "model", "module", "model_state_dict")
 # Prefixes that wrappers add to every key: DataParallel/DDP, Lightning, torch.compile.
 WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.")
+# The harmless globals that training checkpoints pickle beside their tensors: timm's train.py saves its
+# `args` as an argparse.Namespace (of plain values). Only these are allowed; anything else is refused.
+CHECKPOINT_SAFE_GLOBALS = (argparse.Namespace,)
 _SAVE_HINT = ("save its weights instead: `from safetensors.torch import save_file; "
               "save_file(model.state_dict(), 'weights.safetensors')`")
+_CHECKPOINT_HINT = ("load it once yourself, where you trust it (`ck = torch.load(path, weights_only=False)`), and save "
+                    "ck['state_dict_ema'] (or ck['state_dict']) with safetensors: "
+                    "`from safetensors.torch import save_file; save_file(ck['state_dict_ema'], 'weights.safetensors')`")
+
+
+def _pickle_holds_dict(path: Path) -> bool | None:
+    """Whether the object torch.save pickled into `path` is a dict (a checkpoint) rather than an
+    object (a whole model), read from the first pickle opcodes without unpickling anything.
+    None where the file is not torch's zip format. Hand-written: torch gives no such look."""
+    import pickletools
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            if name is None:
+                return None
+            data = z.read(name)
+        for op, _, _ in pickletools.genops(data):
+            if op.name not in ("PROTO", "FRAME"):
+                return op.name in ("EMPTY_DICT", "DICT")
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+    return None
 
 
 def _load_file(path: Path) -> object:
-    """The raw object in a checkpoint file; any unreadable file is one ModelError line."""
+    """The raw object in a checkpoint file; any unreadable file is one ModelError line.
+
+    Never a full unpickle: torch.load(weights_only=True), with CHECKPOINT_SAFE_GLOBALS allowed."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -144,13 +197,18 @@ def _load_file(path: Path) -> object:
         except Exception as e:  # noqa: BLE001 - truncated or not safetensors at all
             raise ModelError(f"{path}: not a readable safetensors file ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(CHECKPOINT_SAFE_GLOBALS)):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
-        if "Unsupported global" in text:
-            # torch.save(model) pickles the class: never unpickled here (it could run any code).
+        if "Unsupported global" in text or "global" in text.lower() and "allowed" in text.lower():
+            # A pickled class or function is never unpickled here (it could run any code).
             found = re.search(r"GLOBAL ([\w.]+)", text)
             what = f" ({found.group(1)})" if found else ""
+            if _pickle_holds_dict(path):
+                raise ModelError(f"{path}: a checkpoint that pickles a Python object{what} beside its weights; it is only "
+                                 f"read with torch.load(weights_only=True) (argparse.Namespace allowed), never unpickled; "
+                                 f"{_CHECKPOINT_HINT}") from None
             raise ModelError(f"{path}: holds a pickled Python object{what}, e.g. a whole model saved with torch.save(model); "
                              f"it is only read with torch.load(weights_only=True), never unpickled; {_SAVE_HINT}") from None
         raise ModelError(f"{path}: not a readable PyTorch checkpoint ({text.splitlines()[0][:160]})") from None
@@ -163,36 +221,68 @@ def _is_state(obj: object) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def unwrap_checkpoint(obj: object, where: str, key: str | None = None) -> StateDict:
-    """The state dict inside a checkpoint: `key` if given, else the first wrapper of WRAPPER_KEYS, nested."""
+@dataclass(frozen=True)
+class Checkpoint:
+    """The state dict read from a checkpoint file, and where in the file it was."""
+
+    state: StateDict
+    entry: str | None = None  # dotted path of the entry read (`state_dict_ema`); None: the file is the state dict
+    other_entries: tuple[str, ...] = ()  # other state dicts beside it, not used (`state_dict`)
+    prefixes_stripped: tuple[str, ...] = ()
+
+
+def _pick_wrapper(obj: dict) -> str | None:
+    """The preferred WRAPPER_KEYS entry: one that is a state dict, else one that is a non-empty dict."""
+    found = next((k for k in WRAPPER_KEYS if _is_state(obj.get(k))), None)
+    return found or next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict) and obj.get(k)), None)
+
+
+def unwrap(obj: object, where: str, key: str | None = None) -> Checkpoint:
+    """The state dict inside a checkpoint: `key` if given (dotted), else the preferred wrapper of
+    WRAPPER_KEYS (EMA first), nested; records which entry it was and which other state dicts the file holds."""
+    path: list[str] = []
+    others: list[str] = []
     if key is not None:
         for part in key.split("."):
             if not isinstance(obj, dict) or part not in obj:
                 have = ", ".join(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
                 raise ModelError(f"{where}: key 'checkpoint_key': no '{part}' in the checkpoint (it has: {have[:200]})")
-            obj = obj[part]
+            others += [".".join([*path, k]) for k in obj if k != part and _is_state(obj[k])]
+            obj, path = obj[part], [*path, part]
     while isinstance(obj, dict) and not _is_state(obj):
-        inner = next((k for k in WRAPPER_KEYS if _is_state(obj.get(k)) or isinstance(obj.get(k), dict) and obj.get(k)), None)
+        inner = _pick_wrapper(obj)
         if inner is None:
             break
-        obj = obj[inner]
+        others += [".".join([*path, k]) for k in obj if k != inner and _is_state(obj[k])]
+        obj, path = obj[inner], [*path, inner]
     if not _is_state(obj):
         keys = ", ".join(map(str, obj))[:200] if isinstance(obj, dict) else type(obj).__name__
         raise ModelError(f"{where}: not a state dict of tensors (top-level entries: {keys}); "
                          "name the entry that holds the weights with `checkpoint_key:`")
-    return obj  # type: ignore[return-value]
+    return Checkpoint(obj, ".".join(path) or None, tuple(others))  # type: ignore[arg-type]
+
+
+def unwrap_checkpoint(obj: object, where: str, key: str | None = None) -> StateDict:
+    """The state dict inside a checkpoint (see `unwrap`, which also says where it was)."""
+    return unwrap(obj, where, key).state
 
 
 def strip_wrapper_prefixes(state: StateDict) -> StateDict:
     """Remove `module.`, `model.`, `_orig_mod.` while every key carries one (in any nesting)."""
+    return _strip_prefixes(state)[0]
+
+
+def _strip_prefixes(state: StateDict) -> tuple[StateDict, tuple[str, ...]]:
+    stripped: list[str] = []
     changed = True
     while changed:
         changed = False
         for prefix in WRAPPER_PREFIXES:
             if all(k.startswith(prefix) for k in state):
                 state = {k[len(prefix):]: v for k, v in state.items()}
+                stripped.append(prefix)
                 changed = True
-    return state
+    return state, tuple(stripped)
 
 
 def map_prefixes(state: StateDict, mapping: dict[str, str]) -> StateDict:
@@ -208,21 +298,28 @@ def map_prefixes(state: StateDict, mapping: dict[str, str]) -> StateDict:
     return out
 
 
-def read_checkpoint(path: Path, key: str | None = None, prefix_map: dict[str, str] | None = None) -> StateDict:
+def load_checkpoint(path: Path, key: str | None = None, prefix_map: dict[str, str] | None = None) -> Checkpoint:
     """Tensors only: safetensors, or torch.load with weights_only=True (never a full unpickle).
 
-    Wrappers (`state_dict`, `model`, `module`, `state_dict_ema`, ...) are opened and wrapper key
-    prefixes (`module.`, `model.`, `_orig_mod.`) stripped where every key has them; `prefix_map`
-    replaces guessing where it would be ambiguous.
+    Wrappers (`state_dict_ema`, `state_dict`, `model`, `module`, ...) are opened, EMA weights first
+    unless `key` names the entry, and wrapper key prefixes (`module.`, `model.`, `_orig_mod.`)
+    stripped where every key has them; `prefix_map` replaces guessing where it would be ambiguous.
+    The result says which entry and prefixes were used.
     """
-    state = unwrap_checkpoint(_load_file(path), str(path), key)
+    found = unwrap(_load_file(path), str(path), key)
     if prefix_map:
-        mapped = map_prefixes(state, prefix_map)
+        mapped = map_prefixes(found.state, prefix_map)
         if not mapped:
             raise ModelError(f"{path}: key 'prefix_map': no checkpoint key starts with {', '.join(map(repr, prefix_map))} "
-                             f"(keys look like {', '.join(list(state)[:3])})")
-        return mapped
-    return strip_wrapper_prefixes(state)
+                             f"(keys look like {', '.join(list(found.state)[:3])})")
+        return Checkpoint(mapped, found.entry, found.other_entries)
+    state, stripped = _strip_prefixes(found.state)
+    return Checkpoint(state, found.entry, found.other_entries, stripped)
+
+
+def read_checkpoint(path: Path, key: str | None = None, prefix_map: dict[str, str] | None = None) -> StateDict:
+    """The state dict of `load_checkpoint`."""
+    return load_checkpoint(path, key, prefix_map).state
 
 
 def _prefix_hint(own: dict, unexpected: list[str]) -> str:
@@ -332,33 +429,124 @@ def _timm_pretrained(entry: ModelEntry) -> nn.Module:
         hub_log.propagate = propagate
 
 
-def build_module(entry: ModelEntry, root: Path) -> nn.Module:
-    """The timm model of an entry with its weights loaded strictly, on the CPU, in eval mode."""
+def _torchvision_module(entry: ModelEntry) -> nn.Module:
+    """A torchvision classification builder, randomly initialised (the weights come from `file:`)."""
+    import torchvision
+
+    try:
+        return torchvision.models.get_model(entry.torchvision, weights=None, **(entry.builder_args or {}))
+    except Exception as e:  # noqa: BLE001 - a bad builder_args value, in one line
+        raise ModelError(f"model '{entry.name}': key 'torchvision': {entry.torchvision}(**builder_args) failed "
+                         f"({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else ""
+
+
+@contextlib.contextmanager
+def _importable_from(folder: Path) -> Iterator[None]:
+    """`folder` first on sys.path for the duration (a factory's module beside its models.yaml)."""
+    entry = str(folder.resolve())
+    added = entry not in sys.path
+    if added:
+        sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if added and entry in sys.path:
+            sys.path.remove(entry)
+
+
+def _factory_module(entry: ModelEntry, root: Path) -> nn.Module:
+    """`factory: pkg.mod:fn`: import pkg.mod (an installed package, or a .py file in the config's
+    folder) and call fn(**builder_args). This runs the user's own code, as any Python import does;
+    checkpoints and other data files are never imported or unpickled."""
+    assert entry.factory is not None
+    module_name, _, fn_name = entry.factory.partition(":")
+    who = f"model '{entry.name}': key 'factory': '{entry.factory}'"
+    with _importable_from(root):
+        try:
+            code = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and module_name.split(".")[: len(e.name.split("."))] == e.name.split("."):
+                raise ModelError(f"{who}: no module '{e.name}' installed or in {root}") from None
+            raise ModelError(f"{who}: importing it failed: {type(e).__name__}: {_first_line(e)}") from None
+        except Exception as e:  # noqa: BLE001 - the user's code: its error in one line
+            raise ModelError(f"{who}: importing it failed: {type(e).__name__}: {_first_line(e)}") from None
+        fn = getattr(code, fn_name, None)
+        if not callable(fn):
+            raise ModelError(f"{who}: module '{module_name}' has no function '{fn_name}'")
+        try:
+            module = fn(**(entry.builder_args or {}))
+        except Exception as e:  # noqa: BLE001
+            raise ModelError(f"{who}: calling it failed: {type(e).__name__}: {_first_line(e)}") from None
+    if not isinstance(module, nn.Module):
+        raise ModelError(f"{who}: returned {type(module).__name__}, not a torch nn.Module")
+    return module
+
+
+def _fresh_module(entry: ModelEntry, root: Path) -> nn.Module:
+    """The entry's network before its weights are loaded: timm, torchvision or the user's factory."""
+    if entry.torchvision is not None:
+        return _torchvision_module(entry)
+    if entry.factory is not None:
+        return _factory_module(entry, root)
+    return _create(entry.arch, pretrained=False)  # type: ignore[arg-type]
+
+
+def build_model(entry: ModelEntry, root: Path) -> tuple[nn.Module, WeightsUsed]:
+    """The network of an entry with its weights loaded strictly, on the CPU, in eval mode, and what
+    the weights were read from (checkpoint entry, prefixes stripped)."""
     check_arch(entry)
     source = entry.weights.describe()
     if entry.weights.timm is not None:
         module = _timm_pretrained(entry)
-    else:
-        module = _create(entry.arch, pretrained=False)
-        path = weights_path(entry, root)
-        assert path is not None
-        state = read_checkpoint(path, entry.checkpoint_key, entry.prefix_map)
-        if entry.key_map is not None:
-            if entry.key_map not in KEY_MAPS:
-                known = ", ".join(KEY_MAPS)
-                raise ModelError(f"model '{entry.name}': key 'key_map': unknown conversion '{entry.key_map}' (known: {known})")
-            try:
-                state = KEY_MAPS[entry.key_map](state, module)
-            except (KeyError, AttributeError, TypeError) as e:
-                raise ModelError(f"model '{entry.name}': key_map '{entry.key_map}' does not fit {source}: {e}") from None
-        load_strict(module, state, f"model '{entry.name}' ({source})")
-    return module.eval()
+        return module.eval(), WeightsUsed(source=source)
+    module = _fresh_module(entry, root)
+    path = weights_path(entry, root)
+    assert path is not None
+    ck = load_checkpoint(path, entry.checkpoint_key, entry.prefix_map)
+    state = ck.state
+    if entry.key_map is not None:
+        if entry.key_map not in KEY_MAPS:
+            known = ", ".join(KEY_MAPS)
+            raise ModelError(f"model '{entry.name}': key 'key_map': unknown conversion '{entry.key_map}' (known: {known})")
+        try:
+            state = KEY_MAPS[entry.key_map](state, module)
+        except (KeyError, AttributeError, TypeError) as e:
+            raise ModelError(f"model '{entry.name}': key_map '{entry.key_map}' does not fit {source}: {e}") from None
+    load_strict(module, state, f"model '{entry.name}' ({source})")
+    used = WeightsUsed(source=source, file=str(path), entry=ck.entry, other_entries=list(ck.other_entries),
+                       prefixes_stripped=list(ck.prefixes_stripped), prefix_map=entry.prefix_map, key_map=entry.key_map)
+    return module.eval(), used
+
+
+def build_module(entry: ModelEntry, root: Path) -> nn.Module:
+    """The network of an entry with its weights loaded strictly, on the CPU, in eval mode."""
+    return build_model(entry, root)[0]
+
+
+def _torchvision_cfg(builder: str) -> dict | None:
+    """The preprocessing of torchvision's default weights for a builder (metadata only, nothing
+    downloaded), in timm's data-config terms; None where the builder has no weights listed."""
+    import torchvision
+
+    try:
+        t = torchvision.models.get_model_weights(builder).DEFAULT.transforms()
+        crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
+    except Exception:  # noqa: BLE001 - no weights enum for this builder: timm's defaults apply
+        return None
+    return {"input_size": (3, crop, crop), "mean": tuple(t.mean), "std": tuple(t.std),
+            "interpolation": t.interpolation.value, "crop_pct": crop / resize}
 
 
 def preprocess_of(entry: ModelEntry, module: nn.Module) -> Preprocess:
+    """The entry's preprocessing keys, else the model's own config: timm's pretrained cfg, torchvision's
+    default weights' transforms for a `torchvision:` builder, timm's ImageNet defaults for the rest."""
     from timm.data import resolve_data_config
 
-    cfg = resolve_data_config({}, model=module)
+    cfg = (_torchvision_cfg(entry.torchvision) if entry.torchvision is not None else None) or resolve_data_config({}, model=module)
     return Preprocess(
         input_size=entry.input_size or int(cfg["input_size"][-1]),
         mean=tuple(entry.mean or cfg["mean"]),  # type: ignore[arg-type]
@@ -422,17 +610,68 @@ def _suggest(layer: str, cuts: GraphCuts) -> str:
     return ", ".join(close)
 
 
-def split_at_layer(module: nn.Module, layer: str, who: str) -> tuple[Callable, Callable]:
+def has_timm_split(module: nn.Module) -> bool:
+    """Whether the module splits as timm models do, at forward_features / forward_head."""
+    return callable(getattr(module, "forward_features", None)) and callable(getattr(module, "forward_head", None))
+
+
+@torch.no_grad()
+def _node_stats(module: nn.Module, x: torch.Tensor) -> tuple[GraphCuts, dict[str, tuple[tuple[int, ...], float]]]:
+    """Every traced node with a feature-map (N, C, H, W) or token (N, T, C) output on the inputs `x`:
+    its per-image shape and its minimum. Runs the traced graph once node by node (values freed after
+    their last use) on a fresh trace, whose output it changes."""
+    cuts = _trace_cuts(module)
+    gm = cuts.graph_module
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    returned = dict(out_node.args[0])
+    qualname = {node: name for name, node in returned.items()}
+    out_node.args = (returned[cuts.names[-1]],)  # keep only the logits alive to the end
+    gm.recompile()
+    stats: dict[str, tuple[tuple[int, ...], float]] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> object:
+            result = super().run_node(n)
+            if (n in qualname and n.op != "placeholder" and isinstance(result, torch.Tensor) and result.is_floating_point()
+                    and result.ndim in (3, 4) and result.shape[0] == len(x) and not _channels_last_map(result)):
+                stats[qualname[n]] = (tuple(result.shape[1:]), float(result.min()))
+            return result
+
+    Recorder(gm).run(x)
+    return cuts, stats
+
+
+def feature_node(module: nn.Module, input_size: int) -> str:
+    """`features` of a module without timm's forward_features (torchvision, a factory's): the last clean
+    cut whose output is a spatial feature map or a token sequence, i.e. before global pooling."""
+    param = next(module.parameters(), None)
+    x = torch.zeros(1, 3, input_size, input_size, dtype=param.dtype if param is not None else torch.float32,
+                    device=param.device if param is not None else "cpu")
+    cuts, stats = _node_stats(module, x)
+    candidates = [n for n in cuts.names if cuts.clean.get(n) and n in stats]
+    spatial = [n for n in candidates if math.prod(stats[n][0][1:] if len(stats[n][0]) == 3 else stats[n][0][:1]) > 1]
+    if not (spatial or candidates):
+        raise ModelError("no clean cut with a feature map (N, C, H, W) or tokens (N, T, C) output: name one with `concept_layer:`")
+    return (spatial or candidates)[-1]
+
+
+def split_at_layer(module: nn.Module, layer: str, who: str, input_size: int = 224) -> tuple[Callable, Callable]:
     """g: input -> activations at `layer`, h: activations -> logits.
 
-    `features` splits at timm's forward_features / forward_head. Any other name is a node of the
+    `features` splits at timm's forward_features / forward_head; for a module without them, at
+    `feature_node` (the last feature map before pooling, found on an `input_size` probe). Any other name is a node of the
     traced graph (`layer3.1.act2`, a function node such as `layer3.1.add` or `blocks.11.add`) or a
     module path (`layer3`, `stages.2`, `blocks.11`: that module's output). The split is only valid
     where nothing but that layer's output flows past it, so a layer crossed by a skip connection is
     refused with an error that names the nearest clean cut.
     """
-    if layer == "features":
+    if layer == "features" and has_timm_split(module):
         return module.forward_features, module.forward_head  # type: ignore[return-value]
+    if layer == "features":
+        try:
+            layer = feature_node(module, input_size)
+        except ModelError as e:
+            raise ModelError(f"{who}: key 'concept_layer': 'features': {e}") from None
     cuts = graph_cuts(module)
     node_name = layer if layer in cuts.clean else cuts.modules.get(layer)
     if node_name is None:
@@ -517,34 +756,19 @@ class LayerRow:
 
 @torch.no_grad()
 def layer_table(module: nn.Module, x: torch.Tensor, include_unclean: bool = False) -> list[LayerRow]:
-    """Every node with a feature-map (N, C, H, W) or token (N, T, C) output, run on the inputs `x`.
-
-    Runs the traced graph once node by node (values freed after their last use), recording each
-    node's shape and minimum. Clean cuts only unless `include_unclean`; `features` comes first.
-    """
-    cuts = _trace_cuts(module)
-    gm = cuts.graph_module
-    out_node = next(n for n in gm.graph.nodes if n.op == "output")
-    returned = dict(out_node.args[0])
-    qualname = {node: name for name, node in returned.items()}
-    out_node.args = (returned[cuts.names[-1]],)  # keep only the logits alive to the end
-    gm.recompile()
-    stats: dict[str, tuple[tuple[int, ...], float]] = {}
-
-    class Recorder(torch.fx.Interpreter):
-        def run_node(self, n: torch.fx.Node) -> object:
-            result = super().run_node(n)
-            if (n in qualname and n.op != "placeholder" and isinstance(result, torch.Tensor) and result.is_floating_point()
-                    and result.ndim in (3, 4) and result.shape[0] == len(x) and not _channels_last_map(result)):
-                stats[qualname[n]] = (tuple(result.shape[1:]), float(result.min()))
-            return result
-
-    Recorder(gm).run(x)
+    """Every node with a feature-map (N, C, H, W) or token (N, T, C) output, run on the inputs `x`,
+    with its shape and minimum. Clean cuts only unless `include_unclean`; `features` comes first
+    (timm's forward_features, else `feature_node`)."""
+    cuts, stats = _node_stats(module, x)
     alias: dict[str, str] = {}
     for path, node_name in sorted(cuts.modules.items(), key=lambda kv: len(kv[0])):
         alias.setdefault(node_name, path)
-    feats = module.forward_features(x)
-    rows = [LayerRow("features", True, tuple(feats.shape[1:]), float(feats.min()), None)]
+    if has_timm_split(module):
+        feats = module.forward_features(x)
+        rows = [LayerRow("features", True, tuple(feats.shape[1:]), float(feats.min()), None)]
+    else:
+        node = feature_node(module, x.shape[-1])
+        rows = [LayerRow("features", True, stats[node][0], stats[node][1], node)]
     for name in cuts.names:
         if name in stats and (include_unclean or cuts.clean[name]):
             rows.append(LayerRow(name, cuts.clean[name], stats[name][0], stats[name][1], alias.get(name)))
@@ -555,8 +779,10 @@ class LoadedModel:
     """A zoo model ready to render: module, preprocessing, and its g/h split at the concept layer."""
 
     def __init__(self, entry: ModelEntry, module: nn.Module, device: torch.device, channels_last: bool = True,
-                 compile: bool = False, bf16: bool = True):  # noqa: A002 - mirrors torch.compile
+                 compile: bool = False, bf16: bool = True,  # noqa: A002 - mirrors torch.compile
+                 weights_used: WeightsUsed | None = None):
         self.entry = entry
+        self.weights_used = weights_used or WeightsUsed(source=entry.weights.describe(), key_map=entry.key_map)
         self.name = entry.name
         self.device = device
         # bf16 autocast on CUDA only, where tensor cores make it pay; `bf16=False` measures fp32 there.
@@ -566,7 +792,7 @@ class LoadedModel:
         # channels_last suits both cuDNN and oneDNN convolutions (measured in benchmarks/bench_maco.py).
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.module = module.to(device, memory_format=self.memory_format)
-        self.g, self.h = split_at_layer(self.module, entry.concept_layer, f"model '{entry.name}'")
+        self.g, self.h = split_at_layer(self.module, entry.concept_layer, f"model '{entry.name}'", self.preprocess.input_size)
         if compile:
             self.g, self.h = torch.compile(self.g), torch.compile(self.h)
         self.mean = torch.tensor(self.preprocess.mean, device=device).view(1, 3, 1, 1)
@@ -654,6 +880,8 @@ class LoadedModel:
         """
         get = getattr(self.module, "get_classifier", None)
         clf = get() if callable(get) else None
+        if clf is None:  # torchvision or the user's own module: its last Linear, if the check below holds
+            clf = next((m for m in reversed(list(self.module.modules())) if isinstance(m, nn.Linear)), None)
         if not isinstance(clf, nn.Linear) or clf.in_features != self.num_concept_channels:
             return None
         gen = torch.Generator(device="cpu").manual_seed(0)
@@ -671,7 +899,8 @@ class LoadedModel:
 def load_model(entry: ModelEntry, root: Path, device: str | torch.device = "cpu", **options: bool) -> LoadedModel:
     """Build, load and place a zoo model. options: channels_last (default True), compile (default False)."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    return LoadedModel(entry, build_module(entry, root), dev, **options)
+    module, used = build_model(entry, root)
+    return LoadedModel(entry, module, dev, weights_used=used, **options)
 
 
 def weights_status(entry: ModelEntry, root: Path) -> str:
@@ -690,6 +919,6 @@ def weights_status(entry: ModelEntry, root: Path) -> str:
 
 def check_weights(entry: ModelEntry, root: Path) -> str:
     """For `lens models --check`: build the model and load its weights strictly. Raises ModelError."""
-    module = build_module(entry, root)
+    module, used = build_model(entry, root)
     params = sum(p.numel() for p in module.parameters())
-    return f"usable: {entry.weights.describe()} fits {entry.arch} ({params / 1e6:.1f} M parameters)"
+    return f"usable: {used.describe()}; fits {entry.architecture} ({params / 1e6:.1f} M parameters)"

@@ -54,8 +54,8 @@ def in_shard(model: str, class_index: int, shard: tuple[int, int] | None) -> boo
 
 
 def model_identity(entry: ModelEntry) -> dict[str, Any]:
-    """What determines a model's outputs (not its description or setting overrides)."""
-    return entry.model_dump(mode="json", exclude={"description", "maco", "craft"})
+    """What determines a model's outputs (not its description or setting overrides): ModelEntry.identity."""
+    return entry.identity()
 
 
 def images_identity(images_dir: Path | None, wnid: str) -> str:

@@ -9,8 +9,10 @@
 At scale: only the selected models and classes are scored; a unit already scored by the same
 judges with the same settings (`Quality.key`) is skipped, so a re-run does nothing; the reference
 embeddings of each (judge, images folder) are cached in `<store>/.cache/quality/`; judges are the
-`--judges` models, by default the embedded ones (weights shipped in a package), else the whole
-zoo; each judge sees images at its own input size and normalisation; a judge that cannot be
+`--judges` models (of the zoo, or packaged), by default the packaged models (efficientnet-lite0/1/2,
+whose weights ship with the package), whether or not the zoo lists them: a user's own models are
+judges only when named; progress shows as a bar, or under `--no-progress` as the render's periodic
+lines (reference images embedded, then scores); each judge sees images at its own input size and normalisation; a judge that cannot be
 loaded is skipped with a warning (and exit code 1), the others go on.
 
 Reference images are the configured ImageNet-layout folder, else the demo photos labelled by the
@@ -22,16 +24,17 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .classes import imagenet_class
-from .config import Zoo, settings_hash
+from .config import ModelEntry, Zoo, load_zoo, settings_hash
 from .craft import make_views
 from .images import SourceImage, class_image_paths, demo_photos, load_rgb
 from .maco import classify
@@ -96,26 +99,32 @@ class JudgeReference:
     kept: list[int]  # indices into the Reference of the images that could be read
 
 
-def embed_reference(judge: LoadedModel, reference: Reference, cache: Path | None, judge_key: str) -> JudgeReference:
-    """Features and predictions of the reference images under a judge, cached per (judge, images folder)."""
+def embed_reference(judge: LoadedModel, reference: Reference, cache: Path | None, judge_key: str,
+                    advance: Callable[[float], object] = lambda n: None) -> JudgeReference:
+    """Features and predictions of the reference images under a judge, cached per (judge, images folder).
+    `advance(k)` is called as the images are embedded (all at once when cached), for progress."""
     key = settings_hash("quality-reference", QUALITY_VERSION, judge_key, reference.signature)
     path = cache / f"{judge.name}-{key}.npz" if cache is not None else None
     if path is not None and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
-                return JudgeReference(torch.from_numpy(z["features"]).to(judge.device), z["predicted"].tolist(), z["kept"].tolist())
+                found = JudgeReference(torch.from_numpy(z["features"]).to(judge.device), z["predicted"].tolist(), z["kept"].tolist())
+            advance(len(reference))
+            return found
         except (OSError, ValueError, KeyError):
             log.warning("ignoring unreadable reference cache %s", path)
     feats, predicted, kept = [], [], []
     for i in range(0, len(reference), CHUNK):
         chunk = reference.images(i, i + CHUNK)
         if not chunk:
+            advance(min(CHUNK, len(reference) - i))
             continue
         _, x = make_views([im for _, im in chunk], judge)
         with torch.no_grad():
             predicted += judge.logits(x).argmax(-1).tolist()
         feats.append(penultimate(judge, x))
         kept += [j for j, _ in chunk]
+        advance(min(CHUNK, len(reference) - i))
     features = torch.cat(feats) if feats else torch.zeros(0)
     if path is not None:
         buf = io.BytesIO()
@@ -162,16 +171,36 @@ def plausibility(viz_features: torch.Tensor, viz_classes: Sequence[int], ref_fea
     return out
 
 
+def packaged_zoo() -> Zoo:
+    """The embedded default zoo, whose models' weights ship inside installed packages."""
+    from .resources import default_zoo_path
+
+    return load_zoo(default_zoo_path())
+
+
 def default_judges(zoo: Zoo) -> list[str]:
-    """The embedded models (weights shipped inside a package), else every model of the zoo."""
-    embedded = [m.name for m in zoo.models.values() if m.weights.package]
-    return embedded or list(zoo.models)
+    """The packaged models (weights shipped inside a package: efficientnet-lite0/1/2), whether or not
+    `zoo` lists them; a user's own models are judges only when `--judges` names them."""
+    return [m.name for m in packaged_zoo().models.values() if m.weights.package]
+
+
+def judge_entry(zoo: Zoo, name: str) -> ModelEntry:
+    """A judge by name: the zoo's model of that name, else the packaged one; else the zoo's one-line error."""
+    if name in zoo.models:
+        return zoo.models[name]
+    packaged = packaged_zoo()
+    return packaged.models[name] if name in packaged.models else zoo.model(name)
+
+
+def judge_identity(entry: ModelEntry) -> dict:
+    """What a judge's scores depend on: the model's identity, whatever its concept layer."""
+    return {k: v for k, v in entry.identity().items() if k != "concept_layer"}
 
 
 def quality_key(zoo: Zoo, judges: Sequence[str], images_signature: str, render_hash: str) -> str:
     """What a score depends on: the judges (in order, which sets plausibility's), their identity,
     the reference images and the render's own settings."""
-    identities = [zoo.model(j).model_dump(mode="json", exclude={"description", "maco", "craft", "concept_layer"}) for j in judges]
+    identities = [judge_identity(judge_entry(zoo, j)) for j in judges]
     return settings_hash("quality", QUALITY_VERSION, list(judges), identities, images_signature, REFERENCE_PER_CLASS, render_hash)
 
 
@@ -189,13 +218,10 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
                 device: str = "auto", progress: bool = True, judges: list[str] | None = None) -> int:
     """Score the finished class visualizations of the selected models and classes that are not yet
     scored with these judges and settings. Returns 0, or 1 if a judge could not be loaded."""
-    from tqdm import tqdm
-
     store = Store(out)
     dev = resolve_device(device)
     judges = list(dict.fromkeys(judges or default_judges(zoo)))
-    for j in judges:
-        zoo.model(j)  # unknown names fail here, in one line
+    entries = {j: judge_entry(zoo, j) for j in judges}  # unknown names fail here, in one line
     reference = reference_images(images_dir, classes)
     todo: dict[str, list[Meta]] = {}
     keys: dict[tuple[str, int], str] = {}
@@ -218,20 +244,21 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
     scores: dict[str, dict[int, dict]] = {name: {m.class_index: {"transfer": {}} for m in metas} for name, metas in todo.items()}
     cache = store.root / ".cache" / "quality"
     code = 0
-    bar = tqdm(total=n * len(judges), desc="quality", unit="score", disable=not progress, dynamic_ncols=True,
-               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]")
+    print(f"lens: quality: {n} class visualizations of {len(todo)} models, judges {', '.join(judges)} "
+          f"(each embeds {len(reference)} reference images once, then cached)", file=sys.stderr)
+    per_judge = n + len(reference)
+    bar = _progress_bar(progress, per_judge * len(judges))
     try:
         for judge_name in judges:
-            entry = zoo.model(judge_name)
+            entry = entries[judge_name]
             try:  # judges need no concept layer
                 judge = load_model(entry.model_copy(update={"concept_layer": "features"}), zoo.root, dev)
             except Exception as e:  # noqa: BLE001 - one unusable judge must not stop the others
                 log.warning("quality: judge '%s' skipped: %s", judge_name, str(e).splitlines()[0] if str(e) else type(e).__name__)
                 code = 1
-                bar.update(n)
+                bar.update(per_judge)
                 continue
-            judge_key = settings_hash(entry.model_dump(mode="json", exclude={"description", "maco", "craft", "concept_layer"}))
-            ref = embed_reference(judge, reference, cache, judge_key)
+            ref = embed_reference(judge, reference, cache, settings_hash(judge_identity(entry)), advance=bar.update)
             labels = [reference.labels[i] for i in ref.kept] if reference.labelled_by_folder else ref.predicted
             if reference.labelled_by_folder and labels:
                 _write_accuracy(store, judge_name, ref.predicted, labels, str(images_dir))
@@ -264,6 +291,18 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
     print(f"lens: quality: scored {n} class visualizations of {len(todo)} models with judges {', '.join(judges)}"
           + ("" if code == 0 else " (a judge was skipped: these scores count as not done and are scored again next run)"))
     return code
+
+
+def _progress_bar(progress: bool, total: float) -> Any:
+    """A tqdm bar, or under `--no-progress` the render's periodic log lines (generator/progress.py)."""
+    from tqdm import tqdm
+
+    from .progress import LogBar
+
+    if not progress:
+        return LogBar("quality", total)
+    return tqdm(total=total, desc="quality", unit="unit", dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]")
 
 
 def _store_scores(store: Store, model: str, class_index: int, s: dict) -> None:

@@ -17,7 +17,8 @@ On disk (JSON, `extra` keys are kept, so newer writers never lose older readers'
      "concepts": [Concept, ...]}          # ordered by importance, rank 1 first
 
     a part record (MacoRecord, CraftRecord): "status": "done" | "failed" | "no-images",
-      "settings_hash", and when done "settings", "wall_time_s", "versions", "finished_at", "files";
+      "settings_hash", and when done "settings", "wall_time_s", "versions", "finished_at", "files",
+      "weights_used" (config.WeightsUsed: the weights' source, checkpoint entry and prefixes stripped);
       when failed "error" and "attempts"; "no-images" (CRAFT only): the class had no usable image,
       "reason" says so and "images_source" says where they were looked for. It is neither done nor
       failed: the site shows "no photos were available", status and the run summary count it apart.
@@ -36,7 +37,9 @@ On disk (JSON, `extra` keys are kept, so newer writers never lose older readers'
 
     model.json (schema 2): "name", "arch", "weights", "key_map", "description", "params",
       "preprocess", "concept_layer", "accuracy": {"top1", "n_images", "source"} | null,
-      "head": {"file", "kind", "key"} | null (`<model>/head.npz`, generator/concept_data.py).
+      "head": {"file", "kind", "key"} | null (`<model>/head.npz`, generator/concept_data.py),
+      "weights_used": WeightsUsed | absent. "arch" is the builder in words: a timm architecture,
+      `torchvision:NAME` or `factory:module:function`.
 
 A file that does not parse or does not fit these models is not silently trusted: the store moves
 it aside (`meta.json.corrupt-<UTC time>`) and its units count as not done.
@@ -49,6 +52,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .config import WeightsUsed
 
 SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)
@@ -115,6 +120,7 @@ class PartRecord(_Record):
     device: str | None = None
     error: str | None = None
     attempts: int | None = None
+    weights_used: WeightsUsed | None = None  # what the weights were read from (checkpoint entry, prefixes)
 
     @property
     def done(self) -> bool:
@@ -294,6 +300,7 @@ class ModelCard(_Record):
     concept_layer: str | None = None
     accuracy: dict[str, Any] | None = None
     head: dict[str, Any] | None = None  # what `head.npz` holds: {"file", "kind", "key"}
+    weights_used: WeightsUsed | None = None  # what the weights were read from (checkpoint entry, prefixes)
 
     @classmethod
     def from_json_obj(cls, obj: Any) -> ModelCard:

@@ -3,6 +3,7 @@ visualizations; CRAFT on PIL images; reading a store. Tiny random models, a few 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -155,3 +156,41 @@ def test_store_records_are_plain_objects(tmp_path):
     assert len(fig.axes) == 3
     with pytest.raises(LensError, match="no such artifact store"):
         lens.open_store(tmp_path / "nope")
+
+
+SMALL_RENDER = {"steps": 2, "image_size": 64, "crops": 2, "rank": 3, "top_crops": 2, "sobol_designs": 4, "nmf_iters": 30,
+                "attribution_images": 1, "visualize": 2}
+
+
+def test_a_notebook_torchvision_model_rendered_into_a_store_is_published_by_lens_site(tmp_path, monkeypatch, capsys):
+    """lens.render writes the records `lens render` writes (model card, MACO, CRAFT, concept MACOs),
+    skips what is done, re-renders when the weights change; `lens site` then publishes the model."""
+    import torchvision
+
+    from .conftest import write_class_folder
+
+    images = write_class_folder(tmp_path / "imagenet", classes=(1,), per_class=2)
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18()
+    model = lens.from_module(net, input_size=64, split="layer4", name="My ResNet")
+    rows = lens.layers(model, samples=2)
+    assert rows[0].name == "features" and "layer4" in {r.module for r in rows} and all(r.clean for r in rows)
+    store = tmp_path / "artifacts"
+    summary = lens.render(model, "1", store=store, images=images, **SMALL_RENDER)
+    assert summary.failed == 0 and summary.done == 4 and summary.exit_code == 0  # MACO, CRAFT, two concept MACOs
+    [record] = lens.open_store(store).records("my-resnet")
+    assert record.maco.status == "done" and record.craft_status == "done" and len(record.concepts) == 3
+    assert sum(c.visualization.status == "done" for c in record.concepts) == 2
+    card = json.loads((store / "my-resnet" / "model.json").read_text())
+    assert card["arch"] == "torchvision.models.resnet.ResNet" and card["weights"].startswith("file:in-memory ResNet sha256:")
+    assert lens.render(model, "1", store=store, images=images, **SMALL_RENDER).done == 0  # done with these settings
+    with torch.no_grad():
+        net.fc.bias.add_(1.0)
+    changed = lens.from_module(net, input_size=64, split="layer4", name="My ResNet")
+    assert lens.render(changed, "1", store=store, images=images, what="maco", **SMALL_RENDER).done == 1  # new weights
+    with pytest.raises(ConfigError, match="unknown setting 'stepz'"):
+        lens.render(model, "1", store=store, stepz=3)
+    monkeypatch.chdir(tmp_path)  # no models.yaml here: the embedded zoo, whose models the store does not hold
+    assert main(["site", "--store", str(store), "--site", str(tmp_path / "site"), "--no-progress"]) == 0
+    html = (tmp_path / "site" / "classes" / "0001.html").read_text()
+    assert 'data-model="my-resnet"' in html and html.count('<div class="lens-cvis') >= 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -80,6 +82,11 @@ def arch_zoo(tmp_path_factory):
         torch.manual_seed(0)
         save_file(timm.create_model(arch, pretrained=False).state_dict(), str(folder / f"{arch}.safetensors"))
         entries.append(f"  - {{name: {name}, arch: {arch}, weights: {{file: {arch}.safetensors}}, input_size: 64}}")
+    return write_small_zoo(folder, images, entries)
+
+
+def write_small_zoo(folder, images, entries: list[str]):
+    """models.yaml of the given entries at tiny settings (64 px, 2 MACO steps, 3 concepts, 2 visualized)."""
     (folder / "models.yaml").write_text(f"""
 images: {images}
 spectrum: powerlaw
@@ -213,6 +220,136 @@ def test_layers_command_lists_clean_cuts_with_shape_and_sign(arch_zoo, capsys):
     assert any(r[1] == "no" for r in rows.values())  # --all shows the cuts inside blocks too
 
 
+# ----------------------------------------------------------------------------- models that are not timm's
+
+LABNET = """
+import torch
+from torch import nn
+
+
+class LabNet(nn.Module):
+    def __init__(self, width=8, num_classes=1000):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean((2, 3)))
+
+
+def build(width=8):
+    return LabNet(width)
+
+
+def broken():
+    raise RuntimeError("the lab's code failed")
+"""
+
+
+@pytest.fixture(scope="module")
+def own_zoo(tmp_path_factory):
+    """A torchvision resnet18 (random init, weights as safetensors) and the lab's own net from a
+    factory in the config's folder (weights as a timm-style training checkpoint, DDP prefixes)."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    from .conftest import write_class_folder
+
+    folder = tmp_path_factory.mktemp("own")
+    images = write_class_folder(folder / "imagenet", classes=(1,), per_class=2)
+    torch.manual_seed(0)
+    save_file(torchvision.models.resnet18().state_dict(), str(folder / "resnet18.safetensors"))
+    (folder / "labnets_t20.py").write_text(LABNET)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("labnets_for_weights", folder / "labnets_t20.py")
+    code = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code)
+    net = code.build(width=6)
+    ema = {"module." + k: v + 0.5 for k, v in net.state_dict().items()}
+    torch.save({"state_dict": {"module." + k: v for k, v in net.state_dict().items()}, "state_dict_ema": ema, "epoch": 1},
+               folder / "labnet_best.pth.tar")
+    return write_small_zoo(folder, images, [
+        "  - {name: tv-resnet18, torchvision: resnet18, weights: {file: resnet18.safetensors}, input_size: 64}",
+        '  - {name: labnet, factory: "labnets_t20:build", builder_args: {width: 6}, weights: {file: labnet_best.pth.tar}, '
+        "input_size: 64}",
+    ])
+
+
+def test_torchvision_and_factory_entries_render_concepts_and_reach_the_site(own_zoo, tmp_path, capsys):
+    from generator.cli import main
+    from generator.config import load_zoo
+    from generator.site import build_site
+    from generator.store import Store
+
+    out = tmp_path / "artifacts"
+    assert main(["render", "--config", str(own_zoo), "--classes", "1", "--store", str(out), "--no-progress"]) == 0
+    for name in ("tv-resnet18", "labnet"):
+        meta = Store(out).meta(name, 1)
+        assert meta.maco.status == "done" and meta.craft.status == "done", (name, meta.craft)
+        assert len(meta.concepts) == 3 and meta.craft.method == "nmf", name  # both cut after a ReLU
+        assert all(c.maco.status == "done" for c in meta.concepts if c.maco) and sum(bool(c.maco) for c in meta.concepts) == 2
+        assert all(c.logit_share is not None for c in meta.concepts), name  # pool + their last Linear: exact shares
+    card = Store(out).model_card("labnet")
+    assert card.arch == "factory:labnets_t20:build" and card.concept_layer == "features"
+    assert card.weights_used.entry == "state_dict_ema" and card.weights_used.prefixes_stripped == ["module."]
+    assert Store(out).meta("labnet", 1).maco.weights_used == card.weights_used  # meta.json says it too
+    assert Store(out).model_card("tv-resnet18").arch == "torchvision:resnet18"
+    site_dir = tmp_path / "site"
+    report = build_site(load_zoo(own_zoo), out, site_dir, progress=False)
+    assert not report.problems, report
+    html = (site_dir / "classes" / "0001.html").read_text()
+    for name in ("tv-resnet18", "labnet"):
+        section = html.split(f'<section class="lens-craft" data-model="{name}"')[1].split("</section>")[0]
+        assert section.count('<div class="lens-cvis') == 3 and section.count('<img class="lens-over"') == 2, name
+    assert main(["layers", "labnet", "--config", str(own_zoo), "--samples", "2"]) == 0
+    listed = capsys.readouterr().out
+    assert "labnet (factory:labnets_t20:build)" in listed and "body.3" in listed
+    assert listed.splitlines()[2].split()[:2] == ["features", "yes"]
+
+
+def test_factory_and_torchvision_mistakes_are_one_line_errors(own_zoo, tmp_path, capsys):
+    from generator.cli import main
+    from generator.config import load_zoo
+    from generator.errors import ConfigError
+
+    bad = own_zoo.parent / "bad.yaml"
+    bad.write_text("""models:
+  - {name: gone, factory: "no_such_pkg_t20.models:build", weights: {file: labnet_best.pth.tar}}
+  - {name: raises, factory: "labnets_t20:broken", weights: {file: labnet_best.pth.tar}}
+  - {name: nofn, factory: "labnets_t20:nope", weights: {file: labnet_best.pth.tar}}
+  - {name: tv, torchvision: resnet19, weights: {file: resnet18.safetensors}}
+""")
+    assert main(["models", "--config", str(bad), "--check"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    assert "no module 'no_such_pkg_t20' installed or in" in lines[0]
+    assert "calling it failed: RuntimeError: the lab's code failed" in lines[1]
+    assert "has no function 'nope'" in lines[2]
+    assert "'resnet19' is not a torchvision classification builder (did you mean resnet18" in lines[3]
+    for text, message in (("{name: x, weights: {file: a.pth}}", "exactly one of `arch`"),
+                          ("{name: x, arch: resnet18, torchvision: resnet18, weights: {file: a.pth}}", "got arch, torchvision"),
+                          ("{name: x, torchvision: resnet18, weights: {timm: a1_in1k}}", "for timm architectures"),
+                          ("{name: x, factory: 'not a path', weights: {file: a.pth}}", "factory")):
+        bad.write_text(f"models:\n  - {text}\n")
+        with pytest.raises(ConfigError, match=message) as e:
+            load_zoo(bad)
+        assert "bad.yaml: model 'x' (entry 1)" in str(e.value)
+
+
+def test_an_entry_written_before_keeps_its_identity():
+    """New keys (torchvision, factory, builder_args) stay out of the identity while unset, so the
+    settings hashes of a store rendered before are unchanged."""
+    from generator.config import ModelEntry
+
+    entry = ModelEntry(name="m", arch="resnet50", weights={"file": "w.safetensors"}, input_size=224)
+    assert entry.identity() == {
+        "name": "m", "arch": "resnet50", "weights": {"package": None, "file": "w.safetensors", "timm": None}, "key_map": None,
+        "checkpoint_key": None, "prefix_map": None, "input_size": 224, "mean": None, "std": None, "interpolation": None,
+        "crop_pct": None, "concept_layer": "features"}
+
+
 # ----------------------------------------------------------------------------- checkpoints as people have them
 
 
@@ -240,7 +377,7 @@ def test_checkpoint_wrappers_and_prefixes_load_without_editing(tmp_path):
     cases = {
         "sd.pth": {"state_dict": state, "epoch": 3}, "model.pth": {"model": state}, "module.pth": {"module": state},
         "ema_only.pth": {"state_dict_ema": state, "optimizer": {"lr": 0.1}},
-        "both.pth": {"state_dict": state, "state_dict_ema": other},  # the raw weights are preferred
+        "both.pth": {"state_dict": other, "state_dict_ema": state},  # EMA preferred, as timm's validation does
         "dp.pth": {"state_dict": prefixed("module.")}, "lightning.pth": {"state_dict": prefixed("model.")},
         "nested.pth": {"model": {"module": prefixed("_orig_mod.module.")}},
     }
@@ -250,8 +387,8 @@ def test_checkpoint_wrappers_and_prefixes_load_without_editing(tmp_path):
     for name in [*cases, "compiled.safetensors"]:
         module = build_module(_zoo_for(tmp_path, name).model("m"), tmp_path)
         assert torch.equal(module.state_dict()["fc.weight"], state["fc.weight"]), name
-    ema = build_module(_zoo_for(tmp_path, "both.pth", ", checkpoint_key: state_dict_ema").model("m"), tmp_path)
-    assert torch.equal(ema.state_dict()["fc.weight"], other["fc.weight"])
+    raw = build_module(_zoo_for(tmp_path, "both.pth", ", checkpoint_key: state_dict").model("m"), tmp_path)
+    assert torch.equal(raw.state_dict()["fc.weight"], other["fc.weight"])
 
 
 def test_ambiguous_prefix_gets_a_hint_and_a_yaml_option(tmp_path):
@@ -301,6 +438,92 @@ def test_unusable_files_are_one_line_errors_and_models_check_exits_1(tmp_path, c
     assert main(["models", "--config", str(tmp_path / "zoo.yaml"), "--check"]) == 1
     checked = capsys.readouterr().out.splitlines()
     assert "usable:" in checked[0] and all("unusable:" in line for line in checked[1:]) and len(checked) == 5
+    assert main(["models", "--config", str(tmp_path / "zoo.yaml"), "--check", "--models", "ok-safetensors"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["ok-safetensors"]
+    assert main(["models", "--config", str(tmp_path / "zoo.yaml"), "--models", "nope"]) == 2
+    assert "no model named 'nope'" in capsys.readouterr().err
+
+
+def timm_training_checkpoint(folder, arch="test_resnet"):
+    """model_best.pth.tar as timm's train.py writes it: timm's own CheckpointSaver with the run's
+    `args` (an argparse.Namespace), an optimizer, an EMA model and a metric. Returns (path, raw
+    state, EMA state)."""
+    import argparse
+
+    import timm
+    from timm.utils import CheckpointSaver, ModelEmaV3
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    optimizer.step()  # momentum buffers in the optimizer state
+    ema = ModelEmaV3(model, decay=0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # the raw weights move on; the EMA keeps others
+    args = argparse.Namespace(model=arch, lr=0.1, epochs=3, input_size=[3, 64, 64], device="cpu", amp=False, output="")
+    saver = CheckpointSaver(model, optimizer, args=args, model_ema=ema, checkpoint_dir=str(folder), recovery_dir=str(folder))
+    saver.save_checkpoint(0, metric=12.5)
+    path = folder / "model_best.pth.tar"
+    assert path.is_file()
+    return path, model.state_dict(), ema.module.state_dict()
+
+
+def test_timm_training_checkpoint_loads_its_ema_weights_and_says_so(tmp_path, capsys):
+    """As written by timm's train.py: `.pth.tar`, args as a Namespace (allowed), the EMA weights
+    preferred as timm's validation does, unless `checkpoint_key:` says otherwise; recorded."""
+    from generator.api import from_timm
+    from generator.cli import main
+    from generator.models import build_model
+
+    path, raw, ema = timm_training_checkpoint(tmp_path)
+    module, used = build_model(_zoo_for(tmp_path, path.name).model("m"), tmp_path)
+    assert torch.equal(module.state_dict()["fc.weight"], ema["fc.weight"])
+    assert not torch.equal(raw["fc.weight"], ema["fc.weight"])
+    assert used.entry == "state_dict_ema" and used.other_entries == ["state_dict"]
+    module, used = build_model(_zoo_for(tmp_path, path.name, ", checkpoint_key: state_dict").model("m"), tmp_path)
+    assert torch.equal(module.state_dict()["fc.weight"], raw["fc.weight"]) and used.entry == "state_dict"
+    assert main(["models", "--config", str(tmp_path / "models.yaml"), "--check", "--models", "m"]) == 0
+    assert "checkpoint entry 'state_dict' (the file also holds 'state_dict_ema')" in capsys.readouterr().out
+    _zoo_for(tmp_path, path.name)
+    assert main(["models", "--config", str(tmp_path / "models.yaml"), "--check"]) == 0
+    assert "checkpoint entry 'state_dict_ema' (EMA; the file also holds 'state_dict')" in capsys.readouterr().out
+    api = from_timm("test_resnet", checkpoint=path, checkpoint_key="state_dict", input_size=64)
+    assert torch.equal(api.loaded.module.state_dict()["fc.weight"], raw["fc.weight"])
+    assert api.loaded.weights_used.entry == "state_dict"
+    prefixed = tmp_path / "net.pth"
+    torch.save({"state_dict": {"net." + k: v for k, v in ema.items()}}, prefixed)
+    api = from_timm("test_resnet", checkpoint=prefixed, prefix_map={"net.": ""}, input_size=64)
+    assert torch.equal(api.loaded.module.state_dict()["fc.weight"], ema["fc.weight"])
+
+
+def _touch(path):  # what a harmful pickle would run on load
+    Path(path).touch()
+
+
+class _Harmful:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (_touch, (self.path,))
+
+
+def test_a_harmful_pickle_in_a_checkpoint_is_refused_without_running(tmp_path):
+    import timm
+
+    from generator.models import ModelError, build_module
+
+    sentinel = tmp_path / "ran"
+    state = timm.create_model("test_resnet").state_dict()
+    torch.save({"state_dict": state, "args": _Harmful(sentinel)}, tmp_path / "evil.pth.tar")
+    with pytest.raises(ModelError, match=r"pickles a Python object.*never unpickled.*save ck\['state_dict_ema'\]") as e:
+        build_module(_zoo_for(tmp_path, "evil.pth.tar").model("m"), tmp_path)
+    assert "\n" not in str(e.value) and "evil.pth.tar" in str(e.value)
+    assert not sentinel.exists()
+    torch.load(tmp_path / "evil.pth.tar", weights_only=False)  # the payload is real: a full unpickle runs it
+    assert sentinel.exists()
 
 
 # ----------------------------------------------------------------------------- timm hub weights

@@ -30,7 +30,7 @@ def test_quality_command_fills_transfer_plausibility_and_accuracy(tmp_path, tiny
     out = tmp_path / "store"
     common = ["--config", str(config), "--classes", "1-3", "--out", str(out), "--no-progress"]
     assert main(["render", *common, "--what", "maco", "--model", "tiny"]) == 0
-    assert main(["quality", *common, "--model", "tiny", "--device", "cpu"]) == 0
+    assert main(["quality", *common, "--model", "tiny", "--judges", "tiny,tiny-b", "--device", "cpu"]) == 0
     for meta in (r.to_json_obj() for r in Store(out).iter_meta_records("tiny")):
         q = meta["maco"]["quality"]
         assert set(q["transfer"]) == {"tiny-b"} and 1 <= q["transfer"]["tiny-b"]["rank"] <= 1000
@@ -89,10 +89,36 @@ def test_a_judge_that_cannot_load_is_skipped(tmp_path, tiny_images):
     assert set(q["transfer"]) == {"tiny-b"} and "key" not in q  # partial: scored again by the next run
 
 
-def test_default_judges_are_the_embedded_models(zoo):
-    from generator.quality import default_judges
+def test_default_judges_are_the_packaged_models_whether_or_not_the_zoo_lists_them(zoo, tmp_path, capsys):
+    """A zoo of one's own is judged by the packaged models; its models judge only when named."""
+    from generator.config import load_zoo
+    from generator.quality import default_judges, judge_entry, quality_key
 
-    assert default_judges(zoo) == ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
+    packaged = ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
+    assert default_judges(zoo) == packaged
+    own = load_zoo(write_tiny_zoo(tmp_path / "zoo", extra=SECOND))
+    assert default_judges(own) == packaged
+    assert [judge_entry(own, j).weights.package for j in packaged] == [zoo.model(j).weights.package for j in packaged]
+    assert judge_entry(own, "tiny-b") is own.model("tiny-b")
+    assert quality_key(own, packaged, "sig", "h") == quality_key(zoo, packaged, "sig", "h")  # the same judges
+    with pytest.raises(SystemExit):
+        main(["quality", "--help"])
+    assert "packaged models efficientnet-lite0,1,2, whether or not the zoo lists them" in " ".join(capsys.readouterr().out.split())
+
+
+def test_quality_prints_progress_lines_under_no_progress(tmp_path, tiny_images, monkeypatch, capsys):
+    """As render does: periodic `lens: progress` lines on stderr instead of a bar (here every line)."""
+    config = write_tiny_zoo(tmp_path / "zoo", images=tiny_images, extra=SECOND)
+    out = tmp_path / "store"
+    common = ["--config", str(config), "--out", str(out), "--no-progress", "--classes", "1,2", "--model", "tiny"]
+    assert main(["render", *common, "--what", "maco"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("LENS_PROGRESS_EVERY", "0")
+    assert main(["quality", *common, "--judges", "tiny-b", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "judges tiny-b (each embeds 9 reference images once" in err
+    lines = [line for line in err.splitlines() if line.startswith("lens: progress quality:")]
+    assert len(lines) >= 2 and "11.0/11 units (100%)" in lines[-1]  # 9 reference images, then 2 scores
 
 
 def test_quality_goes_on_past_an_unusable_meta_json(tmp_path, tiny_images, capsys):

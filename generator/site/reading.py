@@ -85,7 +85,7 @@ def model_card(zoo: Zoo, store: Store, model: str) -> ModelCard:
     if entry is not None:
         # The card says what was rendered; only the description is prose users edit later.
         card.description = entry.description or card.description
-        card.arch = card.arch if card.arch is not None else entry.arch
+        card.arch = card.arch if card.arch is not None else entry.architecture
         card.weights = card.weights if card.weights is not None else entry.weights.describe()
         card.concept_layer = card.concept_layer if card.concept_layer is not None else entry.concept_layer
         card.key_map = card.key_map if card.key_map is not None else entry.key_map

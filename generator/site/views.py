@@ -521,7 +521,7 @@ def model_summary(model: str, card: ModelCard, metas: list[Meta]) -> ModelSummar
     top1 = accuracy.get("top1")
     top1 = finite(top1) if isinstance(top1, (int, float)) and not isinstance(top1, bool) else None
     card_rows = [
-        ("architecture (timm)", card.arch),
+        ("architecture", card.arch),
         ("parameters", f"{card.params / 1e6:.2f} M" if card.params else None),
         ("weights", card.weights),
         ("checkpoint key map", card.key_map),

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Callable
 
+from ..config import Zoo
+from ..models import LoadedModel
 from ..plan import ModelPlan, RenderJob, pending_units
 from ..records import Unit
 from ..store import Store
@@ -21,10 +23,12 @@ log = logging.getLogger("lens")
 WAIT_FOR_CLAIMS_S = 3600.0  # at the end of a run, how long to wait for units other live renders hold
 
 
-def run_in_process(job: RenderJob, store: Store, stop: StopFlag, bars: Bars, summary: RenderSummary) -> None:
+def run_in_process(job: RenderJob, store: Store, stop: StopFlag, bars: Bars, summary: RenderSummary,
+                   zoo: Zoo | None = None, models: dict[str, LoadedModel] | None = None) -> None:
     """Passes over the plan until nothing is left that this run can do: units held by other live
-    workers are waited for, and taken over if their holder dies (its claim goes stale)."""
-    worker = Worker(job, job.devices[0], progress=bars.advance)
+    workers are waited for, and taken over if their holder dies (its claim goes stale).
+    `zoo` and `models`: as in run_render."""
+    worker = Worker(job, job.devices[0], progress=bars.advance, zoo=zoo, models=models)
     store.problems = worker.store.problems  # one list of records moved aside
     try:
         first, waited, progress = True, 0.0, -1

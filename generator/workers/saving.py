@@ -63,6 +63,7 @@ def save_maco(store: Store, plan: ModelPlan, unit: Unit, r: maco.MacoRender, m: 
         seed=maco.objective_seed(plan.maco.seed, plan.name, objective.key), objective_key=objective.key,
         spectrum=plan.spectrum_id, steps=plan.maco.steps, wall_time_s=round(seconds, 3), batch_size=batch,
         objective=r.objective, attempts=attempt, device=device, versions=versions(), finished_at=now_iso(),
+        weights_used=m.weights_used,
     )
     if unit.kind == "maco":
         if self_score is None:
@@ -96,7 +97,7 @@ def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_me
         timings_s={k: round(v, 3) for k, v in result.timings.items()}, wall_time_s=round(seconds, 3),
         device=device, versions=versions(), finished_at=now_iso(), files={},
         images_source="demo photos" if plan.images_dir is None else str(plan.images_dir),
-        reason=result.reason or None,
+        reason=result.reason or None, weights_used=m.weights_used,
     )
     if result.deletion:
         record.deletion = {k: result.deletion[k] for k in ("auc_importance", "auc_random", "curve_importance", "curve_random")}

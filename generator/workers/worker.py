@@ -16,7 +16,7 @@ import torch
 from .. import concept_data, maco
 from .. import craft as craft_method
 from ..classes import imagenet_class
-from ..config import MacoSettings, load_zoo
+from ..config import MacoSettings, Zoo, load_zoo
 from ..errors import LensError, StoreError
 from ..images import SourceImage, demo_photos, load_class_images
 from ..models import LoadedModel, load_model
@@ -47,9 +47,11 @@ def wnids_of(classes: Iterable[int]) -> dict[int, str]:
 class Worker:
     """Renders units on one device. Holds one model at a time (units arrive grouped by model)."""
 
-    def __init__(self, job: RenderJob, device: str, progress: Callable[[str, float], None] | None = None):
+    def __init__(self, job: RenderJob, device: str, progress: Callable[[str, float], None] | None = None,
+                 zoo: Zoo | None = None, models: dict[str, LoadedModel] | None = None):
         self.job = job
-        self.zoo = load_zoo(job.config)
+        self.zoo = zoo or load_zoo(job.config)
+        self._loaded = dict(models or {})  # already loaded (the Python API's): used as they are
         self.store = Store(job.out)
         self.device = device
         self.spectrum: Spectrum = resolve_spectrum(job.spectrum, job.out / "spectra", job.images)
@@ -83,7 +85,7 @@ class Worker:
             if "craft" not in self.plans[name].parts:
                 entry = plain  # `--what maco`: the concept layer is not used, so it cannot stop the run
             try:
-                self._model = load_model(entry, self.zoo.root, self.device)
+                self._model = self._loaded.get(name) or load_model(entry, self.zoo.root, self.device)
             except Exception as e:  # noqa: BLE001 - recorded on every unit of this model, the run goes on
                 reason = failure_reason(e)
                 if entry.concept_layer == "features":
@@ -102,7 +104,8 @@ class Worker:
 
     def _write_model_card(self, m: LoadedModel, concept_layer: str) -> None:
         def change(card: ModelCard) -> None:
-            card.arch, card.weights, card.key_map = m.entry.arch, m.entry.weights.describe(), m.entry.key_map
+            card.arch, card.weights, card.key_map = m.entry.architecture, m.entry.weights.describe(), m.entry.key_map
+            card.weights_used = m.weights_used
             card.description, card.params, card.preprocess = m.entry.description, m.num_params, m.preprocess.as_dict()
             card.concept_layer = concept_layer
 
