@@ -12,12 +12,13 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from .. import __version__, concept_data, maco
+from .. import concept_data, maco
 from .. import craft as craft_method
 from ..models import LoadedModel
 from ..plan import ModelPlan, part_done
 from ..records import Attribution, Concept, CraftRecord, Crop, MacoRecord, Meta, Unit
 from ..store import Store, encode_jpeg, encode_png
+from ..version import __version__
 
 
 def now_iso() -> str:
