@@ -267,3 +267,34 @@ def test_compiled_step_matches_eager(tiny_model):
     compiled = maco.render(tiny_model, objectives, settings, spec, mode="compile")
     for e, c in zip(eager, compiled):
         assert abs(e.objective - c.objective) <= 1e-2 * max(1e-2, abs(e.objective))
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_a_render_reaches_the_model_and_the_judges_through_one_conversion(tmp_path, interpolation):
+    """classify (the self rank) and quality (transfer, plausibility) see the same pixels: the render
+    resized with the model's own interpolation, then normalised."""
+    from generator import quality
+    from generator.config import load_zoo
+    from generator.models import load_model
+
+    from .conftest import write_tiny_zoo
+
+    config = write_tiny_zoo(tmp_path, extra=f"""  - name: other
+    arch: test_resnet
+    weights: {{file: tiny.safetensors}}
+    input_size: 48
+    interpolation: {interpolation}
+""")
+    zoo = load_zoo(config)
+    model = load_model(zoo.model("other"), zoo.root)
+    render = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    x = maco.render_inputs(model, [render])
+    x01 = torch.from_numpy(render).permute(2, 0, 1)[None].float() / 255
+    expected = model.normalize(torch.nn.functional.interpolate(x01, size=(48, 48), mode=interpolation, antialias=True,
+                                                               align_corners=False).clamp(0, 1))
+    assert torch.equal(x, expected)
+    assert torch.equal(quality.model_inputs(model, [render]), x)
+    (prob,), (rank,) = maco.classify(model, [render], [5])
+    with torch.no_grad():
+        probs = model.logits(x).float().softmax(-1)[0]
+    assert prob == pytest.approx(float(probs[5]), rel=1e-6) and rank == 1 + int((probs > probs[5]).sum())

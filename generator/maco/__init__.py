@@ -24,7 +24,7 @@ Guarantees:
 from __future__ import annotations
 
 from ..spectrum import COLOR_CORRELATION, Spectrum
-from .finish import classify, finish_alpha, finish_image
+from .finish import classify, finish_alpha, finish_image, render_inputs
 from .loop import (
     STEP_MODE_ENV,
     STEP_MODES,
@@ -81,6 +81,7 @@ __all__ = [
     "probe_batch_size",
     "random_bits",
     "random_crops",
+    "render_inputs",
     "render",
     "sample_boxes",
     "seed_tensor",

@@ -33,16 +33,27 @@ def finish_alpha(alpha: torch.Tensor, percentile: float) -> np.ndarray:
 # ----------------------------------------------------------------------------- evaluation
 
 
-@torch.no_grad()
-def classify(model: LoadedModel, images: Sequence[np.ndarray], class_indices: Sequence[int]) -> tuple[list[float], list[int]]:
-    """Probability and rank (1 = top) of each image's class, the whole square image resized to the model input."""
-    if not images:
-        return [], []
+def render_inputs(model: LoadedModel, images: Sequence[np.ndarray]) -> torch.Tensor:
+    """Finished uint8 renders (H, W, 3), each whole, as the model's normalised input (B, 3, S, S).
+
+    The one conversion of a render into a model's input: MACO's self rank (`classify`) and every
+    quality score (transfer, plausibility features) see the same pixels. The square render is
+    resized to the model's input side with the model's own interpolation (its timm preprocessing
+    or models.yaml's `interpolation`): bicubic where it says bicubic, else bilinear (antialiased
+    resizing exists for those two only, so `nearest` resizes bilinearly), then clamped to [0, 1]."""
     x = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images]).float().div(255).to(model.device)
     side = model.preprocess.input_size
     mode = "bicubic" if model.preprocess.interpolation == "bicubic" else "bilinear"
     x = F.interpolate(x, size=(side, side), mode=mode, antialias=True, align_corners=False).clamp(0, 1)
-    probs = model.logits(model.normalize(x)).float().softmax(-1)
+    return model.normalize(x)
+
+
+@torch.no_grad()
+def classify(model: LoadedModel, images: Sequence[np.ndarray], class_indices: Sequence[int]) -> tuple[list[float], list[int]]:
+    """Probability and rank (1 = top) of each image's class, the image shown as `render_inputs` shows it."""
+    if not images:
+        return [], []
+    probs = model.logits(render_inputs(model, images)).float().softmax(-1)
     target = torch.tensor(list(class_indices), device=probs.device)
     p = probs.gather(1, target[:, None])
     ranks = 1 + (probs > p).sum(1)
