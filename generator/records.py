@@ -26,7 +26,7 @@ On disk (JSON, `extra` keys are kept, so newer writers never lose older readers'
     CraftRecord adds "files": {"directions", "per_image", "thumbs"}, "n_images", "image_selection",
       "nmf_error" (the dictionary's relative reconstruction error), "method" (the dictionary method:
       nmf, semi-nmf...), "timings_s", "images_source", "reason", "deletion", "credits" (the formats
-      of the files: generator/concept_data.py).
+      of the files: generator/sidefiles.py).
     Concept: "id", "rank", "importance", "logit_share", "removal_drop", "crops": [{"file",
       "source", "box", "view_box", "coefficient"}], "attributions": [{"file", "source", "photo"}],
       "maco": MacoRecord | absent.
@@ -36,7 +36,7 @@ On disk (JSON, `extra` keys are kept, so newer writers never lose older readers'
 
     model.json (schema 2): "name", "arch", "weights", "key_map", "description", "params",
       "preprocess", "concept_layer", "accuracy": {"top1", "n_images", "source"} | null,
-      "head": {"file", "kind", "key"} | null (`<model>/head.npz`, generator/concept_data.py).
+      "head": {"file", "kind", "key"} | null (`<model>/head.npz`, generator/sidefiles.py).
 
 A file that does not parse or does not fit these models is not silently trusted: the store moves
 it aside (`meta.json.corrupt-<UTC time>`) and its units count as not done.
@@ -155,7 +155,19 @@ class MacoRecord(PartRecord):
     quality: Quality | None = None
 
 
+class Deletion(_Record):
+    """CRAFT's deletion check: the logit as concepts are removed by importance vs in random order."""
+
+    auc_importance: float | None = None
+    auc_random: float | None = None
+    curve_importance: list[float] | None = None
+    curve_random: list[float] | None = None
+
+
 class CraftRecord(PartRecord):
+    # Writers assign `deletion` as a dict (workers.save_craft): validated into the record on assignment.
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
     n_images: int | None = None
     image_selection: str | None = None
     nmf_error: float | None = None
@@ -163,7 +175,7 @@ class CraftRecord(PartRecord):
     timings_s: dict[str, float] | None = None
     images_source: str | None = None
     reason: str | None = None
-    deletion: dict[str, Any] | None = None
+    deletion: Deletion | None = None
     credits: list[str] | None = None
 
 
@@ -278,10 +290,41 @@ class Meta(_Record):
         return units
 
 
+class Preprocess(_Record):
+    """What the model was given: LoadedModel.preprocess (models.Preprocess.as_dict), as rendered."""
+
+    input_size: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: str | None = None
+    crop_pct: float | None = None
+
+    def items(self) -> list[tuple[str, Any]]:
+        """The keys model.json holds, in its order (keys a card does not have are left out)."""
+        return list(self.model_dump(mode="json", exclude_unset=True).items())
+
+
+class Accuracy(_Record):
+    """Top-1 of the model on `n_images` labelled images of `source`, as `lens quality` measured it."""
+
+    top1: float | None = None
+    n_images: int | None = None
+    source: str | None = None
+
+
+class HeadRecord(_Record):
+    """What `<model>/head.npz` holds (generator/sidefiles.py): its file, kind and the key it was computed for."""
+
+    file: str
+    kind: str | None = None
+    key: str | None = None
+
+
 class ModelCard(_Record):
     """`<store>/<model>/model.json`: what was rendered, and the model's accuracy once scored."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=())
+    # validate_assignment: writers assign plain dicts (worker: preprocess; quality: accuracy), stored as records.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=(), validate_assignment=True)
 
     schema_version: int = Field(SCHEMA, alias="schema")
     name: str
@@ -290,10 +333,10 @@ class ModelCard(_Record):
     key_map: str | None = None
     description: str | None = None
     params: int | None = None
-    preprocess: dict[str, Any] | None = None
+    preprocess: Preprocess | None = None
     concept_layer: str | None = None
-    accuracy: dict[str, Any] | None = None
-    head: dict[str, Any] | None = None  # what `head.npz` holds: {"file", "kind", "key"}
+    accuracy: Accuracy | None = None
+    head: HeadRecord | None = None
 
     @classmethod
     def from_json_obj(cls, obj: Any) -> ModelCard:
