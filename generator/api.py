@@ -38,7 +38,7 @@ from torch import nn
 from .classes import imagenet_class, parse_class_spec
 from .config import CraftSettings, MacoSettings, ModelEntry, WeightsSource, load_zoo
 from .errors import ConfigError, CraftError, ModelError, StoreError
-from .records import MacoRecord, Meta
+from .records import MacoRecord, Meta, part_state
 
 __all__ = [
     "Model", "Visualization", "Concept", "CraftResult", "Record", "StoredPicture", "StoredConcept", "Store",
@@ -424,9 +424,9 @@ class Record:
 
 def _picture(folder: Path, rec: MacoRecord | None) -> StoredPicture:
     if rec is None:
-        return StoredPicture("missing")
+        return StoredPicture(part_state(rec))
     if not rec.done:
-        return StoredPicture(rec.status, rec.error, record=rec)
+        return StoredPicture(part_state(rec), rec.error, record=rec)
     files = rec.files
     return StoredPicture("done", None, folder / files["image"] if "image" in files else None,
                          folder / files["alpha"] if "alpha" in files else None, rec)
@@ -465,7 +465,7 @@ class Store:
                                   [folder / crop.file for crop in k.crops], _picture(folder, k.maco))
                     for k in meta.concepts]
         return Record(model, c, imagenet_class(c).name, _picture(folder, meta.maco),
-                      meta.craft.status if meta.craft is not None else "missing", concepts, meta)
+                      part_state(meta.craft), concepts, meta)
 
     def figure(self, classes: int | str | Sequence[int], models: Sequence[str] | None = None, *, overlay: bool = False,
                concepts: int = 0, cell: float = 1.4) -> Any:

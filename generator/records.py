@@ -125,6 +125,20 @@ class PartRecord(_Record):
         return self.status == "failed"
 
 
+PartState = Literal["missing", "done", "failed", "no-images"]
+# What each state is called where people read it (`lens figure`'s notes; the site's templates word
+# their own placeholders from the same states).
+STATE_WORDS: dict[str, str] = {"missing": "not rendered", "done": "done", "failed": "failed", "no-images": "no usable images"}
+
+
+def part_state(record: PartRecord | None) -> PartState:
+    """The one name of a stored part's state: `missing` without a record, else its status.
+
+    Judged against a plan (settings, files on disk), `plan.unit_state` refines it: a part without a
+    record is `pending` there, and `missing` means its files are gone."""
+    return "missing" if record is None else record.status
+
+
 class Transfer(_Record):
     rank: int
     prob: float

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..images import CREDITS
-from ..records import Accuracy, Attribution, Concept, CraftRecord, MacoRecord, Meta, ModelCard, PartRecord
+from ..records import Accuracy, Attribution, Concept, CraftRecord, MacoRecord, Meta, ModelCard, PartRecord, part_state
 from ..webp import STRIP_CROPS, STRIP_HEATMAPS, output_size
 from .images import ClassImages
 from .paths import SourceError
@@ -87,11 +87,12 @@ MISSING, FAILED, UNAVAILABLE, NO_IMAGES, NO_CONCEPTS, NOT_VISUALIZED = (
 
 def part_problem(record: PartRecord | None, what: str) -> tuple[str, str] | None:
     """(state, detail) of a part that cannot be shown, or None when it is done."""
+    state = part_state(record)
     if record is None:
         return MISSING, f"{what} not rendered yet"
-    if record.status == "failed":
+    if state == FAILED:
         return FAILED, f"{what} failed: {record.error or 'no error message recorded'}"
-    if record.status == NO_IMAGES:
+    if state == NO_IMAGES:
         reason = record.reason if isinstance(record, CraftRecord) else None
         return NO_IMAGES, f"{what}: {reason or 'no usable image of this class'}"
     return None
