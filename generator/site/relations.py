@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from ..records import Meta
-from ..sidefiles import THUMB_CELL as THUMB_CELL  # noqa: F401 - re-exported: the site's sprite geometry
-from ..sidefiles import THUMB_COLS as THUMB_COLS  # noqa: F401
+from ..sidefiles import THUMB_CELL as THUMB_CELL  # re-exported: the site's sprite geometry
+from ..sidefiles import THUMB_COLS as THUMB_COLS
 from ..sidefiles import Head, SideFileError
 from ..store import atomic_write_bytes
 from .reading import Unreadable, read_directions, read_head, read_per_image
