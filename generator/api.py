@@ -17,7 +17,7 @@ files left behind); nothing is written anywhere, the network is never used unles
 weights are asked for; every user error raises a `generator.errors.LensError` subclass with a
 one-line message. The settings are those of `models.yaml` (`MacoSettings`, `CraftSettings`); any of
 their fields can be given as a keyword (`steps=32`, `rank=5`). The CLI and this API share the same
-code (generator/maco.py, craft.py, models.py), so a visualization made here equals the one
+code (generator/maco/, craft.py, models.py), so a visualization made here equals the one
 `lens render` stores for the same model, settings and seed.
 """
 

@@ -109,15 +109,7 @@ def render(
     device, dtype = model.device, model.dtype
     if mode == "cuda-graph" and device.type != "cuda":
         raise ConfigError(f"{STEP_MODE_ENV}=cuda-graph needs a CUDA device; model '{model.name}' is on {device}")
-    cfg = _StepConfig(settings.crops, tuple(settings.crop_scale), settings.crop_jitter, settings.noise,  # type: ignore[arg-type]
-                      settings.cossim_power, settings.image_size, settings.input_size or model.preprocess.input_size)
-    static = _Static(
-        mixed_seeds=seed_tensor([objective_seed(settings.seed, model.name, o.key) for o in objectives], device),
-        box_increments=counters(3 * cfg.crops, device),
-        noise_increments=counters((cfg.crops * 3 * cfg.input_size**2 + 1) // 2, device),
-        magnitude=spectrum.resized(cfg.image_size).to(device, dtype),
-        targets=_targets(objectives, model.num_concept_channels, device, dtype),
-    )
+    cfg, static = _setup(model, objectives, settings, spectrum)
     step = torch.zeros((), dtype=torch.int64, device=device)  # on the device: keys need no host value
     phase = initial_phase(stream_keys(static.mixed_seeds, 0, STREAM_PHASE), cfg.image_size, dtype).requires_grad_(True)
     optimizer = torch.optim.NAdam([phase], lr=settings.lr, capturable=mode == "cuda-graph")
@@ -151,6 +143,28 @@ def render(
 
     with torch.no_grad():
         final = phase_to_image(phase, static.magnitude)
+    return _finished(objectives, settings, scores, final, alpha)
+
+
+def _setup(model: LoadedModel, objectives: Sequence[Objective], settings: MacoSettings,
+           spectrum: Spectrum) -> tuple[_StepConfig, _Static]:
+    """The step's plain settings and the tensors that stay put through the render."""
+    device, dtype = model.device, model.dtype
+    cfg = _StepConfig(settings.crops, tuple(settings.crop_scale), settings.crop_jitter, settings.noise,  # type: ignore[arg-type]
+                      settings.cossim_power, settings.image_size, settings.input_size or model.preprocess.input_size)
+    static = _Static(
+        mixed_seeds=seed_tensor([objective_seed(settings.seed, model.name, o.key) for o in objectives], device),
+        box_increments=counters(3 * cfg.crops, device),
+        noise_increments=counters((cfg.crops * 3 * cfg.input_size**2 + 1) // 2, device),
+        magnitude=spectrum.resized(cfg.image_size).to(device, dtype),
+        targets=_targets(objectives, model.num_concept_channels, device, dtype),
+    )
+    return cfg, static
+
+
+def _finished(objectives: Sequence[Objective], settings: MacoSettings, scores: torch.Tensor, final: torch.Tensor,
+              alpha: torch.Tensor) -> list[MacoRender]:
+    """Read everything back once (the only host synchronisation) and finish each image and alpha map."""
     finite = (torch.isfinite(scores) & torch.isfinite(final).flatten(1).all(1) & torch.isfinite(alpha).flatten(1).all(1)).cpu()
     scores, final, alpha = scores.detach().cpu(), final.cpu(), alpha.cpu()
     return [
