@@ -1,9 +1,10 @@
 """A synthetic artifact store: N classes x M models, small placeholder images, complete meta.json.
 
-The same shape the renderer writes (generator/store.py's schema, generator/workers/saving.py's records),
-including failed, missing and partial parts, so the site and its budgets can be tested without
-running a model. Images come from a small pool and are hard-linked into place, so a 1000 x 3 store
-(~500k files) takes little disk and is written in well under a minute.
+The same shape the renderer writes: meta.json and model.json through the typed records
+(generator/records.py), the side files through generator/sidefiles.py, including failed, missing
+and partial parts, so the site and its budgets can be tested without running a model. Images come
+from a small pool and are hard-linked into place, so a 1000 x 3 store (~500k files) takes little
+disk and is written in well under a minute.
 
     python benchmarks/synthetic_store.py OUT --classes 1000 --models efficientnet-lite0,efficientnet-lite1
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import colorsys
 import hashlib
-import io
 import json
 import os
 import sys
@@ -28,6 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from generator.config import CraftSettings, MacoSettings  # noqa: E402
 from generator.images import CREDITS  # noqa: E402
+from generator.records import Meta, ModelCard  # noqa: E402
+from generator.sidefiles import (  # noqa: E402
+    HEAD,
+    THUMB_CELL,
+    directions_name,
+    directions_npy,
+    head_npz,
+    per_image_name,
+    per_image_npz,
+    photo_name,
+    thumbs_name,
+)
 from generator.site import class_info  # noqa: E402  (torch-free class names)
 from generator.store import META, SCHEMA, Store, atomic_write_bytes, encode_jpeg, encode_png  # noqa: E402
 
@@ -76,8 +88,8 @@ def write_pool(root: Path, image_size: int) -> Path:
         atomic_write_bytes(pool / f"crop_{v}.jpg", encode_jpeg(Image.fromarray(_pattern(crop, v))))
     for v in range(VARIANTS):
         atomic_write_bytes(pool / f"photo_{v}.jpg", encode_jpeg(Image.fromarray(_pattern(image_size, v + 5))))
-    cell = 64  # generator.site.relations.THUMB_CELL, THUMB_COLS: the thumbnails of N_IMAGES images in one row
-    sprite = np.concatenate([_pattern(cell, v % VARIANTS) for v in range(N_IMAGES)], axis=1)
+    # the thumbnail grid of N_IMAGES (< THUMB_COLS) images: one row of THUMB_CELL px squares
+    sprite = np.concatenate([_pattern(THUMB_CELL, v % VARIANTS) for v in range(N_IMAGES)], axis=1)
     atomic_write_bytes(pool / "thumbs.jpg", encode_jpeg(Image.fromarray(sprite)))
     (pool / "done").write_text("ok\n")
     return pool
@@ -136,16 +148,7 @@ def write_head(root: Path, model: str, m: int, n_classes: int = 1000, concepts: 
     rng = np.random.default_rng(99 + m)
     weight = np.stack([concept_vectors(i, m, concepts)[:3].mean(0) for i in range(n_classes)])
     weight = weight - weight.mean(0) + rng.normal(0, 0.05, weight.shape)
-    buf = io.BytesIO()
-    np.savez(buf, weight=weight.astype(np.float32), bias=np.zeros(n_classes, np.float32),
-             kind=np.array("linear" if m != 2 else "gradient"))
-    atomic_write_bytes(root / model / "head.npz", buf.getvalue())
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
+    atomic_write_bytes(root / model / HEAD, head_npz(weight, np.zeros(n_classes, np.float32), "linear" if m != 2 else "gradient"))
 
 
 def write_class(store: Store, pool: Path, model: str, m: int, models: Sequence[str], index: int, p: int, *,
@@ -197,8 +200,8 @@ def write_class(store: Store, pool: Path, model: str, m: int, models: Sequence[s
             "n_images": 12, "image_selection": "predicted", "nmf_error": round(float(rng.uniform(0.2, 0.5)), 4),
             "timings_s": {"nmf": 1.0, "sobol": 2.0}, "wall_time_s": round(float(rng.uniform(10, 60)), 3),
             "device": "synthetic", "versions": _versions(), "finished_at": "2025-01-01T00:00:00Z",
-            "files": {"directions": f"concepts/directions.{tag}.npy", "per_image": f"concepts/per_image.{tag}.npz",
-                      "thumbs": f"concepts/thumbs.{tag}.jpg"}, "images_source": "synthetic",
+            "files": {"directions": directions_name(tag), "per_image": per_image_name(tag), "thumbs": thumbs_name(tag)},
+            "images_source": "synthetic",
             "deletion": {"auc_importance": round(float(rng.uniform(0.2, 0.4)), 4), "auc_random": round(float(rng.uniform(0.4, 0.6)), 4),
                          "curve_importance": [round(float(x), 4) for x in np.linspace(1, 0, concepts + 1)],
                          "curve_random": [round(float(x), 4) for x in np.linspace(1, 0.2, concepts + 1)]},
@@ -206,15 +209,12 @@ def write_class(store: Store, pool: Path, model: str, m: int, models: Sequence[s
         if p % 4 == 0:
             meta["craft"]["credits"] = [CREDITS["china"]]
         files = meta["craft"]["files"]
-        atomic_write_bytes(class_dir / files["directions"], _npy(concept_vectors(index, m, concepts)))
+        atomic_write_bytes(class_dir / files["directions"], directions_npy(concept_vectors(index, m, concepts)))
         # Per image: one dominant concept (a strategy) plus background coefficients.
         coefficients = rng.gamma(0.5, 0.2, (N_IMAGES, concepts))
         coefficients[np.arange(N_IMAGES), rng.integers(0, max(1, concepts // 3), N_IMAGES)] += rng.uniform(1, 2, N_IMAGES)
         sobol = coefficients / coefficients.sum(1, keepdims=True) * rng.uniform(0.8, 1.3, (N_IMAGES, 1))
-        buf = io.BytesIO()
-        np.savez(buf, coefficients=coefficients.astype(np.float32), importance=sobol.astype(np.float32),
-                 sources=np.array(sources[:N_IMAGES]))
-        atomic_write_bytes(class_dir / files["per_image"], buf.getvalue())
+        atomic_write_bytes(class_dir / files["per_image"], per_image_npz(coefficients, sources[:N_IMAGES], sobol))
         _place(pool / "thumbs.jpg", class_dir / files["thumbs"], link)
         meta["concepts"] = []
         for rank, k in enumerate(rng.permutation(concepts).tolist(), start=1):
@@ -231,7 +231,7 @@ def write_class(store: Store, pool: Path, model: str, m: int, models: Sequence[s
             for j in range(attributions):
                 rel = f"{base}/attribution_{j}.{tag}.jpg"
                 _place(pool / f"attribution_{(s + j) % VARIANTS}.jpg", class_dir / rel, link)
-                photo = f"concepts/photos/photo_{j}.{tag}.jpg"
+                photo = photo_name(j, tag)
                 if not (class_dir / photo).exists():
                     _place(pool / f"photo_{j % VARIANTS}.jpg", class_dir / photo, link)
                 concept["attributions"].append({"file": rel, "source": sources[j], "photo": photo})
@@ -245,7 +245,8 @@ def write_class(store: Store, pool: Path, model: str, m: int, models: Sequence[s
                 concept["maco"] = maco_record(files, concept_hash, k, False, rng)
             meta["concepts"].append(concept)
     class_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(class_dir / META, (json.dumps(meta, indent=1) + "\n").encode())
+    record = Meta.from_json_obj(meta)  # validated: the synthetic store writes what the typed records write
+    atomic_write_bytes(class_dir / META, (json.dumps(record.to_json_obj(), indent=1) + "\n").encode())
 
 
 def write_model_card(store: Store, model: str, m: int) -> None:
@@ -255,7 +256,7 @@ def write_model_card(store: Store, model: str, m: int) -> None:
                            "interpolation": "bicubic", "crop_pct": 0.875},
             "concept_layer": "features",
             "accuracy": {"top1": 0.75 + 0.01 * m, "n_images": 50000, "source": "synthetic"} if m == 0 else None}
-    atomic_write_bytes(store.root / model / "model.json", json.dumps(card, indent=1).encode())
+    atomic_write_bytes(store.root / model / "model.json", json.dumps(ModelCard.from_json_obj(card).to_json_obj(), indent=1).encode())
 
 
 def write_synthetic_store(root: Path, classes: int | Sequence[int], models: Sequence[str] = DEFAULT_MODELS, *,

@@ -13,7 +13,7 @@ The Python API (generator/api.py) is exported here, loaded on first use so that 
 
 from typing import Any
 
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 _API = frozenset({
     "Model", "Visualization", "Concept", "CraftResult", "Record", "StoredPicture", "StoredConcept", "Store",

@@ -18,9 +18,10 @@ What they do:
 Guarantees: results are plain dataclasses holding PIL images and numpy arrays (no tensors, no
 files left behind); nothing is written anywhere but by `render`, into the store it is given; the
 network is never used unless timm hub weights are asked for; every user error raises a
-`generator.errors.LensError` subclass with a one-line message. The settings are those of `models.yaml` (`MacoSettings`, `CraftSettings`); any of
-their fields can be given as a keyword (`steps=32`, `rank=5`). The CLI and this API share the same
-code (generator/maco.py, craft.py, models.py), so a visualization made here equals the one
+`generator.errors.LensError` subclass with a one-line message. The settings are those of
+`models.yaml` (`MacoSettings`, `CraftSettings`); any of their fields can be given as a keyword
+(`steps=32`, `rank=5`). The CLI and this API share the same code (generator/maco/, craft.py,
+models.py), so a visualization made here equals the one
 `lens render` stores for the same model, settings and seed.
 """
 
@@ -41,7 +42,7 @@ from torch import nn
 from .classes import imagenet_class, parse_class_spec
 from .config import CraftSettings, MacoSettings, ModelEntry, WeightsSource, load_zoo
 from .errors import ConfigError, CraftError, ModelError, StoreError
-from .records import MacoRecord, Meta
+from .records import MacoRecord, Meta, part_state
 
 __all__ = [
     "Model", "Visualization", "Concept", "CraftResult", "Record", "StoredPicture", "StoredConcept", "Store",
@@ -528,9 +529,9 @@ class Record:
 
 def _picture(folder: Path, rec: MacoRecord | None) -> StoredPicture:
     if rec is None:
-        return StoredPicture("missing")
+        return StoredPicture(part_state(rec))
     if not rec.done:
-        return StoredPicture(rec.status, rec.error, record=rec)
+        return StoredPicture(part_state(rec), rec.error, record=rec)
     files = rec.files
     return StoredPicture("done", None, folder / files["image"] if "image" in files else None,
                          folder / files["alpha"] if "alpha" in files else None, rec)
@@ -569,7 +570,7 @@ class Store:
                                   [folder / crop.file for crop in k.crops], _picture(folder, k.maco))
                     for k in meta.concepts]
         return Record(model, c, imagenet_class(c).name, _picture(folder, meta.maco),
-                      meta.craft.status if meta.craft is not None else "missing", concepts, meta)
+                      part_state(meta.craft), concepts, meta)
 
     def figure(self, classes: int | str | Sequence[int], models: Sequence[str] | None = None, *, overlay: bool = False,
                concepts: int = 0, cell: float = 1.4) -> Any:

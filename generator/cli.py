@@ -481,7 +481,7 @@ def _render_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
     parser = argparse.ArgumentParser(prog="lens", description="MACO and CRAFT galleries for ImageNet models.")
     parser.add_argument("--version", action="version", version=f"lens {__version__}")

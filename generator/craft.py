@@ -277,7 +277,7 @@ class CraftResult:
     timings: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
     method: str | None = None  # the dictionary used: `nmf` or `semi-nmf` (meta.json: craft.method)
-    # Per image, columns by concept id (the atlas's data, generator/concept_data.py):
+    # Per image, columns by concept id (the atlas's data: generator/concept_data.py, sidefiles.py):
     coefficients: torch.Tensor | None = None  # (N, r) maps pooled as the head pools (pooled_codes)
     image_importance: torch.Tensor | None = None  # (N, r) Sobol total indices (their mean is `importance`)
 

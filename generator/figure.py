@@ -19,7 +19,7 @@ from PIL import Image
 
 from .classes import imagenet_class
 from .errors import StoreError
-from .records import MacoRecord
+from .records import STATE_WORDS, MacoRecord, part_state
 from .store import Store
 
 MAX_ROWS = 200  # a figure beyond this is not readable; say so instead of drawing for minutes
@@ -35,10 +35,8 @@ class Cell:
 
 
 def _load(store: Store, model: str, class_index: int, record: MacoRecord | None, overlay: bool) -> Cell:
-    if record is None:
-        return Cell(None, "not rendered")
-    if not record.done:
-        return Cell(None, "failed" if record.failed else "not rendered")
+    if record is None or not record.done:
+        return Cell(None, STATE_WORDS[part_state(record)])
     folder = store.class_dir(model, class_index)
     files = record.files
     try:

@@ -18,7 +18,7 @@ from typing import Any
 from .classes import imagenet_class
 from .config import CraftSettings, MacoSettings, ModelEntry, Zoo, settings_hash
 from .errors import PlanError
-from .records import Meta, PartRecord, Unit
+from .records import Meta, PartRecord, Unit, part_state
 from .store import Store
 
 PARTS = ("maco", "craft")
@@ -148,12 +148,13 @@ def part_done(record: PartRecord | None, expected_hash: str) -> bool:
 def unit_state(store: Store, plan: ModelPlan, meta: Meta | None, unit: Unit) -> str:
     """One of STATES for a unit, judged against the plan's settings and the files on disk."""
     record = meta.record(unit) if meta is not None else None
+    state = part_state(record)
     if record is None:
         return "pending"
     if record.settings_hash != plan.unit_hash(unit):
         return "stale" if record.done else "pending"
-    if record.status != "done":
-        return record.status  # failed or no-images
+    if state != "done":
+        return state  # failed or no-images
     return "missing" if store.missing_files(meta, unit) else "done"  # type: ignore[arg-type]
 
 

@@ -16,7 +16,8 @@ from typing import Callable, TextIO
 DEFAULT_EVERY_S = 60.0
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """The one way lens prints a duration: `42s`, `3m07s`, `1h40m` (progress lines, the dry run's estimates)."""
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
@@ -39,9 +40,9 @@ class LogBar:
         elapsed = self.clock() - self.started
         rate = self.n / elapsed if elapsed > 0 else 0.0
         pct = 100 * self.n / self.total if self.total else 100.0
-        eta = _duration((self.total - self.n) / rate) if rate > 0 else "?"
+        eta = duration((self.total - self.n) / rate) if rate > 0 else "?"
         return (f"lens: progress {self.desc}: {self.n:.1f}/{self.total:.0f} units ({pct:.0f}%), "
-                f"{rate:.3g} units/s, elapsed {_duration(elapsed)}, ETA {eta}")
+                f"{rate:.3g} units/s, elapsed {duration(elapsed)}, ETA {eta}")
 
     def _print(self) -> None:
         print(self.line(), file=self.file or sys.stderr, flush=True)

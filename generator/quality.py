@@ -37,12 +37,16 @@ from .classes import imagenet_class
 from .config import ModelEntry, Zoo, load_zoo, settings_hash
 from .craft import make_views
 from .images import SourceImage, class_image_paths, demo_photos, load_rgb
-from .maco import classify
+from .maco import classify, render_inputs
 from .models import LoadedModel, load_model, resolve_device
 from .records import Meta, ModelCard, Quality, Unit
 from .store import Store, atomic_write_bytes
 
 log = logging.getLogger("lens")
+
+# A render shown to a judge: the one conversion MACO's self rank uses too (maco.render_inputs);
+# the name stays for callers of `quality.model_inputs` (benchmarks).
+model_inputs = render_inputs
 QUALITY_VERSION = 1  # bump when a change of code changes the scores
 CHUNK = 64  # images per forward pass and per read of renders
 
@@ -145,14 +149,6 @@ def penultimate(model: LoadedModel, x: torch.Tensor, batch: int = 64) -> torch.T
         f = model.module.forward_head(model.module.forward_features(x[i : i + batch]), pre_logits=True)
         feats.append(torch.nn.functional.normalize(f.float().flatten(1), dim=-1))
     return torch.cat(feats) if feats else torch.zeros(0)
-
-
-def model_inputs(model: LoadedModel, images: Sequence[np.ndarray]) -> torch.Tensor:
-    """Rendered uint8 images, whole, resized to the model input and normalised."""
-    x = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images]).float().div(255).to(model.device)
-    side = model.preprocess.input_size
-    x = torch.nn.functional.interpolate(x, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
-    return model.normalize(x.clamp(0, 1))
 
 
 def plausibility(viz_features: torch.Tensor, viz_classes: Sequence[int], ref_features: torch.Tensor,

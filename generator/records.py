@@ -27,7 +27,7 @@ On disk (JSON, `extra` keys are kept, so newer writers never lose older readers'
     CraftRecord adds "files": {"directions", "per_image", "thumbs"}, "n_images", "image_selection",
       "nmf_error" (the dictionary's relative reconstruction error), "method" (the dictionary method:
       nmf, semi-nmf...), "timings_s", "images_source", "reason", "deletion", "credits" (the formats
-      of the files: generator/concept_data.py).
+      of the files: generator/sidefiles.py).
     Concept: "id", "rank", "importance", "logit_share", "removal_drop", "crops": [{"file",
       "source", "box", "view_box", "coefficient"}], "attributions": [{"file", "source", "photo"}],
       "maco": MacoRecord | absent.
@@ -37,7 +37,7 @@ On disk (JSON, `extra` keys are kept, so newer writers never lose older readers'
 
     model.json (schema 2): "name", "arch", "weights", "key_map", "description", "params",
       "preprocess", "concept_layer", "accuracy": {"top1", "n_images", "source"} | null,
-      "head": {"file", "kind", "key"} | null (`<model>/head.npz`, generator/concept_data.py),
+      "head": {"file", "kind", "key"} | null (`<model>/head.npz`, generator/sidefiles.py),
       "weights_used": WeightsUsed | absent. "arch" is the builder in words: a timm architecture,
       `torchvision:NAME` or `factory:module:function`.
 
@@ -131,6 +131,20 @@ class PartRecord(_Record):
         return self.status == "failed"
 
 
+PartState = Literal["missing", "done", "failed", "no-images"]
+# What each state is called where people read it (`lens figure`'s notes; the site's templates word
+# their own placeholders from the same states).
+STATE_WORDS: dict[str, str] = {"missing": "not rendered", "done": "done", "failed": "failed", "no-images": "no usable images"}
+
+
+def part_state(record: PartRecord | None) -> PartState:
+    """The one name of a stored part's state: `missing` without a record, else its status.
+
+    Judged against a plan (settings, files on disk), `plan.unit_state` refines it: a part without a
+    record is `pending` there, and `missing` means its files are gone."""
+    return "missing" if record is None else record.status
+
+
 class Transfer(_Record):
     rank: int
     prob: float
@@ -161,7 +175,19 @@ class MacoRecord(PartRecord):
     quality: Quality | None = None
 
 
+class Deletion(_Record):
+    """CRAFT's deletion check: the logit as concepts are removed by importance vs in random order."""
+
+    auc_importance: float | None = None
+    auc_random: float | None = None
+    curve_importance: list[float] | None = None
+    curve_random: list[float] | None = None
+
+
 class CraftRecord(PartRecord):
+    # Writers assign `deletion` as a dict (workers.save_craft): validated into the record on assignment.
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
     n_images: int | None = None
     image_selection: str | None = None
     nmf_error: float | None = None
@@ -169,7 +195,7 @@ class CraftRecord(PartRecord):
     timings_s: dict[str, float] | None = None
     images_source: str | None = None
     reason: str | None = None
-    deletion: dict[str, Any] | None = None
+    deletion: Deletion | None = None
     credits: list[str] | None = None
 
 
@@ -284,10 +310,41 @@ class Meta(_Record):
         return units
 
 
+class Preprocess(_Record):
+    """What the model was given: LoadedModel.preprocess (models.Preprocess.as_dict), as rendered."""
+
+    input_size: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: str | None = None
+    crop_pct: float | None = None
+
+    def items(self) -> list[tuple[str, Any]]:
+        """The keys model.json holds, in its order (keys a card does not have are left out)."""
+        return list(self.model_dump(mode="json", exclude_unset=True).items())
+
+
+class Accuracy(_Record):
+    """Top-1 of the model on `n_images` labelled images of `source`, as `lens quality` measured it."""
+
+    top1: float | None = None
+    n_images: int | None = None
+    source: str | None = None
+
+
+class HeadRecord(_Record):
+    """What `<model>/head.npz` holds (generator/sidefiles.py): its file, kind and the key it was computed for."""
+
+    file: str
+    kind: str | None = None
+    key: str | None = None
+
+
 class ModelCard(_Record):
     """`<store>/<model>/model.json`: what was rendered, and the model's accuracy once scored."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=())
+    # validate_assignment: writers assign plain dicts (worker: preprocess; quality: accuracy), stored as records.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=(), validate_assignment=True)
 
     schema_version: int = Field(SCHEMA, alias="schema")
     name: str
@@ -296,10 +353,10 @@ class ModelCard(_Record):
     key_map: str | None = None
     description: str | None = None
     params: int | None = None
-    preprocess: dict[str, Any] | None = None
+    preprocess: Preprocess | None = None
     concept_layer: str | None = None
-    accuracy: dict[str, Any] | None = None
-    head: dict[str, Any] | None = None  # what `head.npz` holds: {"file", "kind", "key"}
+    accuracy: Accuracy | None = None
+    head: HeadRecord | None = None
     weights_used: WeightsUsed | None = None  # what the weights were read from (checkpoint entry, prefixes)
 
     @classmethod
@@ -315,5 +372,7 @@ class ModelCard(_Record):
 
     def to_json_obj(self) -> dict[str, Any]:
         out = self.model_dump(mode="json", by_alias=True)
+        if out.get("weights_used") is None:  # absent, as in cards written before it existed
+            out.pop("weights_used", None)
         out["schema"] = SCHEMA
         return out

@@ -21,6 +21,7 @@ from typing import Any
 from .classes import imagenet_class
 from .config import Zoo
 from .plan import ModelPlan, RenderJob, in_shard, model_plans, pending_units
+from .progress import duration
 from .records import Meta
 from .store import Store
 
@@ -39,13 +40,6 @@ def _plans(zoo: Zoo, store: Path, models: list[str], classes: list[int], parts: 
     job = RenderJob(config=zoo.path, out=store, models=models, classes=classes, parts=parts, maco_overrides=maco,
                     craft_overrides=craft, images=images, spectrum=spectrum, shard=shard)
     return model_plans(job, zoo, spectrum_id)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s"
 
 
 def _measured(store: Store, plan: ModelPlan) -> tuple[float | None, float | None, int]:
@@ -97,8 +91,8 @@ def dry_run(zoo: Zoo, store: Path, models: list[str], classes: list[int], parts:
                 unknown.append(plan.name)
         seconds = counts["craft"] * craft_s + (counts["maco"] + concepts) * maco_s
         total_s += seconds
-        lines.append(f"{plan.name:24s} {counts['craft']:6d} {counts['maco']:6d} {concepts:8d}  ~{_duration(seconds)} ({basis})")
-    lines.append(f"total: ~{_duration(total_s)} on one device (several GPUs or shards divide it); nothing was rendered")
+        lines.append(f"{plan.name:24s} {counts['craft']:6d} {counts['maco']:6d} {concepts:8d}  ~{duration(seconds)} ({basis})")
+    lines.append(f"total: ~{duration(total_s)} on one device (several GPUs or shards divide it); nothing was rendered")
     if unknown:
         lines.append(f"no timing of {', '.join(unknown)} with these settings in the store yet: the rough figure is for two CPU "
                      "cores; render a few classes first (e.g. --classes 0-7) for a measured estimate")

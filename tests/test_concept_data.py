@@ -1,5 +1,5 @@
-"""The concept atlas's data written by the render (generator/concept_data.py): per-image records,
-thumbnails, photos under the heatmaps and the model's head, in the formats the site's relations read."""
+"""The concept atlas's data written by the render (generator/concept_data.py computes it, generator/sidefiles.py
+writes it): per-image records, thumbnails, photos under the heatmaps and the model's head, as the site's relations read them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from generator import concept_data
+from generator import concept_data, sidefiles
 from generator.cli import main
 from generator.config import load_zoo
 from generator.images import load_class_images
@@ -73,11 +73,7 @@ def test_render_writes_per_image_records_thumbnails_and_photos(rendered):
 
 
 def test_thumbnail_grid_is_sixteen_per_row_in_order():
-    class V:
-        def __init__(self, i):
-            self.pixels = Image.new("RGB", (128, 128), (i * 10, 0, 0))
-
-    sheet = concept_data.thumbs_image([V(i) for i in range(20)])
+    sheet = sidefiles.thumbs_image([Image.new("RGB", (128, 128), (i * 10, 0, 0)) for i in range(20)])
     assert sheet.size == (16 * 64, 2 * 64)
     # image 17 sits in row 1, column 1
     assert sheet.getpixel((64 + 32, 64 + 32))[0] == 170 and sheet.getpixel((15 * 64 + 32, 32))[0] == 150

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -267,3 +268,66 @@ def test_compiled_step_matches_eager(tiny_model):
     compiled = maco.render(tiny_model, objectives, settings, spec, mode="compile")
     for e, c in zip(eager, compiled):
         assert abs(e.objective - c.objective) <= 1e-2 * max(1e-2, abs(e.objective))
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_a_render_reaches_the_model_and_the_judges_through_one_conversion(tmp_path, interpolation):
+    """classify (the self rank) and quality (transfer, plausibility) see the same pixels: the render
+    resized with the model's own interpolation, then normalised."""
+    from generator import quality
+    from generator.config import load_zoo
+    from generator.models import load_model
+
+    from .conftest import write_tiny_zoo
+
+    config = write_tiny_zoo(tmp_path, extra=f"""  - name: other
+    arch: test_resnet
+    weights: {{file: tiny.safetensors}}
+    input_size: 48
+    interpolation: {interpolation}
+""")
+    zoo = load_zoo(config)
+    model = load_model(zoo.model("other"), zoo.root)
+    render = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    x = maco.render_inputs(model, [render])
+    x01 = torch.from_numpy(render).permute(2, 0, 1)[None].float() / 255
+    expected = model.normalize(torch.nn.functional.interpolate(x01, size=(48, 48), mode=interpolation, antialias=True,
+                                                               align_corners=False).clamp(0, 1))
+    assert torch.equal(x, expected)
+    assert torch.equal(quality.model_inputs(model, [render]), x)
+    (prob,), (rank,) = maco.classify(model, [render], [5])
+    with torch.no_grad():
+        probs = model.logits(x).float().softmax(-1)[0]
+    assert prob == pytest.approx(float(probs[5]), rel=1e-6) and rank == 1 + int((probs > probs[5]).sum())
+
+
+def test_the_same_settings_and_seed_give_the_same_render_bit_for_bit_in_a_fresh_process(tiny_config, tmp_path):
+    """A render depends on its settings, seed and objective only: another process (fresh allocator,
+    fresh kernels' state) gives the same pixels, alpha map and objective as this one."""
+    import subprocess
+    import sys
+
+    code = f"""
+import numpy as np, torch
+from generator import maco
+from generator.config import MacoSettings, load_zoo
+from generator.models import load_model
+from generator.spectrum import powerlaw_spectrum
+zoo = load_zoo({str(tiny_config)!r})
+model = load_model(zoo.model("tiny"), zoo.root, "cpu")
+d = torch.linspace(0, 1, model.num_concept_channels)
+objectives = [maco.class_objective(2), maco.direction_objective("concept/0001/0", d)]
+renders = maco.render(model, objectives, MacoSettings(steps=3, image_size=32, crops=2, input_size=32, seed=5), powerlaw_spectrum())
+np.savez(OUT, *[r.rgba for r in renders], objectives=np.array([r.objective for r in renders]))
+"""
+    subprocess.run([sys.executable, "-c", "import sys; OUT = sys.argv[1]" + code, str(tmp_path / "a.npz")], check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the other process: the same kernels' reduction order
+    try:
+        exec(code, {"OUT": str(tmp_path / "b.npz")})  # the very same lines, in this process
+    finally:
+        torch.set_num_threads(threads)
+    with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
+        assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+        assert a["arr_0"].shape == (32, 32, 4) and np.isfinite(a["objectives"]).all()

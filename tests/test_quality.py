@@ -135,7 +135,7 @@ def test_quality_goes_on_past_an_unusable_meta_json(tmp_path, tiny_images, capsy
 
 
 def test_each_judge_sees_renders_at_its_own_input_size_and_normalisation(tmp_path):
-    """A judge with another input size and mean/std gets the render resized and normalised its way."""
+    """A judge with another input size, interpolation and mean/std gets the render resized and normalised its way."""
     import numpy as np
     import torch
 
@@ -147,6 +147,7 @@ def test_each_judge_sees_renders_at_its_own_input_size_and_normalisation(tmp_pat
     arch: test_resnet
     weights: {file: tiny.safetensors}
     input_size: 48
+    interpolation: bicubic
     mean: [0.5, 0.5, 0.5]
     std: [0.25, 0.25, 0.25]
 """)

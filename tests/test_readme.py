@@ -65,3 +65,65 @@ def test_readme_python_api_example_runs_offline_on_cpu_in_under_a_minute(tmp_pat
 
     assert Image.open(tmp_path / "espresso.png").size == (128, 128)
     assert Image.open(tmp_path / "espresso-concept.png").size == (128, 128)
+
+
+# ----------------------------------------------------------------------------- the code layout
+
+
+def documented_layers() -> list[list[str]]:
+    """The README's "Code layout" table: per row, the modules it names (`x.py`, `pkg/`), top row first."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("\n## Code layout\n"):]
+    section = section[: section.index("\n## ", 1)]
+    rows = re.findall(r"^\| (`.+?) \| .* \|$", section, flags=re.M)
+    return [[m.removesuffix(".py").removesuffix("/") for m in re.findall(r"`([a-z_]+(?:\.py|/))`", cell)] for cell in rows]
+
+
+def code_modules() -> set[str]:
+    """generator's modules as the table names them: top-level files, and packages as one name."""
+    root = REPO / "generator"
+    names = {p.stem for p in root.glob("*.py")} | {p.parent.name for p in root.glob("*/__init__.py")}
+    return names - {"__init__", "__main__"}
+
+
+def imports_of(path, package: str) -> set[str]:
+    """generator modules (first component below `generator`) that a file imports, anywhere in it."""
+    import ast
+
+    parts = package.split(".")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = parts[: len(parts) - node.level + 1]
+                target = base + (node.module.split(".") if node.module else [])
+                names = [target] if node.module else [target + [a.name] for a in node.names]
+            else:
+                names = [node.module.split(".")] if node.module and node.module.startswith("generator") else []
+            found |= {n[1] for n in names if len(n) > 1 and n[0] == "generator"}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("generator.")}
+    return found
+
+
+def test_the_code_layout_names_every_module_once():
+    listed = [m for row in documented_layers() for m in row]
+    assert len(listed) == len(set(listed)), "a module is listed twice"
+    assert set(listed) == code_modules(), (set(listed) ^ code_modules())
+
+
+def test_no_import_runs_up_the_documented_layers():
+    """A module imports only modules of its own row or rows above it (packages: any of their files)."""
+    rank = {m: i for i, row in enumerate(documented_layers()) for m in row}
+    root = REPO / "generator"
+    upward = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.name in ("__init__.py", "__main__.py") and len(rel.parts) == 1:
+            continue  # the package root exports the API lazily; `python -m generator` is the CLI
+        owner = rel.parts[0].removesuffix(".py")
+        package = ".".join(("generator", *rel.parts[:-1]))  # what relative imports are relative to
+        for target in imports_of(path, package):
+            if target != owner and target in rank and rank[target] > rank[owner]:
+                upward.append(f"{rel} imports {target}")
+    assert not upward, upward

@@ -76,3 +76,26 @@ def test_model_card_reads_cards_without_a_schema():
     assert card.to_json_obj()["schema"] == SCHEMA and card.to_json_obj()["accuracy"] is None
     with pytest.raises(ValueError):
         ModelCard.from_json_obj({"arch": "resnet"})
+
+
+def test_former_free_form_fields_are_typed_and_old_files_read_unchanged():
+    """model.json's preprocess / accuracy / head and CRAFT's deletion, as stores before the typed records wrote them."""
+    from generator.records import Accuracy, Deletion, HeadRecord, ModelCard, Preprocess
+
+    old_card = {"name": "m", "arch": "a", "weights": "w", "key_map": None, "description": None, "params": 5,
+                "preprocess": {"input_size": 224, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
+                               "crop_pct": 0.875},
+                "concept_layer": "blocks.5", "accuracy": {"top1": 0.75, "n_images": 1000, "source": "/data"},
+                "head": {"file": "head.npz", "kind": "linear", "key": "v1|a"}}
+    card = ModelCard.from_json_obj(old_card)
+    assert isinstance(card.preprocess, Preprocess) and isinstance(card.accuracy, Accuracy) and isinstance(card.head, HeadRecord)
+    assert card.accuracy.top1 == 0.75 and card.head.kind == "linear"
+    assert [k for k, _ in card.preprocess.items()] == ["input_size", "mean", "std", "interpolation", "crop_pct"]
+    assert card.to_json_obj() == {"schema": 2, **old_card}  # written back as it was read
+    card.accuracy = {"top1": 0.5, "n_images": 3, "source": "s"}  # writers assign dicts: kept as the record
+    assert isinstance(card.accuracy, Accuracy)
+    deletion = {"auc_importance": 0.2, "auc_random": 0.4, "curve_importance": [1.0, 0.5], "curve_random": [1.0, 0.8]}
+    meta = Meta.from_json_obj({"schema": 1, "model": "m", "class_index": 1, "wnid": "n0", "class_name": "x",
+                               "craft": {"status": "done", "settings_hash": "h", "deletion": deletion, "future": 1}})
+    assert isinstance(meta.craft.deletion, Deletion) and meta.craft.deletion.auc_random == 0.4
+    assert meta.to_json_obj()["craft"]["deletion"] == deletion and meta.to_json_obj()["craft"]["future"] == 1

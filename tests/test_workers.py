@@ -99,13 +99,13 @@ def test_nan_objective_is_retried_then_recorded(tiny_config, tmp_path, monkeypat
         scores = real(logits, pooled, targets, crops, power)
         return torch.where((targets.class_index == 2) & targets.is_class, torch.full_like(scores, float("nan")), scores)
 
-    monkeypatch.setattr(maco, "objective_scores", nan_for_class_2)
+    monkeypatch.setattr(maco.loop, "objective_scores", nan_for_class_2)  # where the render loop looks it up
     out = tmp_path / "n"
     assert render(tiny_config, out, "--what", "maco", "--retries", "2") == 1  # exit code says something failed
     m = metas(out)
     assert m[2]["maco"]["status"] == "failed" and "NaN" in m[2]["maco"]["error"] and m[2]["maco"]["attempts"] == 3
     assert m[1]["maco"]["status"] == "done" and m[3]["maco"]["status"] == "done"
-    monkeypatch.setattr(maco, "objective_scores", real)
+    monkeypatch.setattr(maco.loop, "objective_scores", real)
     assert render(tiny_config, out, "--what", "maco") == 0  # a later run retries failed units
     assert metas(out)[2]["maco"]["status"] == "done"
 

@@ -32,9 +32,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__, webp
+from .. import webp
 from ..config import Zoo
 from ..store import Store, file_lock
+from ..version import __version__
 from .atlas import write_atlas
 from .images import ImagePlan, place_images
 from .manifest import Manifest, code_digest, inputs_digest, tree_signature

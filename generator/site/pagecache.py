@@ -21,8 +21,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..store import atomic_write_bytes
+from ..version import __version__
 from .paths import TEMPLATES
 
 CACHE_VERSION = "1"

@@ -1,18 +1,27 @@
 """The one place the site reads the artifact store: which models and classes are rendered, each
-class's meta.json and each model's model.json. Views and pages get what these return and never
-open store files themselves (images are hashed and encoded by `images`, from the paths meta.json
-names). Guarantee: an unreadable meta.json never stops a build; it becomes a placeholder."""
+class's meta.json, each model's model.json, and the side files the concept atlas needs (concept
+vectors, per-image records, `head.npz`; their formats are generator/sidefiles.py's). Views, pages
+and relations get what these return and never open store files themselves (images are hashed and
+encoded by `images`, from the paths meta.json names). Guarantee: an unreadable meta.json never
+stops a build; it becomes a placeholder, and an unreadable side file is None or SideFileError."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from ..classes import NUM_CLASSES, ImageNetClass, all_classes
 from ..config import ModelEntry, Zoo
 from ..records import Meta, ModelCard
+from ..sidefiles import Head, PerImage, SideFileError
+from ..sidefiles import read_directions as _read_directions
+from ..sidefiles import read_head as _read_head
+from ..sidefiles import read_per_image as _read_per_image
 from ..store import META, Store
-from .paths import is_model_slug
+from .paths import is_model_slug, store_rel
 from .report import SiteReport
 
 
@@ -90,3 +99,24 @@ def model_card(zoo: Zoo, store: Store, model: str) -> ModelCard:
         card.concept_layer = card.concept_layer if card.concept_layer is not None else entry.concept_layer
         card.key_map = card.key_map if card.key_map is not None else entry.key_map
     return card
+
+
+# ----------------------------------------------------------------------------- the atlas's side files
+
+
+def read_head(model_dir: Path) -> Head | None:
+    """The model's `head.npz`, or None when it is absent or unreadable (concepts then have no aligned classes)."""
+    try:
+        return _read_head(model_dir)
+    except SideFileError:
+        return None
+
+
+def read_directions(class_dir: Path, rel: str) -> np.ndarray:
+    """The concept vectors (r, C) at `rel` (meta `craft.files.directions`); raises SideFileError."""
+    return _read_directions(class_dir / store_rel(rel))
+
+
+def read_per_image(class_dir: Path, rel: str, concepts: int) -> PerImage:
+    """The per-image records at `rel` (meta `craft.files.per_image`); raises SideFileError."""
+    return _read_per_image(class_dir / store_rel(rel), concepts)

@@ -1,25 +1,12 @@
 """Relations between concepts (the concept atlas): importance charts, important concepts, similar
 concepts across classes, alignment with classes, decision strategies, and the model-wide map.
 
-What it reads from the store (beside meta.json, through `reading`), per class with CRAFT done:
-
-- `craft.files.directions`  (written today) `concepts/directions.<tag>.npy`: float32 (r, C), the
-  concept vectors W in the concept layer, row j = the concept with the j-th smallest id.
-- `craft.files.per_image`   (NEW, optional) `concepts/per_image.<tag>.npz`:
-    `coefficients` float32 (N, r): per image, each concept's coefficient averaged over positions
-                                   (CRAFT's maps pooled like the head pools), columns by concept id;
-    `importance`   float32 (N, r): per image, each concept's Sobol total index (optional);
-    `sources`      str (N,):       the images' source ids, as in the crops' `source`.
-- `craft.files.thumbs`      (NEW, optional) `concepts/thumbs.<tag>.jpg`: the N images as the model
-  sees them, THUMB_CELL px squares, THUMB_COLS per row, row-major in `per_image` order.
-- `concepts[].attributions[].photo` (NEW, optional): the plain photo under each heatmap (same
-  size and framing as `file`), for the heatmap opacity slider.
-
-and per model `<model>/head.npz` (NEW, optional): `weight` float32 (K, C) and `bias` (K,), the class
-rows of the head in the pooled concept-layer space, and `kind`: "linear" where h is mean-pool +
-linear (LoadedModel.linear_head, exact), "gradient" for other heads (rows = the gradient of each
-class logit with respect to the pooled features at the mean pooled activation: a local
-linearisation, labelled so on the site). Without it, concepts have no aligned classes.
+What it reads of the store, through `reading` (the formats: generator/sidefiles.py): per class
+with CRAFT done, the concept vectors (`craft.files.directions`), the per-image records
+(`craft.files.per_image`: coefficients, Sobol totals, source ids) and the thumbnail grid's path
+(`craft.files.thumbs`); per model `head.npz`, the class rows of the head in the pooled
+concept-layer space, "linear" (exact) or "gradient" (a local linearisation, labelled so on the
+site). Without it, concepts have no aligned classes.
 
 The maths (each a pure function, unit-tested):
 - similarity: cosine of concept vectors; a concept's similar concepts are the SIMILAR_TOP most
@@ -51,9 +38,11 @@ from typing import Any
 import numpy as np
 
 from ..records import Meta
+from ..sidefiles import THUMB_CELL as THUMB_CELL  # re-exported: the site's sprite geometry
+from ..sidefiles import THUMB_COLS as THUMB_COLS
+from ..sidefiles import Head, SideFileError
 from ..store import atomic_write_bytes
-from .paths import store_rel
-from .reading import Unreadable
+from .reading import Unreadable, read_directions, read_head, read_per_image
 
 # Cosine of concept vectors. On 50 classes of efficientnet-lite0 (benchmarks/relations_sanity.py) the
 # cross-class cosines have median 0.26 and 99th percentile 0.51 (non-negative vectors: never near 0);
@@ -62,7 +51,6 @@ SIMILARITY_THRESHOLD = 0.7
 SIMILAR_TOP = 3
 ALIGNED_TOP = 5
 IMPORTANT_FRACTION = 0.05  # of a class's images, for "important concept"; 10 of CRAFT's 200, as Lens
-THUMB_CELL, THUMB_COLS = 64, 16
 MAP_SEED = 0
 MAP_PCA = 50
 MAP_ITER = 350
@@ -196,13 +184,6 @@ def concept_map(vectors: np.ndarray, seed: int = MAP_SEED, max_iter: int = MAP_I
 
 
 @dataclass
-class Head:
-    weight: np.ndarray  # (K, C)
-    kind: str  # linear | gradient
-    digest: str
-
-
-@dataclass
 class ClassConcepts:
     """What the relations need of one (model, class)."""
 
@@ -215,20 +196,6 @@ class ClassConcepts:
     sources: list[str] = field(default_factory=list)
     thumbs: str | None = None  # store path of the thumbnail grid
     problem: str | None = None  # why per-image relations are missing
-
-
-def read_head(model_dir: Path) -> Head | None:
-    path = model_dir / "head.npz"
-    try:
-        st = path.stat()
-        with np.load(path, allow_pickle=False) as z:
-            weight = np.asarray(z["weight"], dtype=np.float32)
-            kind = str(z["kind"]) if "kind" in z.files else "linear"
-    except (OSError, KeyError, ValueError):
-        return None
-    if weight.ndim != 2:
-        return None
-    return Head(weight, kind, f"{st.st_size}:{st.st_mtime_ns}")
 
 
 def class_key(meta: Meta | Unreadable | None) -> str | None:
@@ -245,12 +212,12 @@ def read_class(class_dir: Path, index: int, meta: Meta, key: str) -> ClassConcep
     """The concept vectors and per-image records of one class, or None when they cannot be read."""
     files = meta.craft.files if meta.craft is not None else {}
     try:
-        vectors = np.load(class_dir / store_rel(files["directions"]), allow_pickle=False).astype(np.float32)
-    except (OSError, ValueError):
+        vectors = read_directions(class_dir, files["directions"])
+    except SideFileError:
         return None
     ids = sorted(c.id for c in meta.concepts)
-    if vectors.ndim != 2 or len(ids) != len(vectors):
-        ids = list(range(len(vectors))) if vectors.ndim == 2 else []
+    if len(ids) != len(vectors):
+        ids = list(range(len(vectors)))
         if not ids:
             return None
     cc = ClassConcepts(index, key, ids, vectors)
@@ -259,15 +226,10 @@ def read_class(class_dir: Path, index: int, meta: Meta, key: str) -> ClassConcep
         cc.problem = "this render did not record per-image concept coefficients"
     else:
         try:
-            with np.load(class_dir / store_rel(rel), allow_pickle=False) as z:
-                cc.coefficients = np.asarray(z["coefficients"], dtype=np.float32)
-                cc.sobol = np.asarray(z["importance"], dtype=np.float32) if "importance" in z.files else None
-                cc.sources = [str(s) for s in z["sources"]] if "sources" in z.files else []
-            if cc.coefficients.ndim != 2 or cc.coefficients.shape[1] != len(ids):
-                raise ValueError("shape")
-        except (OSError, KeyError, ValueError) as e:
-            cc.coefficients = cc.sobol = None
-            cc.problem = f"per-image records unreadable ({type(e).__name__})"
+            records = read_per_image(class_dir, rel, len(ids))
+            cc.coefficients, cc.sobol, cc.sources = records.coefficients, records.importance, records.sources
+        except SideFileError as e:
+            cc.problem = f"per-image records unreadable ({e})"
     thumbs = files.get("thumbs")
     cc.thumbs = thumbs or None
     return cc

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..images import CREDITS
-from ..records import Attribution, Concept, CraftRecord, MacoRecord, Meta, ModelCard, PartRecord
+from ..records import Accuracy, Attribution, Concept, CraftRecord, MacoRecord, Meta, ModelCard, PartRecord, part_state
 from ..webp import STRIP_CROPS, STRIP_HEATMAPS, output_size
 from .images import ClassImages
 from .paths import SourceError
@@ -87,11 +87,12 @@ MISSING, FAILED, UNAVAILABLE, NO_IMAGES, NO_CONCEPTS, NOT_VISUALIZED = (
 
 def part_problem(record: PartRecord | None, what: str) -> tuple[str, str] | None:
     """(state, detail) of a part that cannot be shown, or None when it is done."""
+    state = part_state(record)
     if record is None:
         return MISSING, f"{what} not rendered yet"
-    if record.status == "failed":
+    if state == FAILED:
         return FAILED, f"{what} failed: {record.error or 'no error message recorded'}"
-    if record.status == NO_IMAGES:
+    if state == NO_IMAGES:
         reason = record.reason if isinstance(record, CraftRecord) else None
         return NO_IMAGES, f"{what}: {reason or 'no usable image of this class'}"
     return None
@@ -421,7 +422,7 @@ def figures_table(models: list[str], metas: list[Meta | None]) -> list[Section]:
         return Row(label, [fmt(v) for v in values]) if any(v is not None for v in values) else None
 
     def deletion(c: CraftRecord | None, key: str) -> Any:
-        return (c.deletion or {}).get(key) if c is not None else None  # deletion curves are free-form figures
+        return getattr(c.deletion, key, None) if c is not None else None  # records.Deletion, or None
 
     maco_rows = [
         row("status", [m and m.status for m in macos]),
@@ -511,14 +512,14 @@ def model_summary(model: str, card: ModelCard, metas: list[Meta]) -> ModelSummar
         ("MACO images classified as their class (top-1)", pct(sum(r == 1 for r in ranks) / len(ranks)) if ranks else None),
         ("MACO images in another model's top 5 (transfer)", pct(sum(t <= 5 for t in transfer) / len(transfer)) if transfer else None),
         ("mean plausibility margin", fmt(_mean(margins)) if _mean(margins) is not None else None),
-        ("mean CRAFT deletion AUC, by importance", _fmt_mean((c.deletion or {}).get("auc_importance") for c in done_crafts)),
-        ("mean CRAFT deletion AUC, random order", _fmt_mean((c.deletion or {}).get("auc_random") for c in done_crafts)),
+        ("mean CRAFT deletion AUC, by importance", _fmt_mean(getattr(c.deletion, "auc_importance", None) for c in done_crafts)),
+        ("mean CRAFT deletion AUC, random order", _fmt_mean(getattr(c.deletion, "auc_random", None) for c in done_crafts)),
         ("dictionary method", ", ".join(f"{k} ({n})" if len(methods) > 1 else k for k, n in methods.most_common()) or None),
         ("mean dictionary reconstruction error", _fmt_mean(c.nmf_error for c in done_crafts)),
         ("total render time (h)", fmt(sum(finite(r.wall_time_s) or 0.0 for r in [*macos, *crafts]) / 3600)),
     ]
-    accuracy = card.accuracy or {}  # free-form: {"top1", "n_images", "source"} as `lens quality` measured it
-    top1 = accuracy.get("top1")
+    accuracy = card.accuracy or Accuracy()  # as `lens quality` measured it
+    top1 = accuracy.top1
     top1 = finite(top1) if isinstance(top1, (int, float)) and not isinstance(top1, bool) else None
     card_rows = [
         ("architecture", card.arch),
@@ -526,8 +527,8 @@ def model_summary(model: str, card: ModelCard, metas: list[Meta]) -> ModelSummar
         ("weights", card.weights),
         ("checkpoint key map", card.key_map),
         ("concept layer", card.concept_layer),
-        ("measured top-1 accuracy", f"{pct(top1)} on {fmt(accuracy.get('n_images'))} images"
-                                    f" ({fmt(accuracy.get('source'))})" if top1 is not None else None),
+        ("measured top-1 accuracy", f"{pct(top1)} on {fmt(accuracy.n_images)} images"
+                                    f" ({fmt(accuracy.source)})" if top1 is not None else None),
     ] + [(f"preprocess: {k}", fmt(v)) for k, v in (card.preprocess or {}).items()]
     return ModelSummary(
         name=model,

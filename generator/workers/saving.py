@@ -3,7 +3,6 @@ files dropped: a record never names a file that is not fully written."""
 
 from __future__ import annotations
 
-import io
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,12 +11,13 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from .. import __version__, concept_data, maco
+from .. import concept_data, maco, sidefiles
 from .. import craft as craft_method
 from ..models import LoadedModel
 from ..plan import ModelPlan, part_done
 from ..records import Attribution, Concept, CraftRecord, Crop, MacoRecord, Meta, Unit
 from ..store import Store, encode_jpeg, encode_png
+from ..version import __version__
 
 
 def now_iso() -> str:
@@ -107,15 +107,9 @@ def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_me
     concepts: list[Concept] = []
     written: set[str] = set()
     size = m.preprocess.input_size
+    atlas = concept_data.class_files(store, m.name, class_index, result, tag)  # directions, per-image records, thumbnails, photos
     if result.concepts:
-        directions = np.stack([c.direction.numpy() for c in sorted(result.concepts, key=lambda c: c.id)]).astype(np.float32)
-        record.files["directions"] = f"concepts/directions.{tag}.npy"
-        written.add(record.files["directions"])
-        buf = io.BytesIO()
-        np.save(buf, directions, allow_pickle=False)
-        store.write_file(m.name, class_index, record.files["directions"], buf.getvalue())
-    atlas = concept_data.ClassData(store, m.name, class_index, result, tag)  # per-image records, thumbnails, photos
-    if result.concepts:
+        record.files["directions"] = atlas.directions(concept_data.directions(result))
         record.files.update(atlas.write())
     for rank, concept in enumerate(result.concepts, start=1):
         base = f"concepts/{concept.id}"
@@ -144,8 +138,8 @@ def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_me
         meta.craft = record
         meta.concepts = concepts
         keep = {class_dir / f for f in written | atlas.written}
-        _prune(class_dir, keep, ["concepts/directions.*.npy", "concepts/*/crop_*.jpg", "concepts/*/attribution_*.jpg",
-                                 "concepts/*/maco.*.png", "concepts/*/maco_alpha.*.png", *concept_data.PRUNE_PATTERNS])
+        _prune(class_dir, keep, [sidefiles.DIRECTIONS_PATTERN, "concepts/*/crop_*.jpg", "concepts/*/attribution_*.jpg",
+                                 "concepts/*/maco.*.png", "concepts/*/maco_alpha.*.png", *sidefiles.PRUNE_PATTERNS])
 
     store.update_meta(m.name, class_index, change)
     if no_images:
