@@ -368,7 +368,7 @@ def test_concepts_beyond_visualize_say_why_they_have_no_visualization(zoo, own_s
     path.write_text(json.dumps(meta))
     out = tmp_path / "site"
     site.build_site(zoo, own_store, out, progress=False, cache_dir=tmp_path / "cache", models=[model], classes=[1])
-    assert page(out, 1).count("Only the top 1 concepts have a visualization.") == 2
+    assert page(out, 1).count("Only the top concept has a visualization.") == 2
 
 
 def test_missing_file_and_corrupt_meta_become_placeholders(zoo, own_store, tmp_path):
@@ -787,7 +787,7 @@ def test_concepts_come_in_one_stated_order_that_the_star_and_the_chart_share(bui
             concepts_page = (out / m["concepts"][0]["page"].split("#")[0]).read_text()
             assert [int(r) for r in re.findall(r'<a href="#c\d+">(\d+)★?</a>', concepts_page)] == [c["rank"] for c in m["concepts"]]
             kind = "logit" if 'Listed by share of the class logit (Lens\'s "% of logit")' in section else "sobol"
-            assert kind == "logit" or "Listed by Sobol importance" in section
+            assert kind == "logit" or "Listed by normalised Sobol importance" in section
             if any(s < 0 for s in shares):
                 assert kind == "logit" and section.count("this concept lowers the class score") == sum(s < 0 for s in shares)
                 checked.add("negative")
@@ -807,7 +807,7 @@ def test_every_kept_crop_is_shown_in_rows_of_five_and_the_large_view_is_one_clic
     strip = re.search(r'<div class="lens-strip lens-crops"><img src="([^"]+)"', section).group(1)
     with Image.open(out / "classes" / strip) as im:
         assert im.size == (5 * cell + 4 * gap, 2 * cell + gap)
-    large = re.findall(r'<a class="lens-plain lens-zoom" href="([^"]+)"', section)
+    large = re.findall(r'<div class="lens-cvis[^"]*">\n<a class="lens-plain" href="([^"]+)"', section)
     assert len(large) == sum((c.get("maco") or {}).get("status") == "done" for c in meta["concepts"]) > 0
     for url in large:  # the larger view: the store's image at up to 256 px, its own file, loaded only on demand
         with Image.open(out / "classes" / url) as im:

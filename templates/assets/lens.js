@@ -167,10 +167,10 @@
     fade();
   }
 
-  /* A concept's larger view (256 px), loaded only when a visitor opens it: the thumbnail links to it
+  /* A concept's larger view (256 px), loaded only when a visitor opens it: its class page's thumbnail links to it
      (without script, the link opens the image), and a dialog shows it here. Esc or a click closes. */
   function setupLargeViews(page) {
-    var links = page.querySelectorAll("a.lens-zoom");
+    var links = page.querySelectorAll(".lens-cvis > a.lens-plain");
     if (!links.length) return;
     var dialog = el("dialog", "lens-large");
     var img = el("img");
@@ -480,7 +480,7 @@
         o.value = String(row[0]);
         selC.appendChild(o);
       });
-      count.textContent = index.classes.length + " classes";
+      count.textContent = index.classes.length + (index.classes.length === 1 ? " class" : " classes");
       var h = window.location.hash;
       var c = /c=(\d+)/.exec(h), a = /a=([^&]+)/.exec(h), b = /b=([^&]+)/.exec(h);
       if (c) selC.value = c[1];
