@@ -305,11 +305,11 @@ def test_visitor_explores_the_concept_atlas(browser, atlas_served):
 
 def concept_order_and_star_agree(section) -> None:  # noqa: ANN001
     """The list, the chart and the ★ marks of a class's concepts: one order, one set of stars."""
-    chart = section.locator("svg.lens-chart text[x='0']").all_inner_texts()
+    chart = section.locator("svg.lens-chart text[x='0']").evaluate_all("es => es.map(e => e.textContent)")  # SVG: no innerText
     listed = section.locator("ol.lens-concepts > li h3").all_inner_texts()
     assert [t.rstrip("★") for t in chart] == [t.split()[1] for t in listed] == [str(n) for n in range(1, len(chart) + 1)]
     assert [t.endswith("★") for t in chart] == ["★ important" in t for t in listed]
-    values = [float(t.replace("−", "-").rstrip(" %")) for t in section.locator("svg.lens-chart text:not([x='0'])").all_inner_texts()]
+    values = [float(t.replace("−", "-").rstrip(" %")) for t in section.locator("svg.lens-chart text:not([x='0'])").evaluate_all("es => es.map(e => e.textContent)")]
     assert values == sorted(values, reverse=True), values
     assert section.locator("p.lens-sub", has_text="Listed by").count() == 1  # the order, stated
 

@@ -172,17 +172,24 @@
   function setupLargeViews(page) {
     var links = page.querySelectorAll(".lens-cvis > a.lens-plain");
     if (!links.length) return;
-    var dialog = el("dialog", "lens-large");
-    var img = el("img");
-    var caption = el("p", "lens-sub");
-    dialog.appendChild(img);
-    dialog.appendChild(caption);
-    dialog.addEventListener("click", function () { dialog.close(); });
-    document.body.appendChild(dialog);
+    var dialog = null, img = null, caption = null;
+    function open() {  // made on first use: no image element without a source until then
+      if (!dialog) {
+        dialog = el("dialog", "lens-large");
+        img = el("img");
+        caption = el("p", "lens-sub");
+        dialog.appendChild(img);
+        dialog.appendChild(caption);
+        dialog.addEventListener("click", function () { dialog.close(); });
+        document.body.appendChild(dialog);
+      }
+      return dialog;
+    }
     links.forEach(function (a) {
       a.addEventListener("click", function (ev) {
-        if (typeof dialog.showModal !== "function") return;  // an old browser: follow the link
+        if (typeof HTMLDialogElement !== "function") return;  // an old browser: follow the link
         ev.preventDefault();
+        open();
         var thumb = a.querySelector("img");
         img.alt = thumb ? thumb.alt + ", larger view" : "";
         img.src = a.getAttribute("href");
