@@ -47,7 +47,7 @@ def kind(name: str) -> str:
     role = name.split(".")[0]
     m = re.match(r"c\d+(-.*)?$", role)
     if m:
-        return {None: "concept", "-t": "concept-t", "-o": "concept-o", "-crops": "crops", "-heat": "heatmaps",
+        return {None: "concept", "-t": "concept-t", "-o": "concept-o", "-crops": "crops", "-heat": "heatmaps", "-photo": "photos",
                 "-png": "concept-png"}[m.group(1)]
     return role
 

@@ -91,6 +91,17 @@ def _what(text: str) -> str:
     return WHAT_CHOICES[key]
 
 
+def _quality(text: str) -> int:
+    """`lens figure --quality`: an integer 1-100 (argparse reports anything else on one line, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"'{text}': a JPEG/WebP quality is an integer from 1 to 100")
+    return value
+
+
 def _config_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, metavar="PATH", help=CONFIG_HELP)
 
@@ -446,7 +457,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
 
     sel = _selection(args)
     written = make_figure(sel.out, sel.classes, sel.models, args.output, overlay=args.overlay, concepts=args.concepts,
-                          cell=args.cell, dpi=args.dpi)
+                          cell=args.cell, dpi=args.dpi, fmt=args.format, quality=args.quality, pdf=not args.no_pdf)
     print(f"lens: figure written to {', '.join(str(w) for w in written)}")
     return 0
 
@@ -525,6 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the K most important concepts' visualizations after each model's class visualization")
     p.add_argument("--cell", type=float, default=1.4, metavar="INCHES", help="side of one image in the figure (default: 1.4)")
     p.add_argument("--dpi", type=int, default=200, help="resolution of the PNG (default: 200; the PDF embeds the images)")
+    p.add_argument("--format", choices=("png", "jpeg", "webp"), default="png",
+                   help="the raster beside the PDF: png (lossless, papers; default), jpeg or webp (lossy, slides: a fraction of the bytes)")
+    p.add_argument("--quality", type=_quality, default=85, metavar="Q", help="JPEG/WebP quality, 1-100 (default: 85)")
+    p.add_argument("--no-pdf", action="store_true", help="write the raster only")
     p = command("models", cmd_models, "list the zoo and whether each model's weights are available", None)
     _config_option(p)
     _models_option(p)

@@ -30,7 +30,7 @@ FULL_SIZE = 512  # longest side of full views; smaller sources are not upscaled
 THUMB_SIZE = 128  # longest side of thumbnails in grids and concept lists
 CROP_CELL = 80  # side of one image in a strip (a concept's crops, its heatmaps): shown 80-90 px high
 CROP_GAP = 4  # transparent gap between images in a strip
-STRIP_CROPS = 5  # crops shown per concept (the strongest first); a strip of 10 weighs twice as much
+STRIP_COLUMNS = 5  # a strip wraps into rows of this many images: 10 crops read as two rows of five
 STRIP_HEATMAPS = 3  # attribution heatmaps shown per concept (CRAFT records 4 by default)
 QUALITY = 70  # visualizations
 OVERLAY_QUALITY = 60  # the colours of an overlay, seen through its attribution map
@@ -48,7 +48,7 @@ VARIANTS = {
     "thumb": "image, longest side THUMB_SIZE",
     "overlay": "RGB image with its alpha map as transparency, FULL_SIZE",
     "overlay-thumb": "RGB image with its alpha map as transparency, THUMB_SIZE",
-    "strip": "images side by side in CROP_CELL squares (centre-cropped), transparent gaps",
+    "strip": "images in CROP_CELL squares (centre-cropped), rows of at most STRIP_COLUMNS, transparent gaps",
     "png": "lossless PNG at the source's resolution, its alpha map (if any) as transparency (opt-in, for papers)",
     "sprite": "image as stored, longest side at most SPRITE_SIZE (a grid of small thumbnails)",
 }
@@ -73,7 +73,7 @@ def output_size(variant: str, source_size: tuple[int, int], n_sources: int = 1) 
     """Pixel size of a variant made from sources of `source_size` (the first source's), without encoding it."""
     w, h = source_size
     if variant == "strip":
-        return n_sources * CROP_CELL + (n_sources - 1) * CROP_GAP, CROP_CELL
+        return strip_geometry(n_sources)
     side = _FIT.get(variant)
     if side is None or max(w, h) <= side:
         return w, h
@@ -115,12 +115,19 @@ def _overlay(image: Path, alpha: Path, side: int) -> Image.Image:
     return im
 
 
+def strip_geometry(n: int) -> tuple[int, int]:
+    """Pixel size of a strip of `n` images: one row up to STRIP_COLUMNS (a strip of up to five is
+    laid out as it always was, so its bytes and cache key are unchanged), then more rows."""
+    cols, rows = max(1, min(n, STRIP_COLUMNS)), max(1, -(-n // STRIP_COLUMNS))
+    return cols * CROP_CELL + (cols - 1) * CROP_GAP, rows * CROP_CELL + (rows - 1) * CROP_GAP
+
+
 def _strip(crops: Sequence[Path]) -> Image.Image:
-    width = len(crops) * CROP_CELL + (len(crops) - 1) * CROP_GAP
-    strip = Image.new("RGBA", (max(width, 1), CROP_CELL), (0, 0, 0, 0))
+    strip = Image.new("RGBA", strip_geometry(len(crops)), (0, 0, 0, 0))
     for i, path in enumerate(crops):
         crop = ImageOps.fit(_open(path, "RGB"), (CROP_CELL, CROP_CELL), Image.Resampling.LANCZOS)
-        strip.paste(crop, (i * (CROP_CELL + CROP_GAP), 0))
+        row, col = divmod(i, STRIP_COLUMNS)
+        strip.paste(crop, (col * (CROP_CELL + CROP_GAP), row * (CROP_CELL + CROP_GAP)))
     return strip
 
 

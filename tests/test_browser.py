@@ -76,19 +76,20 @@ def test_visitor_filters_opens_a_class_toggles_overlay_switches_model_and_goes_n
     assert not missing, missing
     shot(page, "class-page")
 
-    # the overlay toggle visibly swaps each class MACO for its RGBA overlay
+    # the overlay toggle lays each class MACO's RGBA overlay over it, exactly on top
     page.evaluate("window.__stillHere = true")
     figure = page.locator("figure.lens-maco:not(.lens-no-overlay)").first
-    assert figure.locator("img.lens-over").evaluate("e => getComputedStyle(e).display") == "none"
+    over = figure.locator("img.lens-over")
+    assert over.evaluate("e => getComputedStyle(e).display") == "none"
     page.click(".lens-overlay-toggle")
     assert page.locator(".lens-class").get_attribute("class") == "lens-class lens-overlay-on"
     assert page.get_attribute(".lens-overlay-toggle", "aria-pressed") == "true"
-    assert figure.locator("img.lens-over").evaluate("e => getComputedStyle(e).display") == "block"
-    assert figure.locator(".lens-plain").evaluate("e => getComputedStyle(e).display") == "none"
-    assert figure.locator("img.lens-over").evaluate("e => e.complete && e.naturalWidth > 0")
+    assert over.evaluate("e => getComputedStyle(e).display") == "block"
+    assert over.evaluate("e => e.complete && e.naturalWidth > 0")
+    assert over.bounding_box() == figure.locator(".lens-plain img").bounding_box()
     shot(page, "class-page-overlay")
     page.click(".lens-overlay-toggle")
-    assert figure.locator(".lens-plain").evaluate("e => getComputedStyle(e).display") == "block"
+    assert over.evaluate("e => getComputedStyle(e).display") == "none"
 
     # the model switcher changes the concepts without loading another page
     models = page.locator(".lens-switch button")
@@ -201,6 +202,13 @@ def test_visitor_explores_the_concept_atlas(browser, atlas_served):
     page.goto(base + f"classes/{target:04d}.html#model={model}")
     section = page.locator(f'.lens-craft[data-model="{model}"]')
     assert section.locator("svg.lens-chart rect").count() == 10  # the importance chart, drawn at build time
+    concept_order_and_star_agree(section)
+    crops = section.locator(".lens-crops img")
+    assert crops.count() == 10 and all(a.startswith("10 crops") for a in crops.evaluate_all("es => es.map(e => e.alt)"))
+    box = crops.first.bounding_box()
+    assert box["width"] == 5 * 80 + 4 * 4 and box["height"] == 2 * 80 + 4  # two rows of five, at their pixels
+    overlay_slider_fades_the_overlay(page)
+    large_view_opens(page, section)
     section.locator(".lens-rel .lens-similar-list a").first.wait_for()  # relations JSON loaded on demand
     point = section.locator("svg.lens-strat circle").first
     point.focus()  # decision strategies: the image's thumbnail on focus
@@ -257,6 +265,18 @@ def test_visitor_explores_the_concept_atlas(browser, atlas_served):
     page.fill(".lens-map-filter", name)
     shown = page.locator(".lens-map a.lens-pt:not(.lens-off)")
     assert 1 <= shown.count() < total and page.locator(".lens-count").inner_text() == f"{shown.count()} of {total} concepts"
+    shot(page, "atlas-map-filtered-one-class")
+    page.fill(".lens-map-filter", "sh")  # goldfish, great white shark, tiger shark: three classes
+    colours = page.evaluate("""() => { const by = {};
+        document.querySelectorAll('.lens-map a.lens-pt:not(.lens-off)').forEach(a => {
+            (by[a.dataset.cls] = by[a.dataset.cls] || new Set()).add(a.firstChild.getAttribute('fill')); });
+        return Object.fromEntries(Object.entries(by).map(([k, v]) => [k, [...v]])); }""")
+    assert len(colours) == 3 and all(len(v) == 1 for v in colours.values()), colours
+    assert len({v[0] for v in colours.values()}) == 3 and "#999" not in {v[0] for v in colours.values()}
+    legend = page.locator(".lens-map-legend span")
+    assert sorted(t.split(" ", 1)[1] for t in legend.all_inner_texts()) == ["goldfish", "great white shark", "tiger shark"]
+    shot(page, "atlas-map-three-classes")
+    page.fill(".lens-map-filter", name)
     pt = shown.first
     pt.focus()  # points overlap: keyboard focus shows the same tooltip as hovering
     page.wait_for_function("() => { const i = document.querySelector('.lens-mapwrap .lens-tip img');"
@@ -281,3 +301,43 @@ def test_visitor_explores_the_concept_atlas(browser, atlas_served):
     shot(page, "atlas-compare")
     assert not watch.problems, watch.problems
     page.close()
+
+
+def concept_order_and_star_agree(section) -> None:  # noqa: ANN001
+    """The list, the chart and the ★ marks of a class's concepts: one order, one set of stars."""
+    chart = section.locator("svg.lens-chart text[x='0']").evaluate_all("es => es.map(e => e.textContent)")  # SVG: no innerText
+    listed = section.locator("ol.lens-concepts > li h3").all_inner_texts()
+    assert [t.rstrip("★") for t in chart] == [t.split()[1] for t in listed] == [str(n) for n in range(1, len(chart) + 1)]
+    assert [t.endswith("★") for t in chart] == ["★ important" in t for t in listed]
+    texts = section.locator("svg.lens-chart text:not([x='0'])").evaluate_all("es => es.map(e => e.textContent)")
+    values = [float(t.replace("−", "-").rstrip(" %")) for t in texts]
+    assert values == sorted(values, reverse=True), values
+    assert section.locator("p.lens-sub", has_text="Listed by").count() == 1  # the order, stated
+
+
+def overlay_slider_fades_the_overlay(page) -> None:  # noqa: ANN001
+    over = page.locator("figure.lens-maco:not(.lens-no-overlay) img.lens-over").first
+    page.locator(".lens-overlay-slider").fill("40")  # moving it turns the overlay on
+    assert page.get_attribute(".lens-overlay-toggle", "aria-pressed") == "true"
+    assert over.evaluate("e => getComputedStyle(e).display") == "block"
+    assert over.evaluate("e => getComputedStyle(e).opacity") == "0.4"
+    shot(page, "class-page-overlay-slider")
+    page.locator(".lens-overlay-slider").fill("100")
+    page.click(".lens-overlay-toggle")
+    assert over.evaluate("e => getComputedStyle(e).display") == "none"
+
+
+def large_view_opens(page, section) -> None:  # noqa: ANN001
+    """A concept's larger view loads only when opened (click or keyboard), in a dialog that Esc closes."""
+    link = section.locator(".lens-cvis > a.lens-plain").first
+    url = link.get_attribute("href")
+    assert page.evaluate(f"() => ![...document.images].some(i => i.src.endsWith({url!r}))")  # not loaded before
+    link.focus()
+    page.keyboard.press("Enter")
+    dialog = page.locator("dialog.lens-large")
+    assert dialog.evaluate("d => d.open")
+    page.wait_for_function("() => { const i = document.querySelector('dialog.lens-large img'); return i.complete && i.naturalWidth > 0; }")
+    assert dialog.locator("img").get_attribute("src") == url
+    shot(page, "class-page-large-view")
+    page.keyboard.press("Escape")
+    assert not dialog.evaluate("d => d.open")

@@ -89,3 +89,32 @@ def test_figure_of_a_real_render(real_store):
     written = make_figure(real_store, [872, 967], ["efficientnet-lite0", "efficientnet-lite1"], out, overlay=False,
                           concepts=2, dpi=120)
     assert all(p.is_file() and p.stat().st_size > 10_000 for p in written)
+
+
+def test_dpi_sets_the_pixels_and_jpeg_or_webp_are_the_light_alternative(store, tmp_path):
+    png, _ = make_figure(store, [0, 1, 2], list(DEFAULT_MODELS[:2]), tmp_path / "grid", dpi=100)
+    small, = make_figure(store, [0, 1, 2], list(DEFAULT_MODELS[:2]), tmp_path / "small", dpi=50, pdf=False)
+    with Image.open(png) as a, Image.open(small) as b:
+        assert a.format == "PNG" and abs(a.width - 2 * b.width) <= 2 and abs(a.height - 2 * b.height) <= 2
+    for fmt, suffix, kind in (("jpeg", ".jpg", "JPEG"), ("webp", ".webp", "WEBP")):
+        written = make_figure(store, [0, 1, 2], list(DEFAULT_MODELS[:2]), tmp_path / fmt, dpi=100, fmt=fmt, quality=80)
+        assert [p.suffix for p in written] == [suffix, ".pdf"]
+        with Image.open(written[0]) as im, Image.open(png) as ref:
+            assert im.format == kind and im.size == ref.size
+        assert written[0].stat().st_size < png.stat().st_size
+    with pytest.raises(ValueError, match="figure format 'gif'"):
+        make_figure(store, [0], list(DEFAULT_MODELS[:1]), tmp_path / "x", fmt="gif")
+
+
+def test_cli_figure_format_quality_and_no_pdf(store, tmp_path, capsys):
+    out = tmp_path / "slides.png"
+    assert main(["figure", "--store", str(store), "--classes", "0-2", "--output", str(out), "--dpi", "50",
+                 "--format", "webp", "--quality", "70", "--no-pdf"]) == 0
+    assert out.with_suffix(".webp").is_file() and not out.with_suffix(".pdf").exists() and not out.exists()
+    capsys.readouterr()
+    for bad in (["--quality", "0"], ["--quality", "high"], ["--format", "gif"]):
+        with pytest.raises(SystemExit) as e:
+            main(["figure", "--store", str(store), "--classes", "0", "--output", str(out), *bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("lens figure: error:") and ("--quality" in err[-1] or "--format" in err[-1]), err

@@ -16,14 +16,15 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
-from markupsafe import escape
 
 from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store
-from generator import site
+from generator import site, webp
 from generator.classes import all_classes
 from generator.config import ModelEntry, ZooFile, load_zoo
 from generator.records import Meta, ModelCard
+from generator.reference import reference_markdown
 from generator.site import views as views_
+from generator.site.templating import code_spans
 from generator.store import encode_png
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -320,7 +321,7 @@ def test_narrower_build_prunes_pages_of_classes_left_out(zoo, own_store, tmp_pat
 
 
 def test_failed_and_missing_parts_show_neutral_placeholders_and_details_elsewhere(built, store):
-    """Visitors read plain words; the operator's details go to the build report and the model page."""
+    """Visitors read plain words, on class and model pages alike; the operator's details go to the build report."""
     out, first, _ = built
     found = set()
     for meta in metas(store):
@@ -330,11 +331,11 @@ def test_failed_and_missing_parts_show_neutral_placeholders_and_details_elsewher
         if meta["maco"]["status"] == "failed":
             assert 'data-state="failed">This picture is not available.' in html
             assert tag + "MACO failed: RuntimeError: CUDA out of memory" in "\n".join(first.problems)
-            assert "MACO failed: RuntimeError: CUDA out of memory" in model_page
+            assert "RuntimeError" not in model_page and f"{meta['class_index']:04d}.html" in model_page
             found.add("maco failed")
         if meta["craft"]["status"] == "failed":
             assert tag + "CRAFT failed: CraftError:" in "\n".join(first.problems)
-            assert "CRAFT failed: CraftError:" in model_page
+            assert "CraftError" not in model_page
             found.add("craft failed")
         if meta["craft"].get("reason"):
             assert "No photos of this class were available, so no concepts could be found." in html
@@ -344,7 +345,7 @@ def test_failed_and_missing_parts_show_neutral_placeholders_and_details_elsewher
                 assert 'data-state="missing">Not rendered yet.' in html
                 found.add("concept missing")
             elif c["maco"]["status"] == "failed":
-                assert "FloatingPointError" in model_page
+                assert "FloatingPointError" not in model_page and "FloatingPointError" in "\n".join(first.problems)
                 found.add("concept failed")
         for operator_text in ("failed:", "Error", "CUDA", "concept_layer", "settings hash:", "meta.json"):
             assert operator_text not in html.split('<div class="lens-class"')[1].split('<h2 id="figures">')[0], operator_text
@@ -367,7 +368,7 @@ def test_concepts_beyond_visualize_say_why_they_have_no_visualization(zoo, own_s
     path.write_text(json.dumps(meta))
     out = tmp_path / "site"
     site.build_site(zoo, own_store, out, progress=False, cache_dir=tmp_path / "cache", models=[model], classes=[1])
-    assert page(out, 1).count("Only the top 1 concepts have a visualization.") == 2
+    assert page(out, 1).count("Only the top concept has a visualization.") == 2
 
 
 def test_missing_file_and_corrupt_meta_become_placeholders(zoo, own_store, tmp_path):
@@ -398,7 +399,7 @@ def test_a_meta_json_that_does_not_validate_is_a_placeholder_and_stays_where_it_
     assert line.startswith(f"{model} 0003: meta.json unreadable") and "concepts.0" in line and "\n" not in line
     html = page(out, 3)
     assert 'data-state="unavailable">This picture is not available.' in html and "concepts.0" not in html
-    assert "meta.json unreadable" in (out / "models" / f"{model}.html").read_text()
+    assert "meta.json unreadable" not in (out / "models" / f"{model}.html").read_text()
 
 
 # ----------------------------------------------------------------------------- security
@@ -616,7 +617,9 @@ def test_adding_a_model_reference_is_generated_from_the_schema(built):
     for name, f in ModelEntry.model_fields.items():
         assert f"<code>{name}</code>" in html
         if f.description:
-            assert str(escape(f.description)) in html
+            assert str(code_spans(f.description)) in html
+    assert "`" not in html.split('<table class="lens-reference">')[1].split("</table>")[0]  # code spans, not backticks
+    assert "Optional[" not in html and "Literal[" not in html and "NoneType" not in html
     raw = yaml.safe_load(site.EXAMPLE_ENTRY)
     ZooFile.model_validate(raw)  # the example on the page is valid
     assert "resnet50-a1" in html
@@ -626,7 +629,25 @@ def test_field_reference_covers_every_schema_section():
     ref = {s["title"]: {r["key"]: r for r in s["rows"]} for s in site.field_reference()}
     assert ref["Each entry of `models`"]["name"]["default"] == "required"
     assert ref["`defaults.maco`, a model's `maco`"]["steps"]["default"] == "256"
-    assert ref["`defaults.maco`, a model's `maco`"]["input_size"]["type"] == "int | None"
+    assert ref["`defaults.maco`, a model's `maco`"]["input_size"]["type"] == "integer or null"
+    assert ref["Each entry of `models`"]["interpolation"]["type"] == "one of bilinear, bicubic, nearest or null"
+    assert ref["Each entry of `models`"]["mean"]["type"] == "3 × number or null"
+    empty = [(title, key) for title, rows in ref.items() for key, r in rows.items() if not r["description"].strip()]
+    assert not empty, f"keys without a meaning (add one to generator/reference.py MEANINGS): {empty}"
+    assert all("\n" not in r["default"] for rows in ref.values() for r in rows.values())
+
+
+def test_the_docs_hold_the_same_reference_as_the_site():
+    """docs/models-yaml.md is generated from the schema: regenerate it with
+    `python -m generator.reference > docs/models-yaml.md` when config.py changes."""
+    assert (ROOT / "docs" / "models-yaml.md").read_text() == reference_markdown()
+
+
+def test_the_reference_is_operator_documentation_not_in_the_visitors_menu(built):
+    out, _, _ = built
+    for rel in ["index.html", "classes.html", "credits.html", f"models/{DEFAULT_MODELS[0]}.html"]:
+        assert 'href="adding-a-model.html"' not in (out / rel).read_text() and "Adding a model</" not in (out / rel).read_text(), rel
+    assert 'href="adding-a-model.html"' in (out / "method.html").read_text()
 
 
 def test_fmt_and_bars():
@@ -734,3 +755,126 @@ def test_map_data_for_10000_concepts_is_within_budget():
     data = map_json("efficientnet-lite0", rel, Atlas(["efficientnet-lite0"], views, {"efficientnet-lite0": rel})).encode()
     assert len(json.loads(data)["points"]) == 10_000
     assert len(data) <= 1024 * 1024, len(data)
+
+
+# ----------------------------------------------------------------------------- how visitors read the pages (issue 21)
+
+
+def _section(html: str, model: str) -> str:
+    return html.split(f'<section class="lens-craft" data-model="{model}"')[1].split("</section>")[0]
+
+
+def test_concepts_come_in_one_stated_order_that_the_star_and_the_chart_share(built):
+    out, _, _ = built
+    checked = set()
+    for i in range(N_CLASSES):
+        data = json.loads((out / "classes" / f"{i:04d}.json").read_text())
+        html = page(out, i)
+        for model, m in data["models"].items():
+            if not m["concepts"]:
+                continue
+            section = _section(html, model)
+            shares = [c["share"] for c in m["concepts"]]
+            assert shares == sorted(shares, reverse=True), (i, model, shares)  # largest first, signed
+            assert [c["rank"] for c in m["concepts"]] == list(range(1, len(shares) + 1))
+            chart = section.split('<svg class="lens-chart"')[1].split("</svg>")[0]
+            labels = re.findall(r'<text x="0" y="[\d.]+">(\d+)(★?)</text>', chart)
+            assert [int(r) for r, _ in labels] == [c["rank"] for c in m["concepts"]]
+            listed = re.findall(r'<h3><a href="[^"]+">Concept (\d+)</a>( <span class="lens-imp")?', section)
+            assert [int(r) for r, _ in listed] == [c["rank"] for c in m["concepts"]]
+            stars = {c["rank"] for c in m["concepts"] if c["important"]}
+            assert {int(r) for r, s in labels if s} == stars == {int(r) for r, s in listed if s}
+            concepts_page = (out / m["concepts"][0]["page"].split("#")[0]).read_text()
+            assert [int(r) for r in re.findall(r'<a href="#c\d+">(\d+)★?</a>', concepts_page)] == [c["rank"] for c in m["concepts"]]
+            kind = "logit" if 'Listed by share of the class logit (Lens\'s "% of logit")' in section else "sobol"
+            assert kind == "logit" or "Listed by normalised Sobol importance" in section
+            if any(s < 0 for s in shares):
+                assert kind == "logit" and section.count("this concept lowers the class score") == sum(s < 0 for s in shares)
+                checked.add("negative")
+            checked.add(kind)
+    assert checked == {"logit", "sobol", "negative"}
+
+
+def test_every_kept_crop_is_shown_in_rows_of_five_and_the_large_view_is_one_click_away(built, store):
+    out, _, _ = built
+    meta = json.loads((store / DEFAULT_MODELS[0] / "0000" / "meta.json").read_text())
+    assert len(meta["concepts"][0]["crops"]) == 10
+    section = _section(page(out, 0), DEFAULT_MODELS[0])
+    cell, gap = webp.CROP_CELL, webp.CROP_GAP
+    assert section.count(f'width="{5 * cell + 4 * gap}" height="{2 * cell + gap}" alt="10 crops where concept') == len(meta["concepts"])
+    from PIL import Image
+
+    strip = re.search(r'<div class="lens-strip lens-crops"><img src="([^"]+)"', section).group(1)
+    with Image.open(out / "classes" / strip) as im:
+        assert im.size == (5 * cell + 4 * gap, 2 * cell + gap)
+    large = re.findall(r'<div class="lens-cvis[^"]*">\n<a class="lens-plain" href="([^"]+)"', section)
+    assert len(large) == sum((c.get("maco") or {}).get("status") == "done" for c in meta["concepts"]) > 0
+    for url in large:  # the larger view: the store's image at up to 256 px, its own file, loaded only on demand
+        with Image.open(out / "classes" / url) as im:
+            assert max(im.size) == min(webp.FULL_SIZE // 2, 96)  # the synthetic store's images are 96 px
+        assert f'src="{url}"' not in section
+
+
+def test_few_photos_say_so_and_draw_no_decision_strategy_plot(zoo, own_store, tmp_path):
+    model = DEFAULT_MODELS[0]
+    path = own_store / model / "0000" / "meta.json"
+    meta = json.loads(path.read_text())
+    meta["craft"]["n_images"] = 1
+    path.write_text(json.dumps(meta))
+    out = tmp_path / "site"
+    site.build_site(zoo, own_store, out, progress=False, cache_dir=tmp_path / "cache")
+    few, enough = _section(page(out, 0), model), _section(page(out, 0), DEFAULT_MODELS[1])
+    assert "These concepts come from 1 photo of this class only (fewer than 10): they are unreliable" in few
+    assert "from 1 image (" in few and "Decision strategies: not drawn, too few photos to place (1 photo)." in few
+    assert "come from" not in enough and "not drawn" not in enough
+    data = json.loads((out / "classes" / "0000.json").read_text())["models"]
+    assert data[model]["strategies"] is None and data[DEFAULT_MODELS[1]]["strategies"]["n"] == 12
+    concepts = (out / "concepts" / f"{model}-0000.html").read_text()
+    assert "These concepts come from 1 photo" in concepts
+    for p in out.rglob("*.html"):
+        assert not re.search(r"\b1 (images|photos|concepts|classes)\b", p.read_text()), p
+
+
+def test_no_page_carries_operator_text(zoo, own_store, tmp_path):
+    """A failed concept visualization (the synthetic store has some), a corrupt side file and a failed
+    relation: every page, JSON and script a visitor can load is free of exception names, store
+    problems and machine paths; the build report has the details."""
+    model = DEFAULT_MODELS[0]
+    done = [m for m in metas(own_store) if m["model"] == model and m["craft"]["status"] == "done" and m.get("concepts")]
+    assert len(done) >= 2
+    first, second = done[:2]
+    folder = own_store / model / f"{first['class_index']:04d}"
+    first["concepts"][0]["maco"] = {**first["concepts"][0]["maco"], "status": "failed",
+                                    "error": f"FloatingPointError: NaN in the objective at {own_store}/x.py"}
+    (folder / "meta.json").write_text(json.dumps(first))
+    (folder / first["craft"]["files"]["directions"]).write_bytes(b"not a npy file")  # a corrupt side file
+    folder = own_store / model / f"{second['class_index']:04d}"
+    (folder / second["craft"]["files"]["per_image"]).write_bytes(b"PK not a zip")  # a failed relation
+    out = tmp_path / "site"
+    report = site.build_site(zoo, own_store, out, progress=False, cache_dir=tmp_path / "cache")
+    assert any("FloatingPointError" in p for p in report.problems)
+    exception = re.compile(r"\b[A-Z][A-Za-z]*(Error|Exception)\b|Traceback|BadZipFile|unreadable|not rendered yet"
+                           r"|meta\.json|per_image\.|directions\.")
+    leaks = [str(tmp_path), str(tmp_path.resolve()), str(own_store), "/tmp/", str(Path.home()) + "/"]
+    pages = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".html", ".json", ".js", ".xml")
+             and not p.is_relative_to(out / "assets") and not p.is_relative_to(out / "search")]
+    assert len(pages) > 20
+    for p in pages:
+        text = p.read_text(encoding="utf-8")
+        if p.name == "lens.js":
+            continue  # the script's own code names JavaScript's Error type
+        hit = exception.search(text)
+        assert not hit, f"{p.relative_to(out)} shows {hit.group(0)!r}"
+        for leak in leaks:
+            assert leak not in text, f"{p.relative_to(out)} shows {leak}"
+
+
+def test_one_redaction_helper_serves_every_template():
+    from generator.site.templating import jinja_env
+
+    env = jinja_env()
+    assert env.finalize is views_.visitor_text
+    out = env.from_string("{{ a }} {{ b }}").render(a="weights at /home/me/w/resnet.safetensors", b=3)
+    assert out == "weights at …/resnet.safetensors 3"
+    assert views_.plural(1, "image") == "1 image" and views_.plural(12, "image") == "12 images"
+    assert views_.plural(None, "image") == "— images"

@@ -119,8 +119,9 @@ def class_json(index: int, per_model: list[ModelClassView], atlas: Atlas, strate
 
 
 def strategies_json(view: ModelClassView, rel: Any) -> dict[str, Any] | None:
-    """The decision-strategy plot of one class and model: points, thumbnails and legend."""
-    if rel is None or not rel.points:
+    """The decision-strategy plot of one class and model: points, thumbnails and legend; None where
+    the class has too few photos to place (views.FEW_IMAGES: its page says so instead)."""
+    if rel is None or not rel.points or view.craft.few:
         return None
     ranks = {c.id: c.rank for c in view.craft.concepts}
     return {

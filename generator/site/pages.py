@@ -12,6 +12,7 @@ from markupsafe import escape
 from ..classes import ImageNetClass
 from ..config import Zoo
 from ..records import Meta
+from ..reference import WORD_DEFAULTS
 from ..store import Store
 from .pagecache import PageCache
 from .paths import INDEX_SCRIPT, site_path, write_if_changed
@@ -20,7 +21,7 @@ from .relations import SIMILARITY_THRESHOLD
 from .report import SiteReport
 from .shell import EXAMPLE_ENTRY, TITLE_MARK, field_reference
 from .templating import jinja_env
-from .views import Item, ModelClassView, figures_table, model_summary, photo_credits, redact_paths, short_name, view_problems
+from .views import ModelClassView, figures_table, model_summary, photo_credits, short_name, view_problems
 
 Views = dict[int, list[ModelClassView]]  # class index -> one view per model, in model order
 
@@ -31,8 +32,7 @@ def shell_context(zoo: Zoo, store: Store, model_names: list[str], metas: dict[tu
     for pos, m in enumerate(model_names):
         ms = [meta for (mm, _), meta in sorted(metas.items()) if mm == m and isinstance(meta, Meta)]
         summary = model_summary(m, model_card(zoo, store, m), ms)
-        summary.problems = [Item(infos[i].slug, redact_paths(p, str(store.root))) for i, vs in views.items()
-                            for p in view_problems(vs[pos])]
+        summary.problem_classes = [infos[i].slug for i, vs in views.items() if view_problems(vs[pos])]
         summaries.append(summary)
     credits = sorted({c for meta in metas.values() if isinstance(meta, Meta) for c in photo_credits(meta)})
     return {
@@ -41,6 +41,7 @@ def shell_context(zoo: Zoo, store: Store, model_names: list[str], metas: dict[tu
         "n_classes": len(infos),
         "example": example_figure(infos, views),
         "reference": field_reference(),
+        "word_defaults": WORD_DEFAULTS,
         "example_entry": EXAMPLE_ENTRY,
         "credits": credits,
         "index_file": INDEX_SCRIPT,

@@ -58,7 +58,7 @@ class SiteReport:
         ]
         lines += [f"  problem: {p}" for p in self.problems[:20]]
         if len(self.problems) > 20:
-            lines.append(f"  ... and {len(self.problems) - 20} more problems (listed on each model page)")
+            lines.append(f"  ... and {len(self.problems) - 20} more problems (`lens status` lists the failed parts)")
         lines += [f"  warning: {w}" for w in self.warnings[:20]]
         if len(self.warnings) > 20:
             lines.append(f"  ... and {len(self.warnings) - 20} more warnings")

@@ -9,18 +9,15 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 from markupsafe import escape
-from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
-from ..config import CraftSettings, MacoSettings, ModelEntry, Preset, WeightsSource, ZooFile
 from ..errors import SiteError
+from ..reference import field_reference  # noqa: F401  (the site's "Adding a model" page; re-exported)
 from .paths import TEMPLATES, site_path, write_if_changed
 from .report import SiteReport
 from .templating import render
@@ -28,7 +25,7 @@ from .templating import render
 CHROME_PAGE = "classes/_chrome.md"
 TITLE_MARK = "LENSTITLEMARK"
 BODY_MARK = "<!--LENSBODYMARK-->"
-SHELL_VERSION = "1"  # bump when the shell templates change shape, to force a MkDocs rebuild
+SHELL_VERSION = "2"  # bump when the shell templates change shape, to force a MkDocs rebuild
 
 # An entry for the "Adding a model" page; tests check that it validates against the schema.
 EXAMPLE_ENTRY = """\
@@ -43,42 +40,6 @@ models:
 """
 
 
-# ----------------------------------------------------------------------------- adding-a-model reference
-
-
-def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    text = text or str(annotation)
-    return re.sub(r"\b(typing|pydantic\.main|generator\.config)\.", "", text).replace("NoneType", "None")
-
-
-def _default_text(f: Any) -> str:
-    if f.is_required():
-        return "required"
-    value = f.default_factory() if f.default_factory is not None else f.default
-    if value is PydanticUndefined:
-        return "required"
-    if isinstance(value, BaseModel):
-        return "see below"
-    return json.dumps(value, default=str) if value is not None else "null"
-
-
-def field_reference() -> list[dict[str, Any]]:
-    """models.yaml keys, types, defaults and descriptions, read from the pydantic models so the
-    page never drifts from the schema."""
-    sections = [
-        ("Top level", ZooFile), ("Each entry of `models`", ModelEntry), ("`weights` of a model", WeightsSource),
-        ("`defaults.maco`, a model's `maco`", MacoSettings), ("`defaults.craft`, a model's `craft`", CraftSettings),
-        ("Each entry of `presets`", Preset),
-    ]
-    out = []
-    for title, kind in sections:
-        rows = [{"key": name, "type": _type_name(f.annotation), "default": _default_text(f), "description": f.description or ""}
-                for name, f in kind.model_fields.items()]
-        out.append({"title": title, "doc": (kind.__doc__ or "").strip(), "rows": rows})
-    return out
-
-
 # ----------------------------------------------------------------------------- MkDocs
 
 
@@ -88,7 +49,8 @@ def mkdocs_config(title: str, models: list[str], docs_dir: Path, site_dir: Path,
     nav: list[Any] = [{"Home": "index.md"}, {"Classes": "classes.md"}]
     if models:
         nav.append({"Models": [{m: f"models/{m}.md"} for m in models]})
-    nav += [{"Method": "method.md"}, {"Adding a model": "adding-a-model.md"}, {"Credits": "credits.md"}]
+    # "Adding a model" is operator documentation: built (linked from the method page), not in the visitors' menu.
+    nav += [{"Method": "method.md"}, {"Credits": "credits.md"}]
     return {
         # Material prints site_name unescaped in places: escape it here (it is never Markdown).
         "site_name": str(escape(title)),

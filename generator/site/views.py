@@ -19,7 +19,7 @@ from typing import Any
 
 from ..images import CREDITS
 from ..records import Accuracy, Attribution, Concept, CraftRecord, MacoRecord, Meta, ModelCard, PartRecord, part_state
-from ..webp import STRIP_CROPS, STRIP_HEATMAPS, output_size
+from ..webp import STRIP_HEATMAPS, strip_geometry
 from .images import ClassImages
 from .paths import SourceError
 from .reading import Unreadable
@@ -58,6 +58,17 @@ def redact_paths(text: str, store_root: str | None = None) -> str:
     return _ABS_DIRS.sub("…/", text)
 
 
+def visitor_text(value: Any) -> Any:
+    """Every value a template prints passes here (the Jinja environment's `finalize`): plain text
+    loses the building machine's absolute folders, so a path recorded in a setting, a model card or
+    a reason never reaches a visitor. Markup (a macro's output, already finalized) and non-text
+    values pass unchanged. Operator details (errors, store problems) never get this far: views
+    give templates a neutral `state` for them, and the details go to the build report."""
+    if isinstance(value, str) and not hasattr(value, "__html__"):
+        return redact_paths(value)
+    return value
+
+
 def finite(value: float | None) -> float | None:
     """The value, or None when it is absent or not a finite number (NaN is not shown as a figure)."""
     return None if value is None or not math.isfinite(value) else float(value)
@@ -65,6 +76,24 @@ def finite(value: float | None) -> float | None:
 
 def pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def plural(n: Any, noun: str, nouns: str | None = None) -> str:
+    """`1 image`, `12 images`, `— images` (an unknown count): the one place a count meets its noun."""
+    one = isinstance(n, int) and not isinstance(n, bool) and n == 1
+    return f"{fmt(n)} {noun if one else (nouns or noun + 's')}"
+
+
+# Below this many photos per class, a class's concepts rest on too few patches to be trusted (with one
+# photo, Sobol estimates exceed 1 by noise): its concept section says so, and the decision-strategy
+# plot (one point per photo) is not drawn. CRAFT's default draws 200 photos. Documented in
+# templates/docs/method.md ("Few photos").
+FEW_IMAGES = 10
+
+
+def few_images(n_images: Any) -> bool:
+    """Whether a CRAFT record's image count is below FEW_IMAGES (an unknown count counts as few)."""
+    return not (isinstance(n_images, int) and not isinstance(n_images, bool) and n_images >= FEW_IMAGES)
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -174,6 +203,8 @@ class CraftView:
     chart: Chart | None = None
     need: int | None = None  # images a concept must top to be marked important; None: unknown
     strategy_kind: str = "none"  # what the decision-strategy plot's importance is
+    order: str = "sobol"  # what the list, the chart and the ranks are ordered by: "logit" or "sobol"
+    few: bool = False  # fewer than FEW_IMAGES photos: concepts unreliable, no decision-strategy plot
     sprite: str | None = None  # thumbnails of the class's images, for the decision-strategy plot
     relations_problem: str | None = None
 
@@ -215,32 +246,30 @@ def maco_view(record: MacoRecord | None, images: ClassImages, role: str = "maco"
         return ImageView(f"{what} image unavailable: {e}", UNAVAILABLE)
 
 
-def strip_size(n: int) -> tuple[int, int]:
-    return output_size("strip", (0, 0), n)
-
-
 def concept_view(concept: Concept, rank: int, images: ClassImages, top_importance: float,
-                 visualized: int | None = None, page: str = "") -> ConceptView:
-    """`visualized`: how many top concepts this render visualizes (CRAFT's `visualize`; None: all)."""
+                 visualized: int | None = None, page: str = "", stored_rank: int | None = None) -> ConceptView:
+    """`rank`: the concept's place in the page's order; `stored_rank`: its place in CRAFT's Sobol
+    order, which `visualized` (how many top concepts the render visualizes; None: all) counts in."""
     role = f"c{concept.id}"
     importance, share = finite(concept.importance), finite(concept.logit_share)
     view = ConceptView(
         id=concept.id, rank=rank,
         importance=fmt(importance), importance_pct=bar(importance, top_importance),
         logit_share=None if share is None else pct(share), logit_pct=bar(None if share is None else abs(share), 1.0),
-        # Concepts show as thumbnails and have no larger view: ten of them would double a class's weight
-        # (the budget in generator/webp.py); the full-resolution PNG is the larger view when published.
-        vis=maco_view(concept.maco, images, role, "Concept visualization", "overlay-thumb", None),
+        # The class page shows the thumbnail and loads the 256 px view (`full`) only when a visitor opens
+        # it; the concept's own page shows it. Its overlay stays a thumbnail: a 256 px overlay per
+        # concept would add ~20 KB x 10 to every class x model (benchmarks/README.md, issue 21).
+        vis=maco_view(concept.maco, images, role, "Concept visualization", "overlay-thumb", "medium"),
         page=page, sobol=importance, share=share,
     )
-    if concept.maco is None and visualized is not None and rank > visualized:
+    if concept.maco is None and visualized is not None and (stored_rank or rank) > visualized:
         view.vis = ImageView(f"not visualized: these settings visualize the top {visualized} concepts (craft.visualize)",
                              NOT_VISUALIZED, limit=visualized)
-    crops = [c.file for c in concept.crops][:STRIP_CROPS]
+    crops = [c.file for c in concept.crops]  # all the render kept (`top_crops`), strongest first
     if crops:
         try:
             view.crops, view.n_crops = images.add(f"{role}-crops", "strip", crops), len(crops)
-            view.crops_size = strip_size(len(crops))
+            view.crops_size = strip_geometry(len(crops))
         except SourceError as e:
             view.problems.append(f"crops unavailable: {e}")
     heatmaps = concept.attributions[:STRIP_HEATMAPS]
@@ -248,7 +277,7 @@ def concept_view(concept: Concept, rank: int, images: ClassImages, top_importanc
     if heatmaps:
         try:
             view.heatmaps = images.add(f"{role}-heat", "strip", [a.file for a in heatmaps])
-            view.heatmaps_size = strip_size(len(heatmaps))
+            view.heatmaps_size = strip_geometry(len(heatmaps))
         except SourceError as e:
             view.problems.append(f"attribution heatmaps unavailable: {e}")
         photos = [_photo(a) for a in heatmaps]
@@ -281,7 +310,8 @@ def concept_page(model: str, index: int, concept_id: int) -> str:
 
 def importance_chart(concepts: list[ConceptView], counts: dict[int, int] | None, need: int | None) -> Chart | None:
     """Signed logit shares where every concept has one; else Sobol total indices, each bounded to
-    [0, 1] (a total index cannot exceed 1: above is estimator noise) and normalised to sum 1."""
+    [0, 1] (a total index cannot exceed 1: above is estimator noise) and normalised to sum 1. The
+    bars come in the list's order, which `ordered_concepts` made the order of these same values."""
     if not concepts:
         return None
     if all(c.share is not None for c in concepts):
@@ -290,9 +320,7 @@ def importance_chart(concepts: list[ConceptView], counts: dict[int, int] | None,
     elif all(c.sobol is not None for c in concepts):
         raw = [float(c.sobol) for c in concepts]  # type: ignore[arg-type]
         clipped = sum(v > 1 for v in raw)
-        bounded = [min(1.0, max(0.0, v)) for v in raw]
-        total = sum(bounded)
-        kind, values = "sobol", [v / total if total > 0 else 0.0 for v in bounded]
+        kind, values = "sobol", normalised_sobol(raw)
     else:
         return None
     scale = max((abs(v) for v in values), default=0.0) or 1.0
@@ -305,8 +333,30 @@ def importance_chart(concepts: list[ConceptView], counts: dict[int, int] | None,
     return Chart(kind, bars, any(b.negative for b in bars), clipped)
 
 
+def normalised_sobol(raw: list[float]) -> list[float]:
+    """Sobol total indices bounded to [0, 1] and normalised to sum 1 (all 0 where none is positive)."""
+    bounded = [min(1.0, max(0.0, v)) for v in raw]
+    total = sum(bounded)
+    return [v / total if total > 0 else 0.0 for v in bounded]
+
+
 def concept_order(concept: Concept) -> tuple[float, float]:
+    """CRAFT's own order (by Sobol index): the one `craft.visualize` counts in."""
     return (concept.rank, -(finite(concept.importance) or 0.0))
+
+
+def ordered_concepts(concepts: list[Concept]) -> tuple[str, list[Concept]]:
+    """The one order of a class's concepts on every page, chart and JSON: by signed share of the
+    logit, largest first, where every concept has one (the head is linear: Lens's "% of logit"),
+    else by normalised Sobol index; ties keep CRAFT's order. Returns ("logit" | "sobol", concepts)."""
+    stored = sorted(concepts, key=concept_order)
+    shares = [finite(c.logit_share) for c in stored]
+    if stored and all(v is not None for v in shares):
+        keys, kind = shares, "logit"
+    else:
+        keys, kind = normalised_sobol([finite(c.importance) or 0.0 for c in stored]), "sobol"
+    order = sorted(range(len(stored)), key=lambda k: (-float(keys[k]), k))  # type: ignore[arg-type]
+    return kind, [stored[k] for k in order]
 
 
 def craft_view(meta: Meta, images: ClassImages, model: str = "", index: int = 0, relations: Any = None) -> CraftView:
@@ -316,18 +366,21 @@ def craft_view(meta: Meta, images: ClassImages, model: str = "", index: int = 0,
     if problem or record is None:
         state, detail = problem or (MISSING, "CRAFT not rendered yet")
         return CraftView(detail, state)
-    concepts = sorted(meta.concepts, key=concept_order)
+    stored = {id(c): n for n, c in enumerate(sorted(meta.concepts, key=concept_order), start=1)}
+    order, concepts = ordered_concepts(meta.concepts)
     top = max((finite(c.importance) or 0.0 for c in concepts), default=0.0)
     visualized = (record.settings or {}).get("visualize")  # settings are free-form: what the render was given
     visualized = visualized if isinstance(visualized, int) and not isinstance(visualized, bool) and visualized >= 0 else None
     view = CraftView(
         problem=None,
-        concepts=[concept_view(c, rank, images, top, visualized, concept_page(model, index, c.id))
+        concepts=[concept_view(c, rank, images, top, visualized, concept_page(model, index, c.id), stored[id(c)])
                   for rank, c in enumerate(concepts, start=1)],
         n_images=record.n_images,
         selection=record.image_selection,
         reason=record.reason,
         credits=photo_credits(meta),
+        order=order,
+        few=few_images(record.n_images),
     )
     if not view.concepts and (record.n_images == 0 or record.image_selection == "none"):
         view.problem, view.state = f"CRAFT: {record.reason or 'no usable image of this class'}", NO_IMAGES
@@ -337,8 +390,12 @@ def craft_view(meta: Meta, images: ClassImages, model: str = "", index: int = 0,
         return view
     counts = need = None
     if relations is not None and relations.kind != "none":
-        counts, need, view.need, view.strategy_kind = relations.counts, relations.need, relations.need, relations.kind
-        if relations.thumbs:
+        view.strategy_kind = relations.kind
+        # The ★ counts images by the same importance as the order (per-image logit shares where the
+        # order is by logit share), so the mark and the order never measure different things.
+        if relations.kind == order:
+            counts, need, view.need = relations.counts, relations.need, relations.need
+        if relations.thumbs and not view.few:
             try:
                 view.sprite = images.add("images", "sprite", [relations.thumbs])
             except SourceError:
@@ -491,7 +548,7 @@ class ModelSummary:
     figures: list[Item]
     maco_settings: list[Item]
     craft_settings: list[Item]
-    problems: list[Item] = field(default_factory=list)  # class -> why a part is missing or failed (operator detail)
+    problem_classes: list[str] = field(default_factory=list)  # slugs of classes with a placeholder (no detail: see the build report)
 
 
 def model_summary(model: str, card: ModelCard, metas: list[Meta]) -> ModelSummary:

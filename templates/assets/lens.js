@@ -151,6 +151,52 @@
     }
     button.addEventListener("click", function () { set(!page.classList.contains("lens-overlay-on")); });
     if (store("overlay") === "1") set(true);
+    // The slider fades the overlay (seen over a checkerboard) into the plain image beneath it.
+    var slider = page.querySelector(".lens-overlay-slider");
+    if (!slider) return;
+    function fade() {
+      page.style.setProperty("--lens-overlay-opacity", String(slider.value / 100));
+      store("overlayOpacity", slider.value);
+    }
+    var kept = store("overlayOpacity");
+    if (kept !== null && /^\d+$/.test(kept)) slider.value = kept;
+    slider.addEventListener("input", function () {
+      fade();
+      if (!page.classList.contains("lens-overlay-on")) set(true);  // moving the slider shows what it changes
+    });
+    fade();
+  }
+
+  /* A concept's larger view (256 px), loaded only when a visitor opens it: its class page's thumbnail links to it
+     (without script, the link opens the image), and a dialog shows it here. Esc or a click closes. */
+  function setupLargeViews(page) {
+    var links = page.querySelectorAll(".lens-cvis > a.lens-plain");
+    if (!links.length) return;
+    var dialog = null, img = null, caption = null;
+    function open() {  // made on first use: no image element without a source until then
+      if (!dialog) {
+        dialog = el("dialog", "lens-large");
+        img = el("img");
+        caption = el("p", "lens-sub");
+        dialog.appendChild(img);
+        dialog.appendChild(caption);
+        dialog.addEventListener("click", function () { dialog.close(); });
+        document.body.appendChild(dialog);
+      }
+      return dialog;
+    }
+    links.forEach(function (a) {
+      a.addEventListener("click", function (ev) {
+        if (typeof HTMLDialogElement !== "function") return;  // an old browser: follow the link
+        ev.preventDefault();
+        open();
+        var thumb = a.querySelector("img");
+        img.alt = thumb ? thumb.alt + ", larger view" : "";
+        img.src = a.getAttribute("href");
+        caption.textContent = (thumb ? thumb.alt : "") + " · click or press Esc to close";
+        dialog.showModal();
+      });
+    });
   }
 
   function setupSwitcher(page) {
@@ -220,7 +266,7 @@
     box.textContent = "";
     var head = el("p", "lens-sub");
     head.appendChild(el("b", null, "Decision strategies. "));
-    head.appendChild(document.createTextNode(data.n + " images placed by their concept-importance vectors (" +
+    head.appendChild(document.createTextNode(data.n + (data.n === 1 ? " image" : " images") + " placed by their concept-importance vectors (" +
       ({logit: "per-image logit shares", sobol: "per-image Sobol indices", presence: "concept coefficients"}[data.kind] || data.kind) +
       "); colour: each image's most important concept. Hover or focus a point for the image."));
     box.appendChild(head);
@@ -302,7 +348,33 @@
     });
   }
 
-  function classHue(i) { return (i * 137.508) % 360; }
+  /* Colours of the map: the classes a filter shows get the palette's distinct colours, in order of
+     their first point, with a legend; past PALETTE.length classes, points are grey and the legend
+     says to narrow the filter (hues by class index looked alike for unrelated classes). */
+  function colourClasses(items, legend, data) {
+    var order = [], colour = {};
+    items.forEach(function (a) {
+      var c = a.dataset.cls;
+      if (!a.classList.contains("lens-off") && !(c in colour)) { colour[c] = order.length; order.push(c); }
+    });
+    var distinct = order.length <= PALETTE.length;
+    items.forEach(function (a) {
+      a.firstChild.setAttribute("fill", distinct && a.dataset.cls in colour ? PALETTE[colour[a.dataset.cls]] : "#999");
+    });
+    legend.textContent = "";
+    if (!distinct) {
+      legend.appendChild(el("span", null, order.length + " classes shown: filter to " + PALETTE.length + " or fewer to colour each class."));
+      return;
+    }
+    order.forEach(function (c, n) {
+      var item = el("span");
+      var dot = el("i");
+      dot.style.background = PALETTE[n];
+      item.appendChild(dot);
+      item.appendChild(document.createTextNode(pad(+c) + " " + (data.classes[c] || "")));
+      legend.appendChild(item);
+    });
+  }
 
   function setupMap(box) {
     var root = box.getAttribute("data-root") || "";
@@ -320,7 +392,7 @@
         var a = svg("a", {href: root + "concepts/" + model + "-" + slug + ".html#c" + pt[3], "class": "lens-pt"});
         var label = "concept " + pt[4] + " of " + name + " (" + pt[2] + ")";
         a.setAttribute("aria-label", label);
-        a.appendChild(svg("circle", {cx: pt[0], cy: pt[1], r: 5, fill: "hsl(" + classHue(pt[2]) + ",65%,50%)"}));
+        a.appendChild(svg("circle", {cx: pt[0], cy: pt[1], r: 5, fill: "#999"}));
         function show() {
           tip.textContent = "";
           if (pt[5]) {
@@ -340,11 +412,15 @@
         a.addEventListener("blur", function () { tip.hidden = true; });
         a.dataset.key = (slug + " " + pt[2] + " " + name).toLowerCase();
         a.dataset.id = pt[2] + "-" + pt[3];
+        a.dataset.cls = String(pt[2]);
         items.push(a);
         frag.appendChild(a);
       });
       plot.appendChild(frag);
+      var legend = box.querySelector(".lens-map-legend");
       liveFilter(input, count, items, "concepts", function (a, ok) { a.classList.toggle("lens-off", !ok); });
+      colourClasses(items, legend, data);
+      input.addEventListener("input", function () { colourClasses(items, legend, data); });
       var want = /#c=(\d+-\d+)/.exec(window.location.hash);
       if (want) items.forEach(function (a) { if (a.dataset.id === want[1]) { a.classList.add("lens-here"); plot.appendChild(a); } });
     }).catch(function (e) {
@@ -411,7 +487,7 @@
         o.value = String(row[0]);
         selC.appendChild(o);
       });
-      count.textContent = index.classes.length + " classes";
+      count.textContent = index.classes.length + (index.classes.length === 1 ? " class" : " classes");
       var h = window.location.hash;
       var c = /c=(\d+)/.exec(h), a = /a=([^&]+)/.exec(h), b = /b=([^&]+)/.exec(h);
       if (c) selC.value = c[1];
@@ -432,6 +508,7 @@
       setupSwitcher(page);
       setupRelations(page);
       setupOpacity(page);
+      setupLargeViews(page);
     });
     document.querySelectorAll(".lens-mappage").forEach(setupMap);
     document.querySelectorAll(".lens-compare").forEach(setupCompare);
