@@ -13,32 +13,15 @@
 from __future__ import annotations
 
 import statistics
-import tempfile
 from collections import Counter
-from pathlib import Path
-from typing import Any
 
-from .classes import imagenet_class
-from .config import Zoo
-from .plan import ModelPlan, RenderJob, in_shard, model_plans, pending_units
+from .plan import ModelPlan, Resolved, pending_units
 from .records import Meta
 from .store import Store
 
 # efficientnet-lite0 on two CPU cores: ~20 crops/s at 224 px, 8 crops per pass (benchmarks/bench_maco.py).
 CPU_CROPS_PER_S_224 = 20.0
 CPU_CRAFT_S = 30.0  # one class of CRAFT on the demo photos, lite0, two cores (order of magnitude)
-
-
-def _plans(zoo: Zoo, store: Path, models: list[str], classes: list[int], parts: frozenset[str], maco: dict[str, Any],
-           craft: dict[str, Any], images: Path | None, spectrum: str, shard: tuple[int, int] | None) -> list[ModelPlan]:
-    from .spectrum import resolve_spectrum
-
-    cache = store / "spectra"
-    with tempfile.TemporaryDirectory() as tmp:
-        spectrum_id = resolve_spectrum(spectrum, cache if cache.is_dir() else Path(tmp), images).id
-    job = RenderJob(config=zoo.path, out=store, models=models, classes=classes, parts=parts, maco_overrides=maco,
-                    craft_overrides=craft, images=images, spectrum=spectrum, shard=shard)
-    return model_plans(job, zoo, spectrum_id)
 
 
 def _duration(seconds: float) -> str:
@@ -68,19 +51,17 @@ def _rough(plan: ModelPlan) -> tuple[float, float]:
     return plan.maco.steps * plan.maco.crops * (side / 224) ** 2 / CPU_CROPS_PER_S_224, CPU_CRAFT_S
 
 
-def dry_run(zoo: Zoo, store: Path, models: list[str], classes: list[int], parts: frozenset[str], maco: dict[str, Any],
-            craft: dict[str, Any], images: Path | None, spectrum: str, shard: tuple[int, int] | None = None,
-            force: bool = False, device: str = "auto") -> str:
+def dry_run(resolved: Resolved, force: bool = False, device: str = "auto") -> str:
     """The units a render would do and an estimate of its time on one device, as text."""
-    st = Store(store)
+    st, parts = resolved.store, resolved.request.parts
     lines = [f"{'model':24s} {'craft':>6s} {'maco':>6s} {'concept':>8s}  estimate"]
     total_s, unknown = 0.0, []
-    for plan in _plans(zoo, store, models, classes, parts, maco, craft, images, spectrum, shard):
+    for plan in resolved.plans:
         if force:
             counts = Counter({"maco": len(plan.classes) if "maco" in parts else 0,
                               "craft": len(plan.classes) if "craft" in parts else 0})
         else:
-            counts = Counter(u.kind for u in pending_units(st, plan, {c: imagenet_class(c).wnid for c in plan.classes}))
+            counts = Counter(u.kind for u in pending_units(st, plan))
         per_class = plan.craft.rank if plan.craft.visualize is None else min(plan.craft.visualize, plan.craft.rank)
         concepts = counts["concept"] + counts["craft"] * per_class  # the concepts CRAFT will create, at most
         maco_s, craft_s, n = _measured(st, plan)
@@ -105,14 +86,14 @@ def dry_run(zoo: Zoo, store: Path, models: list[str], classes: list[int], parts:
     return "\n".join(lines)
 
 
-def force_parts(zoo: Zoo, store: Path, models: list[str], classes: list[int], parts: frozenset[str],
-                shard: tuple[int, int] | None = None) -> int:
+def force_parts(resolved: Resolved) -> int:
     """Mark the selected parts of existing records stale so that the next render redoes them; returns how many."""
-    st = Store(store)
+    st, parts = resolved.store, resolved.request.parts
     marked = 0
-    for model in models:
-        for c in classes:
-            if not in_shard(model, c, shard) or st.meta(model, c) is None:
+    for plan in resolved.plans:
+        model = plan.name
+        for c in plan.classes:  # the shard's classes
+            if st.meta(model, c) is None:
                 continue
             count = [0]
 

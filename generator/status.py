@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Zoo
-from .plan import STATES, ModelPlan, RenderJob, class_units, model_plans
-from .spectrum import resolve_spectrum
+from .plan import STATES, ModelPlan, Resolved, class_units
 from .store import Store
 
 KINDS = ("maco", "craft", "concept")
@@ -94,23 +92,18 @@ def unit_states(store: Store, plan: ModelPlan, report: StatusReport) -> None:
                 report.missing.append((unit.id, store.missing_files(meta, unit)))  # type: ignore[arg-type]
 
 
-def collect_status(zoo: Zoo, out: Path, models: list[str], classes: list[int], parts: frozenset[str],
-                   maco: dict[str, Any], craft: dict[str, Any], images: Path | None, spectrum: str) -> StatusReport:
-    store = Store(out)
-    spectrum_id = resolve_spectrum(spectrum, out / "spectra", images).id
-    job = RenderJob(config=zoo.path, out=out, models=models, classes=classes, parts=parts,
-                    maco_overrides=maco, craft_overrides=craft, images=images, spectrum=spectrum)
-    report = StatusReport(store=out, config=zoo.path)
-    for plan in model_plans(job, zoo, spectrum_id):
+def collect_status(resolved: Resolved) -> StatusReport:
+    """Every selected unit's state, judged against the request's settings and the files on disk."""
+    store = resolved.store
+    report = StatusReport(store=resolved.request.out, config=resolved.zoo.path)
+    for plan in resolved.plans:
         unit_states(store, plan, report)
     report.problems = list(store.problems)
     return report
 
 
-def render_status(zoo: Zoo, out: Path, models: list[str], classes: list[int], parts: frozenset[str],
-                  maco: dict[str, Any], craft: dict[str, Any], images: Path | None, spectrum: str,
-                  as_json: bool = False) -> tuple[str, int]:
+def render_status(resolved: Resolved, as_json: bool = False) -> tuple[str, int]:
     """The report as text (or JSON) and the exit code: 0 when everything selected is done, else 1."""
-    report = collect_status(zoo, out, models, classes, parts, maco, craft, images, spectrum)
+    report = collect_status(resolved)
     text = json.dumps(report.as_json(), indent=1) if as_json else report.text()
     return text, 0 if report.all_done else 1

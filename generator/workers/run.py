@@ -6,9 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..config import load_zoo
-from ..plan import RenderJob, model_plans, pending_units
-from ..spectrum import resolve_spectrum
+from ..plan import RenderJob, Resolved, pending_units
 from ..store import Store, store_errors
 from .control import Bars, StopFlag
 from .in_process import run_in_process
@@ -20,7 +18,8 @@ log = logging.getLogger("lens")
 
 def run_render(job: RenderJob) -> RenderSummary:
     """Render every pending unit of the job; returns counts (exit code 1 if any unit failed)."""
-    store = Store(job.out)
+    request = job.request
+    store = Store(request.out)
     with store_errors(store.root):
         store.root.mkdir(parents=True, exist_ok=True)
     swept = store.sweep_temporaries()
@@ -29,8 +28,8 @@ def run_render(job: RenderJob) -> RenderSummary:
     stop = StopFlag()
     stop.install()
     started = time.time()
-    store.log({"event": "run_start", "models": job.models, "classes": len(job.classes), "parts": sorted(job.parts),
-               "devices": job.devices, "shard": job.shard, "batch_size": job.batch_size})
+    store.log({"event": "run_start", "models": request.models, "classes": len(request.classes), "parts": sorted(request.parts),
+               "devices": job.devices, "shard": request.shard, "batch_size": job.batch_size})
     bars = Bars(job.progress)
     summary = RenderSummary()
     try:
@@ -42,17 +41,15 @@ def run_render(job: RenderJob) -> RenderSummary:
         bars.close()
         summary.stopped = stop.stopped
     summary.problems = list(dict.fromkeys(store.problems + summary.problems))
-    summary.images_source = "the demo photos (`images: null`)" if job.images is None else str(job.images)
+    summary.images_source = "the demo photos (`images: null`)" if request.images is None else str(request.images)
     if not summary.stopped:
-        summary.undone = undone_units(job, store)
+        summary.undone = undone_units(job.resolved, store)
     store.log({"event": "run_end", "done": summary.done, "failed": summary.failed, "skipped": summary.skipped,
                "no_images": summary.no_images, "undone": len(summary.undone), "stopped": summary.stopped,
                "seconds": round(time.time() - started, 2)})
     return summary
 
 
-def undone_units(job: RenderJob, store: Store) -> list[str]:
+def undone_units(resolved: Resolved, store: Store) -> list[str]:
     """Selected units neither done, failed nor without images once the run ends (e.g. held by a run that died)."""
-    zoo = load_zoo(job.config)
-    spectrum = resolve_spectrum(job.spectrum, job.out / "spectra", job.images)
-    return [u.id for plan in model_plans(job, zoo, spectrum.id) for u in pending_units(store, plan, include_failed=False)]
+    return [u.id for plan in resolved.plans for u in pending_units(store, plan, include_failed=False)]
