@@ -422,3 +422,33 @@ def test_second_ctrl_c_exits_130_without_traceback(slow_config, tmp_path):
     output = proc.stdout.read()
     assert "Traceback" not in output and "interrupted" in output
     assert not Store(out).leftovers()
+
+
+def test_a_render_loads_the_zoo_and_the_spectrum_once(tiny_config, tmp_path, monkeypatch):
+    from generator import cli, spectrum
+
+    calls = {"zoo": 0, "spectrum": 0}
+    real_zoo, real_spectrum = cli.load_zoo, spectrum.resolve_spectrum
+
+    def counted(key, fn):  # noqa: ANN001, ANN202
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            calls[key] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(cli, "load_zoo", counted("zoo", real_zoo))
+    monkeypatch.setattr(spectrum, "resolve_spectrum", counted("spectrum", real_spectrum))
+    assert render(tiny_config, tmp_path / "once", "--what", "maco") == 0
+    assert calls == {"zoo": 1, "spectrum": 1}
+
+
+def test_a_shard_says_how_much_of_the_selection_it_holds(tiny_config, tmp_path, capsys):
+    empty = next(k for k in range(4) if not any(in_shard("tiny", c, (k, 4)) for c in (1, 2, 3)))
+    full = next(k for k in range(4) if any(in_shard("tiny", c, (k, 4)) for c in (1, 2, 3)))
+    code, text = run_cli(capsys, "render", "--config", str(tiny_config), "--classes", "1-3", "--store", str(tmp_path / "s"),
+                         "--no-progress", "--what", "maco", "--shard", f"{empty}/4")
+    assert code == 0 and f"shard {empty}/4: 0 of 3 (class, model) pairs, 0 units to do" in text
+    held = sum(in_shard("tiny", c, (full, 4)) for c in (1, 2, 3))
+    code, text = run_cli(capsys, "render", "--config", str(tiny_config), "--classes", "1-3", "--store", str(tmp_path / "s"),
+                         "--no-progress", "--what", "maco", "--shard", f"{full}/4")
+    assert code == 0 and f"shard {full}/4: {held} of 3 (class, model) pairs, {held} units to do" in text
