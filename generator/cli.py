@@ -122,6 +122,8 @@ def _add_selection(p: argparse.ArgumentParser, what: bool = True) -> None:
     s.add_argument("--crops", type=int, default=None, help="MACO crops per step")
     s.add_argument("--seed", type=int, default=None, help="base seed of MACO and CRAFT")
     s.add_argument("--rank", type=int, default=None, help="CRAFT concepts per class")
+    s.add_argument("--settings", choices=["last"], default=None,
+                   help="last: the settings of the store's most recent renders of these models (the flags above still override)")
 
 
 _printed_configs: set[str] = set()
@@ -187,6 +189,8 @@ def _selection(args: argparse.Namespace) -> tuple[Zoo, Request]:
     maco.update({k: v for k, v in given.items() if v is not None})
     craft = dict(preset.craft) if preset else {}
     craft.update({k: v for k, v in {"rank": args.rank, "seed": args.seed}.items() if v is not None})
+    if getattr(args, "settings", None) == "last":
+        maco, craft = _last_settings(zoo, args.store or zoo.resolve_path(zoo.data.out), models, maco, craft, given, args.rank)
     for m in models:  # validate overrides now, with their names in the message
         zoo.maco_settings(zoo.model(m), maco)
         zoo.craft_settings(zoo.model(m), craft)
@@ -198,6 +202,30 @@ def _selection(args: argparse.Namespace) -> tuple[Zoo, Request]:
                         parts=parse_parts(getattr(args, "what", "maco,craft")), maco_overrides=maco, craft_overrides=craft,
                         images=images, spectrum=spectrum, shard=parse_shard(shard) if shard is not None else None,
                         preset=preset_name)
+
+
+def _last_settings(zoo: Zoo, out: Path, models: list[str], maco: dict[str, Any], craft: dict[str, Any],
+                   given: dict[str, Any], rank: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`--settings last`: where the store's most recent record differs from what its model would
+    get now, those values become overrides (the flags given still win)."""
+    from .plan import describe_settings, last_settings, settings_diff
+    from .store import Store
+
+    last = last_settings(Store(out), models)
+    if not last:
+        raise PlanError(f"--settings last: the store {out} holds no finished render of {', '.join(models)}")
+    out_maco, out_craft = dict(maco), dict(craft)
+    if "maco" in last:
+        model, recorded = last["maco"]
+        out_maco.update(settings_diff(recorded, zoo.maco_settings(zoo.model(model), maco)))
+    if "craft" in last:
+        model, recorded = last["craft"]
+        out_craft.update(settings_diff(recorded, zoo.craft_settings(zoo.model(model), craft)))
+    out_maco.update({k: v for k, v in given.items() if v is not None})
+    out_craft.update({k: v for k, v in {"rank": rank, "seed": given["seed"]}.items() if v is not None})
+    changed = {**{k: v for k, v in out_maco.items() if maco.get(k) != v}, **{k: v for k, v in out_craft.items() if craft.get(k) != v}}
+    print(f"lens: --settings last: {describe_settings(changed) or 'the settings of the config'}", file=sys.stderr)
+    return out_maco, out_craft
 
 
 # ----------------------------------------------------------------------------- commands

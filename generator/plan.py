@@ -256,3 +256,27 @@ def pending_units(store: Store, plan: ModelPlan, include_failed: bool = True) ->
             if state in todo:
                 (craft_units if u.kind == "craft" else maco_units).append(u)
     return craft_units + maco_units
+
+
+def settings_diff(recorded: dict[str, Any] | None, current: MacoSettings | CraftSettings) -> dict[str, Any]:
+    """The recorded settings that differ from `current` (keys the settings no longer have are ignored)."""
+    now = current.model_dump(mode="json")
+    return {k: v for k, v in (recorded or {}).items() if k in now and now[k] != v}
+
+
+def describe_settings(values: dict[str, Any]) -> str:
+    """`steps=16, image_size=128`: settings as `lens status` names them."""
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def last_settings(store: Store, models: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """For `--settings last`: per part (`maco`, `craft`), the model and the settings of the most
+    recently finished done record of these models; a part no record holds is absent."""
+    latest: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    for model in models:
+        for meta in store.iter_meta_records(model, repair=False):
+            for kind, record in (("maco", meta.maco), ("craft", meta.craft)):
+                if record is not None and record.done and record.settings and record.finished_at:
+                    if kind not in latest or record.finished_at > latest[kind][0]:
+                        latest[kind] = (record.finished_at, model, record.settings)
+    return {kind: (model, settings) for kind, (_, model, settings) in latest.items()}
