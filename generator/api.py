@@ -448,7 +448,7 @@ def render(model: Model, classes: int | str | Sequence[int], *, store: str | Pat
     import signal
 
     from .config import Defaults, Zoo, ZooFile
-    from .plan import RenderJob, parse_parts
+    from .plan import RenderJob, Request, parse_parts, resolve
     from .workers import run_render
 
     unknown = sorted(set(overrides) - _SETTINGS_KEYS["maco"] - _SETTINGS_KEYS["craft"])
@@ -460,18 +460,18 @@ def render(model: Model, classes: int | str | Sequence[int], *, store: str | Pat
     entry = model.loaded.entry
     zoo = Zoo(ZooFile(models=[entry], defaults=Defaults(maco=model.maco_settings, craft=model.craft_settings)),
               Path(f"<python API: model '{entry.name}'>"), root=Path.cwd())
-    job = RenderJob(
+    request = Request(
         config=zoo.path, out=Path(store), models=[entry.name], classes=_classes(classes), parts=parse_parts(what),
         maco_overrides={k: v for k, v in overrides.items() if k in _SETTINGS_KEYS["maco"]},
         craft_overrides={k: v for k, v in overrides.items() if k in _SETTINGS_KEYS["craft"]},
-        images=Path(images) if images is not None else None, spectrum=spectrum, devices=[model.device],
-        batch_size=batch_size, progress=progress,
+        images=Path(images) if images is not None else None, spectrum=spectrum,
     )
-    zoo.maco_settings(entry, job.maco_overrides)  # a bad value is one ConfigError now, not a failed unit
-    zoo.craft_settings(entry, job.craft_overrides)
+    zoo.maco_settings(entry, request.maco_overrides)  # a bad value is one ConfigError now, not a failed unit
+    zoo.craft_settings(entry, request.craft_overrides)
+    job = RenderJob(resolve(request, zoo=zoo), devices=[model.device], batch_size=batch_size, progress=progress)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return run_render(job, zoo=zoo, models={entry.name: model.loaded})
+        return run_render(job, models={entry.name: model.loaded})
     finally:  # the render's Ctrl-C handling ends with it (a notebook keeps its own)
         for sig, handler in handlers.items():
             if handler is not None:

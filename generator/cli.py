@@ -27,31 +27,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .classes import parse_class_spec
 from .config import Zoo, load_zoo
 from .errors import ConfigError, LensError, PlanError
 
+if TYPE_CHECKING:
+    from .plan import Request
+
 log = logging.getLogger("lens")
-
-
-@dataclass
-class Selection:
-    """The filters and settings shared by render, status, quality and build, resolved against models.yaml."""
-
-    zoo: Zoo
-    models: list[str]
-    classes: list[int]
-    out: Path
-    images: Path | None
-    spectrum: str
-    parts: frozenset[str]
-    maco: dict[str, Any] = field(default_factory=dict)
-    craft: dict[str, Any] = field(default_factory=dict)
-    preset: str | None = None
 
 
 CONFIG_HELP = ("models.yaml, or a folder holding one (default: ./models.yaml if present, else the embedded default zoo "
@@ -154,6 +140,8 @@ def _add_selection(p: argparse.ArgumentParser, what: bool = True) -> None:
     s.add_argument("--crops", type=int, default=None, help="MACO crops per step")
     s.add_argument("--seed", type=int, default=None, help="base seed of MACO and CRAFT")
     s.add_argument("--rank", type=int, default=None, help="CRAFT concepts per class")
+    s.add_argument("--settings", choices=["last"], default=None,
+                   help="last: the settings of the store's most recent renders of these models (the flags above still override)")
 
 
 _printed_configs: set[str] = set()
@@ -196,8 +184,10 @@ def check_values(args: argparse.Namespace) -> None:
         raise PlanError(f"--port {port}: must be between 0 (any free port) and 65535")
 
 
-def _selection(args: argparse.Namespace) -> Selection:
-    from .plan import parse_parts
+def _selection(args: argparse.Namespace) -> tuple[Zoo, Request]:
+    """The config and the request of render, status, quality, figure and build: the filters and
+    settings resolved against models.yaml (preset < command line), validated once."""
+    from .plan import Request, parse_parts, parse_shard
 
     check_values(args)
     zoo = _load_zoo(args)
@@ -217,45 +207,75 @@ def _selection(args: argparse.Namespace) -> Selection:
     maco.update({k: v for k, v in given.items() if v is not None})
     craft = dict(preset.craft) if preset else {}
     craft.update({k: v for k, v in {"rank": args.rank, "seed": args.seed}.items() if v is not None})
+    if getattr(args, "settings", None) == "last":
+        maco, craft = _last_settings(zoo, args.store or zoo.resolve_path(zoo.data.out), models, maco, craft, given, args.rank)
     for m in models:  # validate overrides now, with their names in the message
         zoo.maco_settings(zoo.model(m), maco)
         zoo.craft_settings(zoo.model(m), craft)
     spectrum = args.spectrum or zoo.data.spectrum
     if spectrum not in ("photos", "powerlaw", "images"):
         spectrum = str(zoo.resolve_path(spectrum)) if args.spectrum is None else spectrum
-    return Selection(zoo, models, classes, args.store or zoo.resolve_path(zoo.data.out), images, spectrum,
-                     parse_parts(getattr(args, "what", "maco,craft")), maco, craft, preset_name)
+    shard = getattr(args, "shard", None)
+    return zoo, Request(config=zoo.path, out=args.store or zoo.resolve_path(zoo.data.out), models=models, classes=classes,
+                        parts=parse_parts(getattr(args, "what", "maco,craft")), maco_overrides=maco, craft_overrides=craft,
+                        images=images, spectrum=spectrum, shard=parse_shard(shard) if shard is not None else None,
+                        preset=preset_name)
+
+
+def _last_settings(zoo: Zoo, out: Path, models: list[str], maco: dict[str, Any], craft: dict[str, Any],
+                   given: dict[str, Any], rank: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`--settings last`: where the store's most recent record differs from what its model would
+    get now, those values become overrides (the flags given still win)."""
+    from .plan import describe_settings, last_settings, settings_diff
+    from .store import Store
+
+    last = last_settings(Store(out), models)
+    if not last:
+        raise PlanError(f"--settings last: the store {out} holds no finished render of {', '.join(models)}")
+    out_maco, out_craft = dict(maco), dict(craft)
+    if "maco" in last:
+        model, recorded = last["maco"]
+        out_maco.update(settings_diff(recorded, zoo.maco_settings(zoo.model(model), maco)))
+    if "craft" in last:
+        model, recorded = last["craft"]
+        out_craft.update(settings_diff(recorded, zoo.craft_settings(zoo.model(model), craft)))
+    out_maco.update({k: v for k, v in given.items() if v is not None})
+    out_craft.update({k: v for k, v in {"rank": rank, "seed": given["seed"]}.items() if v is not None})
+    changed = {**{k: v for k, v in out_maco.items() if maco.get(k) != v}, **{k: v for k, v in out_craft.items() if craft.get(k) != v}}
+    print(f"lens: --settings last: {describe_settings(changed) or 'the settings of the config'}", file=sys.stderr)
+    return out_maco, out_craft
 
 
 # ----------------------------------------------------------------------------- commands
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .plan import RenderJob, parse_shard
+    zoo, request = _selection(args)
+    return _render(args, zoo, request)
+
+
+def _render(args: argparse.Namespace, zoo: Zoo, request: Request) -> int:
+    from .plan import RenderJob, resolve
     from .workers import default_devices, run_render
 
-    sel = _selection(args)
-    if args.dry_run or args.force:
-        from .runopts import dry_run, force_parts
+    if args.dry_run:
+        from .runopts import dry_run
 
-        if args.dry_run:
-            print(dry_run(sel.zoo, sel.out, sel.models, sel.classes, sel.parts, sel.maco, sel.craft, sel.images, sel.spectrum,
-                          shard=parse_shard(args.shard) if args.shard else None, force=args.force, device=args.device))
-            return 0
-        n = force_parts(sel.zoo, sel.out, sel.models, sel.classes, sel.parts, shard=parse_shard(args.shard) if args.shard else None)
-        print(f"lens: --force: {n} parts marked for re-rendering", file=sys.stderr)
+        print(dry_run(resolve(request, zoo, cache_spectrum=False), force=args.force, device=args.device))
+        return 0
     ray = args.executor == "ray"
     if ray and args.devices:
         raise ConfigError("--devices applies to --executor local; with --executor ray, Ray assigns one GPU per task")
     devices = ["ray"] if ray else default_devices(args.device, args.devices)  # Ray tasks pick their own device
-    job = RenderJob(
-        config=sel.zoo.path, out=sel.out, models=sel.models, classes=sel.classes, parts=sel.parts,
-        maco_overrides=sel.maco, craft_overrides=sel.craft, images=sel.images, spectrum=sel.spectrum,
-        devices=devices, batch_size=args.batch_size, shard=parse_shard(args.shard) if args.shard is not None else None,
-        retries=args.retries, progress=not args.no_progress,
-    )
-    print(f"lens: rendering {len(sel.classes)} classes x {len(sel.models)} models ({', '.join(sorted(sel.parts))}) "
-          f"on {', '.join(devices)} into {sel.out}" + (f", preset '{sel.preset}'" if sel.preset else ""), file=sys.stderr)
+    resolved = resolve(request, zoo)
+    if args.force:
+        from .runopts import force_parts
+
+        print(f"lens: --force: {force_parts(resolved)} parts marked for re-rendering", file=sys.stderr)
+    job = RenderJob(resolved, devices=devices, batch_size=args.batch_size, retries=args.retries,
+                    progress=not args.no_progress)
+    print(f"lens: rendering {_scope(resolved)} ({', '.join(sorted(request.parts))}) on {', '.join(devices)} into "
+          f"{request.out}" + (f", preset '{request.preset}'" if request.preset else ""), file=sys.stderr)
     if ray:
         from .executors import run_render_ray
 
@@ -264,6 +284,20 @@ def cmd_render(args: argparse.Namespace) -> int:
         summary = run_render(job)
     report_render(summary)
     return summary.exit_code
+
+
+def _scope(resolved: Any) -> str:
+    """What a render covers: classes x models, and for a shard how many of them it holds and how many units it owes."""
+    from .plan import pending_units
+
+    request = resolved.request
+    text = f"{len(request.classes)} classes x {len(request.models)} models"
+    if request.shard is None:
+        return text
+    k, n = request.shard
+    pairs = sum(len(p.classes) for p in resolved.plans)
+    todo = sum(len(pending_units(resolved.store, p)) for p in resolved.plans)
+    return f"shard {k}/{n}: {pairs} of {len(request.classes) * len(request.models)} (class, model) pairs, {todo} units to do"
 
 
 def report_render(summary: Any) -> None:
@@ -292,10 +326,14 @@ def report_render(summary: Any) -> None:
 
 
 def cmd_quality(args: argparse.Namespace) -> int:
+    zoo, request = _selection(args)
+    return _quality(args, zoo, request)
+
+
+def _quality(args: argparse.Namespace, zoo: Zoo, request: Request) -> int:
     from .quality import run_quality
 
-    sel = _selection(args)
-    return run_quality(sel.zoo, sel.out, sel.models, sel.classes, sel.images, device=args.device,
+    return run_quality(zoo, request.out, request.models, request.classes, request.images, device=args.device,
                        progress=not args.no_progress, judges=_judges(args))
 
 
@@ -310,11 +348,11 @@ def _judges(args: argparse.Namespace) -> list[str] | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .plan import resolve
     from .status import render_status
 
-    sel = _selection(args)
-    text, code = render_status(sel.zoo, sel.out, sel.models, sel.classes, sel.parts, sel.maco, sel.craft, sel.images,
-                               sel.spectrum, as_json=args.json)
+    zoo, request = _selection(args)
+    text, code = render_status(resolve(request, zoo), as_json=args.json)
     print(text)
     return code
 
@@ -419,19 +457,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .quality import run_quality
     from .site import build_site
 
-    code = cmd_render(args)
+    zoo, request = _selection(args)
+    code = _render(args, zoo, request)
     if code == 130 or args.dry_run:
         return code
-    sel = _selection(args)
-    scored = run_quality(sel.zoo, sel.out, sel.models, sel.classes, sel.images, device=args.device,
-                         progress=not args.no_progress, judges=_judges(args))
-    code = max(code, scored)
-    out = args.site or sel.zoo.resolve_path(sel.zoo.data.site)
+    code = max(code, _quality(args, zoo, request))
+    out = args.site or zoo.resolve_path(zoo.data.site)
     # Same filters as the render (`lens site` alone publishes everything in the store).
-    print(build_site(sel.zoo, sel.out, out, models=sel.models, classes=sel.classes, progress=not args.no_progress,
+    print(build_site(zoo, request.out, out, models=request.models, classes=request.classes, progress=not args.no_progress,
                      **_site_options(args)))
     print(f"lens: gallery written to {out}; browse it with `lens serve` (or open {out}/index.html)")
     return code
@@ -455,8 +490,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_figure(args: argparse.Namespace) -> int:
     from .figure import make_figure
 
-    sel = _selection(args)
-    written = make_figure(sel.out, sel.classes, sel.models, args.output, overlay=args.overlay, concepts=args.concepts,
+    _, request = _selection(args)
+    written = make_figure(request.out, request.classes, request.models, args.output, overlay=args.overlay, concepts=args.concepts,
                           cell=args.cell, dpi=args.dpi, fmt=args.format, quality=args.quality, pdf=not args.no_pdf)
     print(f"lens: figure written to {', '.join(str(w) for w in written)}")
     return 0

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
-from .plan import RenderJob
+from .config import ConfigError, Zoo
+from .plan import RenderJob, Resolved, model_plans
 from .workers import Outcome, RenderSummary, run_render
 
 log = logging.getLogger("lens")
@@ -38,11 +38,15 @@ def _import_ray() -> Any:
 
 def absolute_job(job: RenderJob) -> RenderJob:
     """Paths made absolute, because Ray workers do not run in the driver's working directory."""
-    spectrum = job.spectrum
+    request, zoo = job.request, job.resolved.zoo
+    spectrum = request.spectrum
     if spectrum not in ("photos", "powerlaw", "images"):
         spectrum = str(Path(spectrum).resolve())
-    return dataclasses.replace(job, config=job.config.resolve(), out=job.out.resolve(),
-                               images=job.images.resolve() if job.images else None, spectrum=spectrum)
+    request = dataclasses.replace(request, config=request.config.resolve(), out=request.out.resolve(),
+                                  images=request.images.resolve() if request.images else None, spectrum=spectrum)
+    zoo = Zoo(zoo.data, zoo.path.resolve(), zoo.root.resolve() if zoo.embedded else None)
+    resolved = Resolved(request, zoo, job.resolved.spectrum, model_plans(request, zoo, job.resolved.spectrum.id))
+    return dataclasses.replace(job, resolved=resolved)
 
 
 def sub_shard(shard: tuple[int, int] | None, k: int, n: int) -> tuple[int, int]:
@@ -65,17 +69,10 @@ def _shard_task(job: RenderJob, shard: tuple[int, int], use_gpu: bool) -> Render
     main = threading.current_thread() is threading.main_thread()
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
-        return run_render(dataclasses.replace(job, shard=shard, devices=[device], progress=False))
+        return run_render(dataclasses.replace(job, resolved=job.resolved.for_shard(shard), devices=[device], progress=False))
     finally:
         for s, handler in saved.items():  # run_render installs its Ctrl-C handler; give Ray its own back
             signal.signal(s, handler)
-
-
-def _prepare_task(job: RenderJob) -> str:
-    """Computes and caches the spectrum once, before the shard tasks that all need it."""
-    from .spectrum import resolve_spectrum
-
-    return resolve_spectrum(job.spectrum, job.out / "spectra", job.images).id
 
 
 def plan_tasks(resources: dict[str, float], device: str) -> tuple[int, bool]:
@@ -107,11 +104,10 @@ def run_render_ray(job: RenderJob, address: str | None = None, device: str = "au
     try:
         n, use_gpu = plan_tasks(ray.cluster_resources(), device)
         n = tasks or n
-        if job.spectrum in ("photos", "images"):  # concurrent first computations would race on the cache file
-            ray.get(ray.remote(num_cpus=1, max_calls=1)(_prepare_task).remote(job))
         remote = ray.remote(num_cpus=1, num_gpus=1 if use_gpu else 0, max_calls=1)(_shard_task)
-        shards = {remote.remote(job, sub_shard(job.shard, k, n), use_gpu): sub_shard(job.shard, k, n) for k in range(n)}
-        print(f"lens: ray: {n} {'GPU' if use_gpu else 'CPU'} tasks, one shard each, store {job.out}", file=sys.stderr)
+        shards = {remote.remote(job, sub_shard(job.request.shard, k, n), use_gpu): sub_shard(job.request.shard, k, n)
+                  for k in range(n)}
+        print(f"lens: ray: {n} {'GPU' if use_gpu else 'CPU'} tasks, one shard each, store {job.request.out}", file=sys.stderr)
         _collect(ray, shards, summary)
     finally:
         if started_here:
@@ -120,7 +116,7 @@ def run_render_ray(job: RenderJob, address: str | None = None, device: str = "au
         from .store import Store
         from .workers import undone_units
 
-        summary.undone = undone_units(job, Store(job.out))
+        summary.undone = undone_units(job.resolved, Store(job.request.out))
     return summary
 
 

@@ -10,20 +10,24 @@ units are rendered; failed ones are retried by the next run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .classes import imagenet_class
-from .config import CraftSettings, MacoSettings, ModelEntry, Zoo, settings_hash
+from .config import CraftSettings, MacoSettings, ModelEntry, Zoo, load_zoo, settings_hash
 from .errors import PlanError
 from .records import Meta, PartRecord, Unit, part_state
 from .store import Store
 
+if TYPE_CHECKING:
+    from .spectrum import Spectrum
+
 PARTS = ("maco", "craft")
 METHOD_VERSION = {"maco": 2, "craft": 2}  # bump when a change of code changes results
-
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -104,8 +108,10 @@ class ModelPlan:
 
 
 @dataclass
-class RenderJob:
-    """Everything a render needs, in plain picklable values (sent to worker processes)."""
+class Request:
+    """What a command selects, in plain picklable values: the config, the store, the models, classes
+    and parts, the setting overrides (preset, then command line), the images, the spectrum and the
+    shard. Defined once; `resolve` turns it into the `Resolved` request every command runs on."""
 
     config: Path
     out: Path
@@ -116,23 +122,80 @@ class RenderJob:
     craft_overrides: dict[str, Any] = field(default_factory=dict)
     images: Path | None = None
     spectrum: str = "photos"
+    shard: tuple[int, int] | None = None
+    preset: str | None = None
+
+
+@dataclass
+class Resolved:
+    """A request resolved once per process: its zoo, its spectrum and the merged per-model plans.
+
+    Render, status, `--dry-run`, `--force` and the executors all take it; worker processes receive
+    it whole (it pickles), so nothing is loaded or merged twice.
+    """
+
+    request: Request
+    zoo: Zoo
+    spectrum: Spectrum
+    plans: list[ModelPlan]
+
+    @property
+    def store(self) -> Store:
+        return Store(self.request.out)
+
+    def plan(self, name: str) -> ModelPlan:
+        return next(p for p in self.plans if p.name == name)
+
+    def for_shard(self, shard: tuple[int, int] | None) -> Resolved:
+        """The same request restricted to another shard (zoo and spectrum reused)."""
+        request = dataclasses.replace(self.request, shard=shard)
+        return Resolved(request, self.zoo, self.spectrum, model_plans(request, self.zoo, self.spectrum.id))
+
+
+def resolve(request: Request, zoo: Zoo | None = None, cache_spectrum: bool = True) -> Resolved:
+    """Load the zoo (unless given) and the spectrum, and merge every model's settings, once.
+
+    With `cache_spectrum=False` (a dry run writes nothing) a spectrum the store has not cached yet
+    is computed in a temporary folder.
+    """
+    from .spectrum import resolve_spectrum
+
+    zoo = zoo if zoo is not None else load_zoo(request.config)
+    cache = request.out / "spectra"
+    if cache_spectrum or cache.is_dir():
+        spectrum = resolve_spectrum(request.spectrum, cache, request.images)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            spectrum = resolve_spectrum(request.spectrum, Path(tmp), request.images)
+    return Resolved(request, zoo, spectrum, model_plans(request, zoo, spectrum.id))
+
+
+@dataclass
+class RenderJob:
+    """A resolved request plus how to run it: devices, batch size, retries, progress bars."""
+
+    resolved: Resolved
     devices: list[str] = field(default_factory=lambda: ["cpu"])
     batch_size: int | None = None
-    shard: tuple[int, int] | None = None
     retries: int = 2
     progress: bool = True
 
+    @property
+    def request(self) -> Request:
+        return self.resolved.request
 
-def model_plans(job: RenderJob, zoo: Zoo, spectrum_id: str) -> list[ModelPlan]:
+
+def model_plans(request: Request, zoo: Zoo, spectrum_id: str) -> list[ModelPlan]:
+    """Each selected model's settings (defaults < model < preset < command line) and its share of the classes."""
     plans = []
-    for name in job.models:
+    for name in request.models:
         entry = zoo.model(name)
         plans.append(ModelPlan(
             entry=entry,
-            maco=zoo.maco_settings(entry, job.maco_overrides),
-            craft=zoo.craft_settings(entry, job.craft_overrides),
-            classes=[c for c in job.classes if in_shard(name, c, job.shard)],
-            spectrum_id=spectrum_id, images_dir=job.images, parts=job.parts,
+            maco=zoo.maco_settings(entry, request.maco_overrides),
+            craft=zoo.craft_settings(entry, request.craft_overrides),
+            classes=[c for c in request.classes if in_shard(name, c, request.shard)],
+            spectrum_id=spectrum_id, images_dir=request.images, parts=request.parts,
         ))
     return plans
 
@@ -181,7 +244,7 @@ def class_units(store: Store, plan: ModelPlan, meta: Meta | None, class_index: i
     return out
 
 
-def pending_units(store: Store, plan: ModelPlan, wnids: dict[int, str] | None = None, include_failed: bool = True) -> list[Unit]:
+def pending_units(store: Store, plan: ModelPlan, include_failed: bool = True) -> list[Unit]:
     """Units of this model not yet done with the current settings, in the order they should run:
     CRAFT first (it creates the concept units), then class and concept visualizations.
 
@@ -194,3 +257,27 @@ def pending_units(store: Store, plan: ModelPlan, wnids: dict[int, str] | None = 
             if state in todo:
                 (craft_units if u.kind == "craft" else maco_units).append(u)
     return craft_units + maco_units
+
+
+def settings_diff(recorded: dict[str, Any] | None, current: MacoSettings | CraftSettings) -> dict[str, Any]:
+    """The recorded settings that differ from `current` (keys the settings no longer have are ignored)."""
+    now = current.model_dump(mode="json")
+    return {k: v for k, v in (recorded or {}).items() if k in now and now[k] != v}
+
+
+def describe_settings(values: dict[str, Any]) -> str:
+    """`steps=16, image_size=128`: settings as `lens status` names them."""
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def last_settings(store: Store, models: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """For `--settings last`: per part (`maco`, `craft`), the model and the settings of the most
+    recently finished done record of these models; a part no record holds is absent."""
+    latest: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    for model in models:
+        for meta in store.iter_meta_records(model, repair=False):
+            for kind, record in (("maco", meta.maco), ("craft", meta.craft)):
+                if record is not None and record.done and record.settings and record.finished_at:
+                    if kind not in latest or record.finished_at > latest[kind][0]:
+                        latest[kind] = (record.finished_at, model, record.settings)
+    return {kind: (model, settings) for kind, (_, model, settings) in latest.items()}

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Zoo
-from .plan import STATES, ModelPlan, RenderJob, class_units, model_plans
-from .spectrum import resolve_spectrum
+from .plan import STATES, ModelPlan, Resolved, class_units, describe_settings, settings_diff
 from .store import Store
 
 KINDS = ("maco", "craft", "concept")
@@ -32,6 +30,9 @@ class StatusReport:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (unit id, error)
     missing: list[tuple[str, list[str]]] = field(default_factory=list)  # (unit id, missing files)
     problems: list[str] = field(default_factory=list)
+    other_settings: Counter = field(default_factory=Counter)  # "steps=16, image_size=128" -> stale units done so
+    presets: list[str] = field(default_factory=list)  # presets that hold the most common other settings
+    _diffs: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # description -> (part, values)
 
     def total(self, state: str) -> int:
         return sum(c[state] for kinds in self.counts.values() for c in kinds.values())
@@ -48,7 +49,20 @@ class StatusReport:
             "failures": [{"unit": u, "error": e} for u, e in self.failures],
             "missing_files": [{"unit": u, "files": f} for u, f in self.missing],
             "problems": self.problems, "all_done": self.all_done,
+            "other_settings": [{"settings": k, "units": n} for k, n in self.other_settings.most_common()],
         }
+
+    def _other_settings(self) -> list[str]:
+        """Which settings the stale units were done with, and how to use them instead of re-rendering."""
+        lines = [f"  {n} units done with {k}" if k else
+                 f"  {n} units done with these settings but another spectrum, images folder, model or code version"
+                 for k, n in self.other_settings.most_common(5)]
+        if any(self.other_settings):
+            presets = f" (or --preset {self.presets[0]}, which has them)" if self.presets else ""
+            only = "the store holds this work only under other settings: " if not self.total("done") else ""
+            lines.append(f"  {only}`--settings last` reuses the settings of the latest renders{presets}, "
+                         "in status, render, quality and build")
+        return lines
 
     def text(self) -> str:
         lines = [f"store {self.store}, config {self.config}", "",
@@ -65,6 +79,7 @@ class StatusReport:
         if self.total("stale"):
             lines.append(f"stale: done with other settings ({self.total('stale')} units); "
                          "`lens render` with these settings renders them again")
+            lines += self._other_settings()
         if self.total("missing"):
             lines.append(f"missing: done, but {sum(len(f) for _, f in self.missing)} files meta.json lists are gone "
                          f"({self.total('missing')} units); `lens render` repairs them")
@@ -88,29 +103,43 @@ def unit_states(store: Store, plan: ModelPlan, report: StatusReport) -> None:
         meta = store.meta(plan.name, c)
         for unit, state in class_units(store, plan, meta, c):
             counts[unit.kind][state] += 1
-            if state == "failed":
+            if state == "stale":
+                part = "craft" if unit.kind == "craft" else "maco"
+                diff = settings_diff(meta.record(unit).settings, getattr(plan, part))  # type: ignore[union-attr]
+                report.other_settings[describe_settings(diff)] += 1
+                report._diffs.setdefault(describe_settings(diff), (part, diff))
+            elif state == "failed":
                 report.failures.append((unit.id, str(meta.record(unit).error)))  # type: ignore[union-attr]
             elif state == "missing":
                 report.missing.append((unit.id, store.missing_files(meta, unit)))  # type: ignore[arg-type]
 
 
-def collect_status(zoo: Zoo, out: Path, models: list[str], classes: list[int], parts: frozenset[str],
-                   maco: dict[str, Any], craft: dict[str, Any], images: Path | None, spectrum: str) -> StatusReport:
-    store = Store(out)
-    spectrum_id = resolve_spectrum(spectrum, out / "spectra", images).id
-    job = RenderJob(config=zoo.path, out=out, models=models, classes=classes, parts=parts,
-                    maco_overrides=maco, craft_overrides=craft, images=images, spectrum=spectrum)
-    report = StatusReport(store=out, config=zoo.path)
-    for plan in model_plans(job, zoo, spectrum_id):
+def collect_status(resolved: Resolved) -> StatusReport:
+    """Every selected unit's state, judged against the request's settings and the files on disk."""
+    store = resolved.store
+    report = StatusReport(store=resolved.request.out, config=resolved.zoo.path)
+    for plan in resolved.plans:
         unit_states(store, plan, report)
     report.problems = list(store.problems)
+    report.presets = _presets_with(resolved, report)
     return report
 
 
-def render_status(zoo: Zoo, out: Path, models: list[str], classes: list[int], parts: frozenset[str],
-                  maco: dict[str, Any], craft: dict[str, Any], images: Path | None, spectrum: str,
-                  as_json: bool = False) -> tuple[str, int]:
+def _presets_with(resolved: Resolved, report: StatusReport) -> list[str]:
+    """Presets of the config that hold the most common other settings of the stale units."""
+    if not report.other_settings or not resolved.plans:
+        return []
+    part, wanted = report._diffs[report.other_settings.most_common(1)[0][0]]
+    if not wanted:
+        return []
+    zoo, entry = resolved.zoo, resolved.plans[0].entry
+    merge = zoo.maco_settings if part == "maco" else zoo.craft_settings
+    return [name for name, preset in zoo.data.presets.items()
+            if all(merge(entry, getattr(preset, part)).model_dump(mode="json").get(k) == v for k, v in wanted.items())]
+
+
+def render_status(resolved: Resolved, as_json: bool = False) -> tuple[str, int]:
     """The report as text (or JSON) and the exit code: 0 when everything selected is done, else 1."""
-    report = collect_status(zoo, out, models, classes, parts, maco, craft, images, spectrum)
+    report = collect_status(resolved)
     text = json.dumps(report.as_json(), indent=1) if as_json else report.text()
     return text, 0 if report.all_done else 1

@@ -76,10 +76,33 @@ def test_dry_run_lists_units_and_a_time_estimate_and_writes_nothing(tiny_config,
     out = capsys.readouterr().out
     header, row, total = out.splitlines()[:3]
     assert header.split()[:4] == ["model", "craft", "maco", "concept"]
-    assert row.split()[:4] == ["tiny", "3", "3", "9"]  # 3 CRAFT classes, 3 class MACOs, rank 3 concepts each
-    assert "~" in row and "rough CPU figure" in row
-    assert total.startswith("total: ~") and "nothing was rendered" in total
+    assert row.split()[:5] == ["tiny", "3", "3", "9", "2"]  # 3 CRAFT classes, 3 class MACOs, rank 3 concepts, 2 photos each
+    assert "~" in row and "estimate from the model's FLOPs" in row
+    assert total.startswith("total: ~") and "nothing was rendered" in total and "the store grows by about" in total
     assert not store.exists()
+
+
+def test_dry_run_scales_with_photos_and_labels_a_gpu_figure_an_estimate(tiny_config, tmp_path, capsys):
+    from .conftest import write_class_folder
+
+    def craft_row(images, *extra):  # noqa: ANN001, ANN002, ANN202
+        capsys.readouterr()
+        assert main(["render", "--config", str(tiny_config), "--store", str(tmp_path / "s"), "--classes", "1-3",
+                     "--what", "craft", "--images", str(images), "--dry-run", *extra]) == 0
+        return capsys.readouterr().out.splitlines()
+
+    few = craft_row(write_class_folder(tmp_path / "few", per_class=2))
+    many = craft_row(write_class_folder(tmp_path / "many", per_class=20))
+    assert few[1].split()[4] == "2" and many[1].split()[4] == "20"
+    from generator.plan import Request, resolve
+    from generator.runopts import CRAFT_FIXED_S, _rough
+
+    [plan] = resolve(Request(config=tiny_config, out=tmp_path / "s", models=["tiny"], classes=[1, 2, 3],
+                             parts=frozenset({"craft"}), spectrum="powerlaw"), cache_spectrum=False).plans
+    few_s, many_s = (_rough(plan, n, gpu=False)[1] - CRAFT_FIXED_S for n in (2, 20))
+    assert many_s == pytest.approx(10 * few_s) and few_s > 0  # CRAFT's forward passes follow the photos
+    gpu = craft_row(tmp_path / "few", "--device", "cuda")
+    assert "time on one GPU" in gpu[0] and "assumed 30 TFLOP/s" in gpu[-1] and "render 8 classes first" in gpu[-1]
 
 
 def test_force_re_renders_and_estimates_from_measured_units(tiny_config, tmp_path, capsys):
@@ -94,7 +117,7 @@ def test_force_re_renders_and_estimates_from_measured_units(tiny_config, tmp_pat
     assert capsys.readouterr().out.splitlines()[1].split()[:4] == ["tiny", "0", "0", "0"]
     assert main([*args, "--force", "--dry-run"]) == 0
     row = capsys.readouterr().out.splitlines()[1]
-    assert row.split()[:3] == ["tiny", "0", "1"] and "from 1 units in the store" in row
+    assert row.split()[:3] == ["tiny", "0", "1"] and "measured: 1 units in the store" in row
     assert main([*args, "--force"]) == 0
     err = capsys.readouterr().err
     assert "--force: 1 parts marked" in err and "1 done" in err

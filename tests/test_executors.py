@@ -10,7 +10,7 @@ import pytest
 
 from generator.config import ConfigError
 from generator.executors import plan_tasks, sub_shard
-from generator.plan import RenderJob, in_shard
+from generator.plan import RenderJob, Request, in_shard, resolve
 
 from .rendering import assert_complete, done_events, render, unit_count
 
@@ -81,8 +81,9 @@ def test_ray_resumes_a_store_shared_with_local_runs(tiny_config, tiny_images, tm
     before = done_events(out)
     assert before > 0
     # The job `lens render --classes 1-3` makes from the tiny models.yaml (images and powerlaw spectrum from there)
-    job = RenderJob(config=tiny_config, out=out, models=["tiny"], classes=[1, 2, 3], parts=frozenset({"maco", "craft"}),
-                    images=tiny_images, spectrum="powerlaw", progress=False)
+    request = Request(config=tiny_config, out=out, models=["tiny"], classes=[1, 2, 3], parts=frozenset({"maco", "craft"}),
+                      images=tiny_images, spectrum="powerlaw")
+    job = RenderJob(resolve(request), progress=False)
     summary = run_render_ray(job, address="local", tasks=3)
     assert (summary.failed, summary.stopped, summary.exit_code) == (0, False, 0)
     assert summary.done == unit_count(out) - before

@@ -58,3 +58,28 @@ def test_status_json_lists_failures_problems_and_no_images(tmp_path, capsys):
     assert report["models"]["broken"]["craft"]["failed"] == 1 and "gone.safetensors" in report["failures"][0]["error"]
     assert report["failures"][0]["unit"] == "broken/0003/craft"
     assert len(report["problems"]) == 1 and "moved aside" in report["problems"][0]
+
+
+def test_status_names_the_other_settings_and_settings_last_reuses_them(tmp_path, capsys):
+    config = write_tiny_zoo(tmp_path / "zoo")
+    small = "  small:\n    classes: 1,2\n    maco: {steps: 2, image_size: 48}\n"
+    config.write_text(config.read_text().replace("  quick:\n    classes: 1,2,3\n", "  quick:\n    classes: 1,2,3\n" + small))
+    out = tmp_path / "s"
+    common = ["--config", str(config), "--classes", "1,2", "--store", str(out), "--what", "maco"]
+    assert run_cli(capsys, "render", "--no-progress", *common, "--steps", "2", "--image-size", "48")[0] == 0
+    code, text = run_cli(capsys, "status", *common)
+    assert code == 1 and "2 units done with steps=2, image_size=48" in text
+    assert "only under other settings: `--settings last`" in text and "--preset small, which has them" in text
+    code, report = run_json(capsys, "status", *common)
+    assert report["other_settings"] == [{"settings": "steps=2, image_size=48", "units": 2}]
+    code, text = run_cli(capsys, "status", *common, "--settings", "last")
+    assert code == 0 and "--settings last: steps=2, image_size=48" in text and "stale: done" not in text
+    assert run_cli(capsys, "status", *common, "--settings", "last", "--steps", "3")[0] == 1  # a flag still wins
+    code, text = run_cli(capsys, "render", "--no-progress", *common, "--settings", "last")
+    assert code == 0 and "0 done" in text  # nothing to re-render
+
+
+def test_settings_last_on_an_empty_store_is_one_line(tiny_config, tmp_path, capsys):
+    code, text = run_cli(capsys, "status", "--config", str(tiny_config), "--store", str(tmp_path / "none"),
+                         "--settings", "last")
+    assert code == 2 and "--settings last: the store" in text and "holds no finished render of tiny" in text

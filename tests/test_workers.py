@@ -177,6 +177,36 @@ def test_several_worker_processes_share_one_queue(tiny_config, tmp_path):
     assert len({e["pid"] for e in events if e["event"] == "batch_end"}) == 1  # logged by the parent
 
 
+def _store_files(out: Path) -> dict[str, bytes]:
+    """Every rendered file of a store by path (meta.json, runs and claims aside: they hold times and devices)."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.suffix != ".json" and p.name != "runs.jsonl" and not p.name.endswith(".lock")}
+
+
+def test_several_devices_fill_each_pass_and_match_one_device_bit_for_bit(tiny_config, tmp_path):
+    # 64-px inputs and 2 crops: the CPU probe puts 25 objectives in a pass (maco.probe_batch_size)
+    args = ["render", "--config", str(tiny_config), "--classes", "1-40", "--no-progress"]
+    assert main([*args, "--store", str(tmp_path / "two"), "--devices", "cpu,cpu"]) == 0
+    # Float reductions depend on the thread count, not on the scheduler: one device gets the threads each of two has
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+    try:
+        assert main([*args, "--store", str(tmp_path / "one"), "--device", "cpu"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    events = [json.loads(line) for line in (tmp_path / "two" / "runs.jsonl").read_text().splitlines()]
+    passes = [e["batch_size"] for e in events if e["event"] == "batch_end" and e["kind"] != "craft"]
+    assert max(passes) == 25 > 16, passes  # the old multi-process queue cut every pass at 16
+    assert {e["device"] for e in events if e["event"] == "batch_end"} == {"cpu"}
+    two, one = _store_files(tmp_path / "two"), _store_files(tmp_path / "one")
+    assert len(one) > 40 and two.keys() == one.keys()
+    assert [k for k in one if one[k] != two[k]] == []
+    hashes = {m.class_index: [m.maco.settings_hash, m.craft.settings_hash, [c.maco.settings_hash for c in m.concepts]]
+              for m in Store(tmp_path / "one").iter_meta_records("tiny")}
+    assert hashes == {m.class_index: [m.maco.settings_hash, m.craft.settings_hash, [c.maco.settings_hash for c in m.concepts]]
+                      for m in Store(tmp_path / "two").iter_meta_records("tiny")}
+
+
 # ----------------------------------------------------------------------------- real processes
 
 
@@ -365,7 +395,7 @@ def test_units_held_by_a_live_run_elsewhere_are_reported_undone(tiny_config, tmp
     from generator import workers
     from generator.records import Unit
 
-    monkeypatch.setattr(workers.in_process, "WAIT_FOR_CLAIMS_S", 0.5)
+    monkeypatch.setattr(workers.schedule, "WAIT_FOR_CLAIMS_S", 0.5)
     out = tmp_path / "u"
     path = Store(out)._claim_path(Unit("tiny", 2, "maco"))
     path.parent.mkdir(parents=True)
@@ -392,3 +422,33 @@ def test_second_ctrl_c_exits_130_without_traceback(slow_config, tmp_path):
     output = proc.stdout.read()
     assert "Traceback" not in output and "interrupted" in output
     assert not Store(out).leftovers()
+
+
+def test_a_render_loads_the_zoo_and_the_spectrum_once(tiny_config, tmp_path, monkeypatch):
+    from generator import cli, spectrum
+
+    calls = {"zoo": 0, "spectrum": 0}
+    real_zoo, real_spectrum = cli.load_zoo, spectrum.resolve_spectrum
+
+    def counted(key, fn):  # noqa: ANN001, ANN202
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            calls[key] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(cli, "load_zoo", counted("zoo", real_zoo))
+    monkeypatch.setattr(spectrum, "resolve_spectrum", counted("spectrum", real_spectrum))
+    assert render(tiny_config, tmp_path / "once", "--what", "maco") == 0
+    assert calls == {"zoo": 1, "spectrum": 1}
+
+
+def test_a_shard_says_how_much_of_the_selection_it_holds(tiny_config, tmp_path, capsys):
+    empty = next(k for k in range(4) if not any(in_shard("tiny", c, (k, 4)) for c in (1, 2, 3)))
+    full = next(k for k in range(4) if any(in_shard("tiny", c, (k, 4)) for c in (1, 2, 3)))
+    code, text = run_cli(capsys, "render", "--config", str(tiny_config), "--classes", "1-3", "--store", str(tmp_path / "s"),
+                         "--no-progress", "--what", "maco", "--shard", f"{empty}/4")
+    assert code == 0 and f"shard {empty}/4: 0 of 3 (class, model) pairs, 0 units to do" in text
+    held = sum(in_shard("tiny", c, (full, 4)) for c in (1, 2, 3))
+    code, text = run_cli(capsys, "render", "--config", str(tiny_config), "--classes", "1-3", "--store", str(tmp_path / "s"),
+                         "--no-progress", "--what", "maco", "--shard", f"{full}/4")
+    assert code == 0 and f"shard {full}/4: {held} of 3 (class, model) pairs, {held} units to do" in text

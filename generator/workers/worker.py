@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 import traceback
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -16,14 +16,14 @@ import torch
 from .. import concept_data, maco
 from .. import craft as craft_method
 from ..classes import imagenet_class
-from ..config import MacoSettings, Zoo, load_zoo
+from ..config import MacoSettings
 from ..errors import LensError, StoreError
 from ..images import SourceImage, demo_photos, load_class_images
 from ..models import LoadedModel, load_model
 from ..pipeline import Pending, Writer
-from ..plan import ModelPlan, RenderJob, model_plans, part_done, unit_state
+from ..plan import ModelPlan, RenderJob, part_done, unit_state
 from ..records import CraftRecord, MacoRecord, Meta, ModelCard, Unit
-from ..spectrum import Spectrum, resolve_spectrum
+from ..spectrum import Spectrum
 from ..store import Claim, Store
 from .outcomes import Outcome
 from .saving import now_iso, save_craft, save_maco, self_scores
@@ -39,23 +39,18 @@ def is_out_of_memory(error: BaseException) -> bool:
         isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
 
 
-def wnids_of(classes: Iterable[int]) -> dict[int, str]:
-    return {c: imagenet_class(c).wnid for c in classes}
-
-
-
 class Worker:
     """Renders units on one device. Holds one model at a time (units arrive grouped by model)."""
 
     def __init__(self, job: RenderJob, device: str, progress: Callable[[str, float], None] | None = None,
-                 zoo: Zoo | None = None, models: dict[str, LoadedModel] | None = None):
+                 models: dict[str, LoadedModel] | None = None):
         self.job = job
-        self.zoo = zoo or load_zoo(job.config)
+        self.zoo = job.resolved.zoo
         self._loaded = dict(models or {})  # already loaded (the Python API's): used as they are
-        self.store = Store(job.out)
+        self.store = Store(job.request.out)
         self.device = device
-        self.spectrum: Spectrum = resolve_spectrum(job.spectrum, job.out / "spectra", job.images)
-        self.plans = {p.name: p for p in model_plans(job, self.zoo, self.spectrum.id)}
+        self.spectrum: Spectrum = job.resolved.spectrum
+        self.plans = {p.name: p for p in job.resolved.plans}
         self.progress = progress or (lambda model, n: None)
         self._model: LoadedModel | None = None
         self._demo_by_class: dict[int, list[SourceImage]] | None = None
@@ -114,8 +109,8 @@ class Worker:
 
     def class_images(self, m: LoadedModel, class_index: int, limit: int) -> list[SourceImage]:
         """The class's images from the configured folder, else the demo photos this model assigns to it."""
-        if self.job.images is not None:
-            return load_class_images(self.job.images, imagenet_class(class_index).wnid, limit)
+        if self.job.request.images is not None:
+            return load_class_images(self.job.request.images, imagenet_class(class_index).wnid, limit)
         if self._demo_by_class is None:
             photos = demo_photos()
             views, x = craft_method.make_views(photos, m)
@@ -125,6 +120,24 @@ class Worker:
             for photo, c in zip(photos, predicted):
                 self._demo_by_class.setdefault(c, []).append(photo)
         return self._demo_by_class.get(class_index, [])
+
+    @property
+    def loaded(self) -> str | None:
+        """The model this worker holds now (the scheduler keeps it busy with that model's units)."""
+        return self._model.name if self._model is not None else None
+
+    def sizes(self) -> dict[str, int]:
+        """Objectives per pass of each model this worker has probed."""
+        return dict(self._batch_size)
+
+    def probe(self, name: str) -> int:
+        """Load the model and find its objectives per pass; a model that cannot load gets the
+        user's size (or 256), so that its units fail together, with the reason, in one pass."""
+        try:
+            return self.batch_size(self.model(name, "maco"), self.plans[name].maco)
+        except ModelUnavailable:
+            self._batch_size[name] = self.job.batch_size or 256
+            return self._batch_size[name]
 
     def batch_size(self, m: LoadedModel, settings: MacoSettings) -> int:
         """Objectives per pass: the user's, else what fits this device; an out-of-memory halving sticks."""
