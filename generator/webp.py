@@ -1,20 +1,24 @@
 """WebP variants of store images for the site, content-addressed so nothing is encoded twice.
 
 An output's key hashes its variant and its sources' bytes. The encoded file lives once in a cache
-folder (`<cache>/webp/<key[:2]>/<key>.webp`) and is hard-linked (or copied) into the site as
-`<role>.<key[:12]>.webp`; a name that exists is therefore already up to date. Source hashes are
-memoized by (size, mtime), as git's index does, so an unchanged store is not even re-read.
+folder (`<cache>/webp/<key[:2]>/<key>.webp`) and is copied into the site as
+`<role>.<key[:12]>.webp`, never hard-linked: the site owns its bytes, so editing it cannot change
+the cache (generator/site/images.py checks placed copies against it). Source hashes are memoized by
+(size, mtime), as git's index does, so an unchanged store is not even re-read.
 
 No torch here: the site must build fast and without the models.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
+import multiprocessing
 import os
+import shutil
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -250,15 +254,38 @@ class WebpCache:
     def has(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def link_into(self, key: str, dest: Path) -> None:
-        """Hard link (no copy, no extra disk) where the filesystem allows, else a copy."""
+    def copy_into(self, key: str, dest: Path) -> None:
+        """An atomic copy of the encoded file at `dest` (which is replaced, a link there included),
+        with the cached file's modification time, which later builds compare (site/images.py)."""
         src = self.path(key)
-        with contextlib.suppress(FileNotFoundError):
-            dest.unlink()
+        st = os.stat(src)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         try:
-            os.link(src, dest)
-        except OSError:  # another filesystem, or links not allowed: an atomic copy
-            atomic_write_bytes(dest, src.read_bytes())
+            shutil.copyfile(src, tmp)
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Pool initializer: the worker exits once its parent is gone (kill -9 included), instead of
+    waiting forever on a queue nobody feeds. Polling getppid is portable (no prctl)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def encoding_pool(workers: int) -> ProcessPoolExecutor:
+    """Workers started with spawn, not fork: a forked worker would share every open descriptor,
+    the site cache's lock included, and keep it held after its parent is killed. Each exits once
+    its parent is gone."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent,
+                               initargs=(os.getpid(),))
 
 
 def _encode_job(job: tuple[str, str, tuple[str, ...], str]) -> tuple[str, str | None]:
@@ -277,7 +304,7 @@ def encode_missing(cache: WebpCache, jobs: dict[str, tuple[str, tuple[str, ...]]
     if not todo:
         return errors
     results: Iterable[tuple[str, str | None]]
-    pool = ProcessPoolExecutor(workers) if workers > 1 and len(todo) > 16 else None
+    pool = encoding_pool(workers) if workers > 1 and len(todo) > 16 else None
     try:
         results = pool.map(_encode_job, todo, chunksize=16) if pool else map(_encode_job, todo)
         if progress:

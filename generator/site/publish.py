@@ -12,28 +12,70 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 from xml.sax.saxutils import escape as xml_escape
 
+from ..config import Zoo
 from ..errors import SiteError
 from .paths import MARKER_FILE, write_if_changed
 
 SITEMAP, ROBOTS, NOJEKYLL = "sitemap.xml", "robots.txt", ".nojekyll"
 
 
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+# Kept as they are in a path: RFC 3986 unreserved and sub-delimiters, but for the quote ' which
+# would end an attribute. Everything else (spaces, ", <, Unicode) is percent-encoded.
+_PATH_SAFE = "/%-._~!$&()*+,;=:@"
+
+
 def normalize_site_url(url: str | None) -> str | None:
-    """`https://host/path/` with its trailing slash, or None; raises SiteError for anything else."""
-    if not url:
+    """The one parser of a site URL (`--site-url`, `site_url:`): `https://host[:port]/path/` with its
+    trailing slash, or None for none. Refused (SiteError, one line): a scheme other than http(s), no
+    host or an invalid one, credentials (`user:pass@`), a bad port, a query or a fragment. The host
+    is IDNA-encoded and the path percent-encoded, so what pages and the sitemap get is plain ASCII
+    with no quote, space or angle bracket: it can never end an attribute or start an element."""
+    if not url or not url.strip():
         return None
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise SiteError(f"site_url {url!r} must be an http(s) URL such as https://user.github.io/repo/")
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/"
+    text = url.strip()
+    hint = "must be an http(s) URL such as https://user.github.io/repo/"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as e:  # a port that is not a number in 0-65535, a bad IPv6 address
+        raise SiteError(f"site_url {text!r} {hint} ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SiteError(f"site_url {text!r} {hint}")
+    if parts.username is not None or parts.password is not None:
+        raise SiteError(f"site_url {text!r} holds credentials (user:password@): they would be published on every page")
+    if parts.query or parts.fragment or "?" in text or "#" in text:
+        raise SiteError(f"site_url {text!r} has a query or a fragment; {hint}")
+    if port == 0 or (parts.netloc.endswith(":") and port is None):
+        raise SiteError(f"site_url {text!r} has a bad port; {hint}")
+    host = _ascii_host(parts.hostname, text)
+    path = quote(re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", parts.path), safe=_PATH_SAFE)
+    return f"{parts.scheme}://{host}{f':{port}' if port is not None else ''}{path.rstrip('/')}/"
+
+
+def _ascii_host(hostname: str, url: str) -> str:
+    """The host as DNS names it: IDNA for Unicode names, brackets for IPv6; SiteError if invalid."""
+    try:
+        return f"[{ipaddress.IPv6Address(hostname).compressed}]"
+    except ValueError:
+        pass
+    try:
+        host = hostname.rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError as e:
+        raise SiteError(f"site_url {url!r} has an invalid host name {hostname!r} ({e})") from None
+    if not host or not all(_HOST_LABEL.fullmatch(label) for label in host.split(".")):
+        raise SiteError(f"site_url {url!r} has an invalid host name {hostname!r}")
+    return host
 
 
 def write_host_files(out_dir: Path, site_url: str | None, pages: list[str]) -> set[str]:
@@ -64,8 +106,47 @@ def built_site_url(out_dir: Path) -> str | None:
     return m.group(1) if m else None
 
 
-def check_site(out_dir: Path, site_url: str | None) -> list[str]:
-    """What would break once `out_dir` is published at `site_url`; empty when ready."""
+def private_paths(zoo: Zoo | None, store_root: Path, out_dir: Path) -> list[str]:
+    """Folders and files of the building machine that no published file may name: the store's root,
+    the config's folder, the site's parent, $HOME and every absolute path models.yaml names (found
+    anywhere in it, so a new path key is covered too), each as written and resolved."""
+    paths = {str(store_root), str(out_dir.parent), str(Path.home())}
+    if zoo is not None:
+        paths.add(str(zoo.root))
+        paths |= {p for p in _strings(zoo.data.model_dump(mode="json")) if Path(p).is_absolute()}
+    resolved = set()
+    for p in paths:
+        resolved.add(p)
+        try:
+            resolved.add(str(Path(p).resolve()))
+        except (OSError, RuntimeError):
+            pass
+    return sorted(p.rstrip("/") for p in resolved if len(p.rstrip("/")) > 1)
+
+
+def _strings(data: object) -> Iterator[str]:
+    """Every string in parsed YAML, with `~` and $VARS expanded as the config does for paths."""
+    if isinstance(data, str):
+        yield os.path.expandvars(os.path.expanduser(data))
+    elif isinstance(data, dict):
+        for v in data.values():
+            yield from _strings(v)
+    elif isinstance(data, list):
+        for v in data:
+            yield from _strings(v)
+
+
+def _path_pattern(root: str) -> re.Pattern[str]:
+    """`root` as a whole path (not the tail of `../data`, nor the head of `/data2`), also as JSON
+    writes it when it escapes "/" as "\\/"."""
+    spellings = "|".join(re.escape(root.rstrip("/").replace("/", sep)) for sep in ("/", "\\/"))
+    return re.compile(rf"(?<![\w.~/\\-])(?:{spellings})(?![\w-]|\.\w)")
+
+
+def check_site(out_dir: Path, site_url: str | None, private: list[str] | None = None) -> list[str]:
+    """What would break once `out_dir` is published at `site_url`, or would show `private` paths of
+    this machine (default: the site's parent and $HOME; see `private_paths`); empty when ready.
+    Every page, JSON file, script and the search index are searched."""
     if not (out_dir / "index.html").is_file() or not (out_dir / MARKER_FILE).is_file():
         return [f"{out_dir} is not a site built by `lens site`"]
     problems = []
@@ -79,11 +160,12 @@ def check_site(out_dir: Path, site_url: str | None) -> list[str]:
             if not link.startswith(base):
                 problems.append(f"404.html links to {link}, outside {base}: rebuild with --site-url")
                 break
-    home = str(Path.home())
-    for p in out_dir.rglob("*"):
-        if p.suffix in (".html", ".json", ".js", ".xml") and p.is_file():
+    roots = private if private is not None else [str(out_dir.parent), str(Path.home())]
+    needles = {root: _path_pattern(root) for root in roots if len(root.rstrip("/")) > 1}
+    for p in sorted(out_dir.rglob("*")):
+        if p.suffix in (".html", ".json", ".js", ".xml", ".txt") and p.is_file():
             text = p.read_text(encoding="utf-8", errors="replace")
-            leaked = [root for root in {str(out_dir.parent), home} if len(root) > 1 and root in text]
+            leaked = [root for root, pattern in needles.items() if pattern.search(text)]
             if leaked:
                 problems.append(f"{p.relative_to(out_dir)} shows a path of this machine ({leaked[0]})")
     return problems

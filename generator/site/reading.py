@@ -89,4 +89,13 @@ def model_card(zoo: Zoo, store: Store, model: str) -> ModelCard:
         card.weights = card.weights if card.weights is not None else entry.weights.describe()
         card.concept_layer = card.concept_layer if card.concept_layer is not None else entry.concept_layer
         card.key_map = card.key_map if card.key_map is not None else entry.key_map
+    card.weights = weights_label(card.weights)
     return card
+
+
+def weights_label(weights: str | None) -> str | None:
+    """A weights source as visitors see it: a checkpoint file by its name alone (`file:model.pth`),
+    never the folder of the machine that rendered it."""
+    if weights and weights.startswith("file:"):
+        return "file:" + weights.removeprefix("file:").replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return weights
