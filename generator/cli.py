@@ -377,7 +377,7 @@ def _site_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from .site import build_site
-    from .site.publish import check_site, normalize_site_url, private_paths, write_branch
+    from .site.publish import branch_ref, check_site, normalize_site_url, private_paths, write_branch
 
     zoo = _load_zoo(args)
     out = args.site or zoo.resolve_path(zoo.data.site)
@@ -386,6 +386,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if not site_url:
         raise ConfigError("publish needs the public URL of the site: "
                           "--site-url https://USER.github.io/REPO/ (or `site_url:` in models.yaml)")
+    if args.gh_pages:
+        branch_ref(args.repo, args.branch)  # a branch that would be refused is refused before the build
     print(build_site(zoo, store, out, progress=not args.no_progress, **{**_site_options(args), "site_url": site_url}))
     problems = check_site(out.resolve(), site_url, private_paths(zoo, Path(store).resolve(), out.resolve()))
     for p in problems:

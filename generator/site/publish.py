@@ -171,26 +171,68 @@ def check_site(out_dir: Path, site_url: str | None, private: list[str] | None = 
     return problems
 
 
+SITE_TRAILER = "Lens-Site: gallery"  # marks the commits `write_branch` makes
+LEGACY_MESSAGE = "Publish the Lens gallery"  # the subject of those made before the trailer
+
+
 def _git(repo: Path, *args: str, env: dict[str, str] | None = None, data: bytes | None = None) -> str:
+    """git's stdout; SiteError with git's own last line of stderr when it fails."""
     try:
         done = subprocess.run(["git", "-C", str(repo), *args], input=data, capture_output=True, env=env, check=False)
     except FileNotFoundError:
         raise SiteError("git is not installed; publish the site folder with your host's own tool") from None
     if done.returncode != 0:
-        raise SiteError(f"git {args[0]} failed in {repo}: {done.stderr.decode(errors='replace').strip().splitlines()[-1:]}")
+        said = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
+        raise SiteError(f"git {args[0]} failed in {repo}: {said[-1] if said else f'exit status {done.returncode}'}")
     return done.stdout.decode().strip()
 
 
-def write_branch(out_dir: Path, repo: Path, branch: str = "gh-pages", message: str = "Publish the Lens gallery") -> str:
+def branch_ref(repo: Path, branch: str) -> str:
+    """`refs/heads/NAME` for `--branch NAME` (or `refs/heads/NAME`), refused (SiteError) when git
+    refuses the name (with git's message), for HEAD, and for a branch checked out in any work tree
+    of `repo`: publishing replaces the branch's tree, which would rewrite the user's work."""
+    name = branch.removeprefix("refs/heads/")
+    if name == "HEAD":
+        raise SiteError(f"--branch {branch} names no branch; give the branch to publish to, e.g. --branch gh-pages")
+    _git(repo, "check-ref-format", "--branch", name)
+    ref = f"refs/heads/{name}"
+    where = str(repo)
+    for line in _git(repo, "worktree", "list", "--porcelain").splitlines():
+        where = line.removeprefix("worktree ") if line.startswith("worktree ") else where
+        if line == f"branch {ref}":
+            raise SiteError(f"--branch {name} is checked out in {where}; lens publish writes a branch of its own "
+                            f"(e.g. gh-pages), never the one you work on")
+    return ref
+
+
+def _foreign_commit(repo: Path, ref: str, env: dict[str, str]) -> str | None:
+    """The first commit of `ref` that `write_branch` did not make ("id subject"), or None."""
+    log = _git(repo, "log", "--format=%H%x1f%s%x1f%B%x1e", ref, env=env)
+    for entry in filter(None, (e.strip() for e in log.split("\x1e"))):
+        commit, subject, body = (entry.split("\x1f") + ["", ""])[:3]
+        if SITE_TRAILER not in body.splitlines() and subject != LEGACY_MESSAGE:
+            return f"{commit[:12]} {subject!r}"
+    return None
+
+
+def write_branch(out_dir: Path, repo: Path, branch: str = "gh-pages", message: str = LEGACY_MESSAGE) -> str:
     """Commit the site as the whole tree of `branch` in the git repository `repo` (its parent is
     the branch's previous commit, if any); returns the commit id. The work tree, the index and
-    HEAD are untouched, and nothing is pushed."""
+    HEAD are untouched, and nothing is pushed. The branch is only ever made of site commits: one
+    checked out (see `branch_ref`) or holding a commit this function did not make is refused, and
+    the update fails rather than overwrite a commit made meanwhile."""
     git_dir = _git(repo, "rev-parse", "--absolute-git-dir")
-    ref = f"refs/heads/{branch}"
-    _git(repo, "check-ref-format", ref)
+    ref = branch_ref(repo, branch)
     env = {"GIT_AUTHOR_NAME": "lens publish", "GIT_AUTHOR_EMAIL": "lens@localhost",
            "GIT_COMMITTER_NAME": "lens publish", "GIT_COMMITTER_EMAIL": "lens@localhost", **os.environ,
            "GIT_DIR": git_dir, "GIT_WORK_TREE": str(out_dir)}
+    parent = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], capture_output=True, env=env,
+                            check=False)
+    old = parent.stdout.decode().strip() if parent.returncode == 0 else ""
+    foreign = _foreign_commit(out_dir, ref, env) if old else None
+    if foreign:
+        raise SiteError(f"branch {ref.removeprefix('refs/heads/')} holds commits lens publish did not make ({foreign}); "
+                        f"it writes a branch of its own: choose another --branch")
     with tempfile.TemporaryDirectory() as tmp:
         # A throw-away index: the repository's own index and work tree are never touched.
         # -f: a site folder inside the repository may be git-ignored; the build marker stays out.
@@ -198,10 +240,8 @@ def write_branch(out_dir: Path, repo: Path, branch: str = "gh-pages", message: s
         _git(out_dir, "add", "-A", "-f", "--", ".", f":(exclude){MARKER_FILE}", env=env)
         tree = _git(out_dir, "write-tree", env=env)
     del env["GIT_INDEX_FILE"]
-    parent = subprocess.run(["git", "rev-parse", "--verify", "--quiet", ref], capture_output=True, env=env, check=False)
-    parents = ["-p", parent.stdout.decode().strip()] if parent.returncode == 0 else []
-    if parents and _git(out_dir, "rev-parse", f"{ref}^{{tree}}", env=env) == tree:
-        return parents[1]  # nothing changed since the last publish
-    commit = _git(out_dir, "commit-tree", tree, *parents, "-m", message, env=env)
-    _git(out_dir, "update-ref", ref, commit, env=env)
+    if old and _git(out_dir, "rev-parse", f"{old}^{{tree}}", env=env) == tree:
+        return old  # nothing changed since the last publish
+    commit = _git(out_dir, "commit-tree", tree, *(["-p", old] if old else []), "-m", message, "-m", SITE_TRAILER, env=env)
+    _git(out_dir, "update-ref", ref, commit, old, env=env)  # `old` ("" when new): fails if the branch moved meanwhile
     return commit
