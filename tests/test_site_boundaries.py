@@ -1,12 +1,14 @@
 """The site's boundaries (generator/site/paths.py, images.py, pagecache.py, shell.py, build.py):
 a build writes and deletes only inside the site and its cache (links met there are removed, never
 followed), refuses a cache folder it did not make, repairs what was changed in the site or the
-cache, holds a lock that dies with its owner, and turns a full disk into one line."""
+cache, holds a lock that dies with its owner, turns a full disk into one line, and caps the
+concepts a page shows."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -20,7 +22,9 @@ from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store
 from generator import site
 from generator.cli import main
 from generator.config import load_zoo
+from generator.records import Meta
 from generator.site.paths import CACHE_MARKER
+from generator.site.reading import MAX_CONCEPTS, cap_concepts
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = DEFAULT_MODELS[0]
@@ -246,3 +250,22 @@ def test_a_full_disk_during_a_build_is_one_line(zoo, built, monkeypatch, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("lens: error: cannot write") and "No space left on device" in err[-1]
     assert "Traceback" not in "\n".join(err)
+
+
+# ----------------------------------------------------------------------------- 9. caps
+
+
+def test_a_page_shows_at_most_max_concepts_and_the_report_says_so(zoo, built):
+    meta_path = built / "store" / MODEL / "0000" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    n = MAX_CONCEPTS + 10
+    meta["concepts"] = [{**meta["concepts"][k % len(meta["concepts"])], "id": k, "rank": k + 1} for k in range(n)]
+    meta_path.write_text(json.dumps(meta))
+    report = rebuild(zoo, built)
+    assert [w for w in report.warnings if f"{MODEL} 0000: meta.json holds {n} concepts" in w and str(MAX_CONCEPTS) in w]
+    html = (built / "site" / "classes" / "0000.html").read_text()
+    assert f"Concept {MAX_CONCEPTS}<" in html and f"Concept {MAX_CONCEPTS + 1}<" not in html
+    assert f"{MAX_CONCEPTS} concepts from" in html
+    metas = {(MODEL, 0): Meta.model_validate(meta)}
+    cap_concepts(metas, site.SiteReport(built))
+    assert [c.rank for c in metas[(MODEL, 0)].concepts] == list(range(1, MAX_CONCEPTS + 1))

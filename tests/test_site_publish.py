@@ -233,14 +233,21 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-def test_publish_builds_checks_and_writes_a_gh_pages_branch(store, tmp_path, capsys):
+def user_repo(tmp_path: Path) -> Path:
+    """A repository with the user's work: a commit on `main` (checked out) and a branch `notes`."""
     repo = tmp_path / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     (repo / "README.md").write_text("paper\n")
     git(repo, "add", "README.md")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    git(repo, "branch", "notes")
+    return repo
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_publish_builds_checks_and_writes_a_gh_pages_branch(store, tmp_path, capsys):
+    repo = user_repo(tmp_path)
     head, status = git(repo, "rev-parse", "HEAD"), git(repo, "status", "--porcelain")
     out = tmp_path / "site"
     url = "https://user.github.io/repo/"
@@ -277,25 +284,17 @@ def test_write_branch_refuses_a_folder_that_is_not_a_repository(store, tmp_path)
         write_branch(out, tmp_path / "not-a-repo")
 
 
-def repo_with_work(tmp_path: Path) -> tuple[Path, Path]:
-    """A repository with a commit on `main` (checked out), a branch `notes`, and a small site folder."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "paper.tex").write_text("years of work\n")
-    git(repo, "add", "paper.tex")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
-    git(repo, "branch", "notes")
+def small_site(tmp_path: Path) -> Path:
     out = tmp_path / "site"
     out.mkdir()
     for name in ("index.html", site.MARKER_FILE):
         (out / name).write_text("site")
-    return repo, out
+    return out
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_publishing_never_rewrites_a_branch_of_the_users(tmp_path):
-    repo, out = repo_with_work(tmp_path)
+    repo, out = user_repo(tmp_path), small_site(tmp_path)
     git(repo, "worktree", "add", "-q", str(tmp_path / "wt"), "-b", "feature")
     refs = git(repo, "for-each-ref", "--format=%(refname) %(objectname)")
     for branch, why in [("main", "is checked out in"), ("refs/heads/main", "is checked out in"),
@@ -315,7 +314,7 @@ def test_publishing_never_rewrites_a_branch_of_the_users(tmp_path):
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_publish_cli_refuses_the_checked_out_branch_in_one_line(store, tmp_path, capsys):
-    repo, _ = repo_with_work(tmp_path)
+    repo = user_repo(tmp_path)
     main_before = git(repo, "rev-parse", "main")
     args = ["publish", "--store", str(store), "--site", str(tmp_path / "s"), "--cache", str(tmp_path / "c"), "--no-progress",
             "--site-url", "https://x.io/r/", "--gh-pages", "--repo", str(repo), "--branch", "main"]

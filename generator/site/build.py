@@ -45,7 +45,7 @@ from .pages import Views, class_index_json, class_search_docs, index_script, she
 from .paths import (CACHE_MARKER, INDEX_FILE, INDEX_SCRIPT, MARKER_FILE, cache_lock, check_cache_dir, check_out_dir,
                     default_cache_dir, prune, remove_links, write_if_changed)
 from .publish import normalize_site_url, write_host_files
-from .reading import class_info, read_metas, select_models
+from .reading import cap_concepts, class_info, read_metas, select_models
 from .relations import ClassRelations, ModelRelations, class_relations, model_relations
 from .report import SiteReport
 from .shell import build_shell, split_chrome, sync_shell, versions_tag
@@ -163,6 +163,7 @@ def _full_build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, model_na
                 progress: bool, workers: int, report: SiteReport, options: Options) -> None:
     with _timed(report, "read store"):
         metas = read_metas(store, model_names, wanted)
+        cap_concepts(metas, report)
         model_names = [m for m in model_names if any(k[0] == m for k in metas)]
         indices = sorted({i for _, i in metas})
     report.models, report.classes = model_names, len(indices)

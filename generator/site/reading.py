@@ -50,6 +50,20 @@ def read_metas(store: Store, models: list[str], wanted: set[int] | None) -> dict
     return metas
 
 
+MAX_CONCEPTS = 50  # concepts a page shows per class and model (CRAFT's rank is 10 by default)
+
+
+def cap_concepts(metas: dict[tuple[str, int], Meta | Unreadable | None], report: SiteReport) -> None:
+    """Keep at most MAX_CONCEPTS concepts of each record, the first by rank (1 = most important),
+    with a warning naming the record: one meta.json with 10,000 concepts made a 21 MB page."""
+    for (model, index), meta in list(metas.items()):
+        if isinstance(meta, Meta) and len(meta.concepts) > MAX_CONCEPTS:
+            kept = sorted(meta.concepts, key=lambda c: c.rank)[:MAX_CONCEPTS]
+            metas[(model, index)] = meta.model_copy(update={"concepts": kept})
+            report.warnings.append(f"{model} {index:04d}: meta.json holds {len(meta.concepts)} concepts; the site shows "
+                                   f"the first {MAX_CONCEPTS} by rank (MAX_CONCEPTS, generator/site/reading.py)")
+
+
 def rendered_classes(store: Store, model: str) -> list[int]:
     base = store.root / model
     if not base.is_dir():
