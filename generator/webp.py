@@ -281,11 +281,13 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def encoding_pool(workers: int) -> ProcessPoolExecutor:
-    """Workers started with spawn, not fork: a forked worker would share every open descriptor,
-    the site cache's lock included, and keep it held after its parent is killed. Each exits once
-    its parent is gone."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent,
-                               initargs=(os.getpid(),))
+    """Forked workers (no re-import of the main script, which spawn would run again where a
+    console script has no `__main__` guard) that exit once their parent is gone. A forked child
+    inherits every descriptor: the site cache's lock closes itself in children
+    (generator/site/paths.py), so a killed build leaves no worker holding it."""
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),))
 
 
 def _encode_job(job: tuple[str, str, tuple[str, ...], str]) -> tuple[str, str | None]:

@@ -217,6 +217,9 @@ def test_pool_workers_hold_no_lock_and_exit_with_their_parent(tmp_path):
     try:
         workers = [int(p) for p in parent.stdout.readline().split()]
         assert workers
+        for pid in workers:  # the lock file is open in the parent only
+            assert str(lock) not in {os.path.realpath(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        assert str(lock) in {os.path.realpath(f"/proc/{parent.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{parent.pid}/fd")}
         parent.kill()
         parent.wait()
         t0 = time.monotonic()
@@ -238,18 +241,19 @@ def _alive(pid: int) -> bool:
         return f.read().split(") ")[-1][0] != "Z"
 
 
-def test_a_full_disk_during_a_build_is_one_line(zoo, built, monkeypatch, capsys):
+@pytest.mark.parametrize("where", ["generator.webp.WebpCache.copy_into", "generator.store._atomic_write_bytes"])
+def test_a_full_disk_during_a_build_is_one_line(zoo, built, monkeypatch, capsys, where):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(built / "site" / "x"))
 
-    monkeypatch.setattr("generator.webp.WebpCache.copy_into", full)
+    monkeypatch.setattr(where, full)
     images_of(built)[0].unlink()
     args = ["site", "--store", str(built / "store"), "--site", str(built / "site"), "--cache", str(built / "cache"),
             "--no-progress"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("lens: error: cannot write") and "No space left on device" in err[-1]
-    assert "Traceback" not in "\n".join(err)
+    assert err[-1].startswith(f"lens: error: cannot write {built / 'site' / 'x'}: No space left on device")
+    assert "the site folder" in err[-1] and "the store must" not in err[-1] and "Traceback" not in "\n".join(err)
 
 
 # ----------------------------------------------------------------------------- 9. caps

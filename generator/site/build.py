@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .. import __version__, webp
 from ..config import Zoo
-from ..errors import SiteError
+from ..errors import SiteError, StoreError
 from ..store import Store
 from .atlas import write_atlas
 from .images import ImagePlan, place_images
@@ -97,6 +97,8 @@ def _write_errors(out_dir: Path, cache_dir: Path) -> Iterator[None]:
     try:
         yield
     except OSError as e:
+        if isinstance(e, StoreError) and isinstance(e.__context__, OSError):
+            e = e.__context__  # the store's atomic writer names the store; here it wrote the site or its cache
         if e.errno not in _WRITE_ERRNOS:
             raise
         where = e.filename or f"{out_dir} or {cache_dir}"

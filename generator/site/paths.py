@@ -115,13 +115,29 @@ def remove_links(root: Path) -> int:
     return removed
 
 
+_HELD: set[int] = set()  # descriptors of the cache locks this process holds
+
+
+def _close_held_locks() -> None:
+    """In a forked child (a pool worker): drop the inherited lock descriptors, so the lock stays
+    the parent's alone and goes when the parent dies (flock belongs to the open file, which a
+    child's copy would keep alive)."""
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks)
+
+
 @contextlib.contextmanager
 def cache_lock(path: Path) -> Iterator[None]:
     """An exclusive lock on the cache for a whole build, holding the owner's pid.
 
-    A build that finds it held says so at once on stderr, naming the pid, then waits. The file is
-    opened with O_CLOEXEC and the encoding pool starts its workers with `spawn` (generator/webp.py),
-    so no child holds the lock: it goes when its owner dies, even by kill -9. A link in its place
+    A build that finds it held says so at once on stderr, naming the pid, then waits. No child
+    holds it: forked children close it at once (`_close_held_locks`) and programs run by the build
+    never get it (O_CLOEXEC), so it goes when its owner dies, even by kill -9. A link in its place
     is removed, never followed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -142,8 +158,10 @@ def cache_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD.add(fd)
         yield
     finally:
+        _HELD.discard(fd)
         os.close(fd)  # releases the lock
 
 
