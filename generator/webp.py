@@ -16,7 +16,6 @@ import io
 import json
 import multiprocessing
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -255,18 +254,23 @@ class WebpCache:
         return self.path(key).is_file()
 
     def copy_into(self, key: str, dest: Path) -> None:
-        """An atomic copy of the encoded file at `dest` (which is replaced, a link there included),
-        with the cached file's modification time, which later builds compare (site/images.py)."""
-        src = self.path(key)
-        st = os.stat(src)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        """A copy of the encoded file at `dest` (whatever was there, a link included, is removed
+        first, so no other file is ever written through), with the cached file's modification
+        time, which later builds compare (site/images.py). Not atomic, on purpose: a temporary file
+        and a rename doubled the cost of a copy (benchmarks/README.md, issue 18), and a copy cut
+        short has neither the cache's size nor its mtime, so the next build replaces it."""
+        with open(self.path(key), "rb") as f:
+            data = f.read()
+            st = os.fstat(f.fileno())
+        dest.unlink(missing_ok=True)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
-            shutil.copyfile(src, tmp)
-            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fd)
 
 
 def _exit_with_parent(parent: int) -> None:
