@@ -150,6 +150,7 @@ def test_an_image_replaced_or_edited_in_the_site_is_repaired(zoo, built):
     assert report.images_linked == 1  # `first` kept its size and mtime: only --verify reads it
     report = rebuild(zoo, built, verify=True)
     assert first.read_bytes() == good[0] and report.images_linked == 1 and not report.up_to_date
+    assert rebuild(zoo, built).up_to_date  # --verify leaves the manifest as a plain build would
 
 
 def test_hard_links_from_an_older_build_are_replaced_by_copies(zoo, built):

@@ -30,7 +30,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__, webp
@@ -138,7 +138,7 @@ def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[
         model_names = select_models(zoo, store, models, report)
         manifest = Manifest(cache_dir / "manifest" / f"{_out_tag(out_dir)}.json")
         last = manifest.read()
-        parts = {"zoo": zoo.data.model_dump(mode="json"), "options": options, "models": model_names,
+        parts = {"zoo": zoo.data.model_dump(mode="json"), "options": replace(options, verify=False), "models": model_names,
                  "classes": sorted(wanted) if wanted is not None else None, "out": str(out_dir),
                  "templates": templates_digest().hex(), "code": code_digest(), "versions": [__version__, versions_tag()]}
         inputs, report.files_checked = inputs_digest(store.root, model_names, parts)
