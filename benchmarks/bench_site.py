@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         ("largest class page", f"{results['class_page_kb']} KB", f"budget {BUDGETS['class_page_kb']} KB ({full.largest_page})"),
         ("filter index", f"{results['index_kb']} KB", f"budget {BUDGETS['index_kb']} KB"),
         ("Material search index", f"{results['search_index_kb']} KB", ""),
-        ("site as deployed", f"{files} files, {results['site_mb']} MB", "synthetic images; hard links from the cache on disk"),
+        ("site as deployed", f"{files} files, {results['site_mb']} MB", "synthetic images; copies of the cache's files on disk"),
         ("relations, cold (all models)", f"{results['cold_relations_s']} s",
          f"{results['relations_per_model_s']} s per model of {concepts_per_model} concepts; budget"
          f" {BUDGETS['relations_per_model_s']} s per model"),

@@ -423,12 +423,13 @@ def cmd_site(args: argparse.Namespace) -> int:
 
 
 def _site_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"cache_dir": args.cache, "site_url": args.site_url, "full_res": True if args.full_res else None}
+    return {"cache_dir": args.cache, "site_url": args.site_url, "full_res": True if args.full_res else None,
+            "verify": args.verify}
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from .site import build_site
-    from .site.publish import check_site, normalize_site_url, write_branch
+    from .site.publish import branch_ref, check_site, normalize_site_url, private_paths, write_branch
 
     zoo = _load_zoo(args)
     out = args.site or zoo.resolve_path(zoo.data.site)
@@ -437,8 +438,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if not site_url:
         raise ConfigError("publish needs the public URL of the site: "
                           "--site-url https://USER.github.io/REPO/ (or `site_url:` in models.yaml)")
+    if args.gh_pages:
+        branch_ref(args.repo, args.branch)  # a branch that would be refused is refused before the build
     print(build_site(zoo, store, out, progress=not args.no_progress, **{**_site_options(args), "site_url": site_url}))
-    problems = check_site(out.resolve(), site_url)
+    problems = check_site(out.resolve(), site_url, private_paths(zoo, Path(store).resolve(), out.resolve()))
     for p in problems:
         print(f"lens: publish: {p}", file=sys.stderr)
     if problems:
@@ -619,6 +622,9 @@ def _site_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache", type=Path, default=None,
                    help="cache of encoded images and the MkDocs shell "
                         "(default: .SITE-cache beside the site folder; never inside the store)")
+    g.add_argument("--verify", action="store_true",
+                   help="trust no file's size and modification time: hash every source, render every page, compare every "
+                        "image with the cache's (repairs anything edited in the site or the cache)")
     g.add_argument("--site-url", default=None,
                    help="public URL of the site, e.g. https://user.github.io/repo/ (default: `site_url:`)")
     g.add_argument("--full-res", action="store_true",

@@ -1,20 +1,23 @@
 """WebP variants of store images for the site, content-addressed so nothing is encoded twice.
 
 An output's key hashes its variant and its sources' bytes. The encoded file lives once in a cache
-folder (`<cache>/webp/<key[:2]>/<key>.webp`) and is hard-linked (or copied) into the site as
-`<role>.<key[:12]>.webp`; a name that exists is therefore already up to date. Source hashes are
-memoized by (size, mtime), as git's index does, so an unchanged store is not even re-read.
+folder (`<cache>/webp/<key[:2]>/<key>.webp`) and is copied into the site as
+`<role>.<key[:12]>.webp`, never hard-linked: the site owns its bytes, so editing it cannot change
+the cache (generator/site/images.py checks placed copies against it). Source hashes are memoized by
+(size, mtime), as git's index does, so an unchanged store is not even re-read.
 
 No torch here: the site must build fast and without the models.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
+import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -257,15 +260,45 @@ class WebpCache:
     def has(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def link_into(self, key: str, dest: Path) -> None:
-        """Hard link (no copy, no extra disk) where the filesystem allows, else a copy."""
-        src = self.path(key)
-        with contextlib.suppress(FileNotFoundError):
-            dest.unlink()
+    def copy_into(self, key: str, dest: Path) -> None:
+        """A copy of the encoded file at `dest` (whatever was there, a link included, is removed
+        first, so no other file is ever written through), with the cached file's modification
+        time, which later builds compare (site/images.py). Not atomic, on purpose: a temporary file
+        and a rename doubled the cost of a copy (benchmarks/README.md, issue 18), and a copy cut
+        short has neither the cache's size nor its mtime, so the next build replaces it."""
+        with open(self.path(key), "rb") as f:
+            data = f.read()
+            st = os.fstat(f.fileno())
+        dest.unlink(missing_ok=True)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
-            os.link(src, dest)
-        except OSError:  # another filesystem, or links not allowed: an atomic copy
-            atomic_write_bytes(dest, src.read_bytes())
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fd)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Pool initializer: the worker exits once its parent is gone (kill -9 included), instead of
+    waiting forever on a queue nobody feeds. Polling getppid is portable (no prctl)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def encoding_pool(workers: int) -> ProcessPoolExecutor:
+    """Forked workers (no re-import of the main script, which spawn would run again where a
+    console script has no `__main__` guard) that exit once their parent is gone. A forked child
+    inherits every descriptor: the site cache's lock closes itself in children
+    (generator/site/paths.py), so a killed build leaves no worker holding it."""
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),))
 
 
 def _encode_job(job: tuple[str, str, tuple[str, ...], str]) -> tuple[str, str | None]:
@@ -284,7 +317,7 @@ def encode_missing(cache: WebpCache, jobs: dict[str, tuple[str, tuple[str, ...]]
     if not todo:
         return errors
     results: Iterable[tuple[str, str | None]]
-    pool = ProcessPoolExecutor(workers) if workers > 1 and len(todo) > 16 else None
+    pool = encoding_pool(workers) if workers > 1 and len(todo) > 16 else None
     try:
         results = pool.map(_encode_job, todo, chunksize=16) if pool else map(_encode_job, todo)
         if progress:

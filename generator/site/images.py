@@ -1,8 +1,15 @@
 """Images of the site: which WebP files a build needs (content-addressed by their sources' hashes),
-encoding only what the cache lacks, and placing them into the site folder."""
+encoding only what the cache lacks, and placing them into the site folder.
+
+Guarantees of placing: every image of the site is a copy of the cache's file for its key, never a
+hard link to it (editing the site cannot change the cache). A file already there is kept only when
+it is not the cache's inode and has the cache file's size and modification time (copies carry the
+cache's mtime); otherwise the two are hashed and a differing copy is replaced. `verify` hashes every
+one, and encodes what the cache lacks to have something to compare with."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +23,10 @@ from .report import SiteReport
 class ImagePlan:
     """The WebP files a build needs: per site folder the names to keys, per key how to encode it."""
 
-    def __init__(self, cache: webp.WebpCache, memo_root: Path, store_root: Path, full_res: bool = False):
+    def __init__(self, cache: webp.WebpCache, memo_root: Path, store_root: Path, full_res: bool = False,
+                 rehash: bool = False):
         self.cache = cache
+        self.rehash = rehash  # hash every source again, trusting no memoized (size, mtime)
         self.full_res = full_res  # also publish each visualization's lossless PNG with alpha (for papers)
         self.memo_root = memo_root
         self.store_real = os.path.realpath(store_root)
@@ -30,6 +39,8 @@ class ImagePlan:
         folder = f"classes/{slug}/{model}"
         names = self.folders.setdefault(folder, {})
         hashes = webp.SourceHashes(self.memo_root / model / f"{slug}.json", store.class_dir(model, index))
+        if self.rehash:
+            hashes.memo = {}
         return ClassImages(self, f"{slug}/{model}", names, hashes)
 
 
@@ -107,25 +118,51 @@ class ClassImages:
         self.hashes.save()
 
 
-def place_images(out_dir: Path, plan: ImagePlan, workers: int, progress: bool, report: SiteReport) -> None:
-    """Encode what the cache lacks, then link every missing output into the site."""
-    missing: list[tuple[Path, str]] = []
+def place_images(out_dir: Path, plan: ImagePlan, workers: int, progress: bool, report: SiteReport,
+                 verify: bool = False) -> None:
+    """Encode what the cache lacks, then copy into the site every image missing there or not the cache's."""
+    wanted: list[tuple[Path, str, os.stat_result | None]] = []
     for folder, names in plan.folders.items():
         target = site_path(out_dir, folder)
         try:
-            present = {e.name for e in os.scandir(target)}
+            present = {e.name: e for e in os.scandir(target)}
         except FileNotFoundError:
-            present = set()
+            present = {}
             target.mkdir(parents=True, exist_ok=True)
         for name, key in names.items():
-            if name in present:
-                report.images_unchanged += 1
-            else:
-                missing.append((target / name, key))
-    jobs = {key: plan.recipes[key] for _, key in missing if not plan.cache.has(key)}
+            e = present.get(name)
+            wanted.append((target / name, key, e.stat(follow_symlinks=False) if e and e.is_file(follow_symlinks=False) else None))
+    # An image in the site whose key the cache lacks is only checked (encoded, then compared) by `verify`.
+    jobs = {key: plan.recipes[key] for _, key, st in wanted if (st is None or verify) and not plan.cache.has(key)}
     report.images_encoded = len(jobs)
     report.warnings += [f"unreadable image, shown as a placeholder: {e}" for e in
                         webp.encode_missing(plan.cache, jobs, workers, progress)]
-    for dest, key in missing:
-        plan.cache.link_into(key, dest)
-    report.images_linked = len(missing)
+    for dest, key, st in wanted:
+        if st is not None and _is_copy_of(dest, st, plan.cache.path(key), verify):
+            report.images_unchanged += 1
+        else:
+            plan.cache.copy_into(key, dest)
+            report.images_linked += 1
+
+
+def _is_copy_of(dest: Path, st: os.stat_result, cached: Path, verify: bool) -> bool:
+    """Whether the site's file `dest` (stat `st`) may stay: a copy of `cached` with the same bytes."""
+    try:
+        cst = os.stat(cached)
+    except FileNotFoundError:
+        return not verify  # nothing to compare with (a new cache): trusted by name, as `verify` does not
+    if (st.st_ino, st.st_dev) == (cst.st_ino, cst.st_dev):  # a hard link an older build made
+        return False
+    if st.st_size != cst.st_size:
+        return False
+    if st.st_mtime_ns == cst.st_mtime_ns and not verify:
+        return True
+    if _digest(dest) != _digest(cached):
+        return False
+    os.utime(dest, ns=(cst.st_atime_ns, cst.st_mtime_ns))  # the same bytes: trusted by its stat next time
+    return True
+
+
+def _digest(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").digest()

@@ -59,6 +59,20 @@ def read_metas(store: Store, models: list[str], wanted: set[int] | None) -> dict
     return metas
 
 
+MAX_CONCEPTS = 50  # concepts a page shows per class and model (CRAFT's rank is 10 by default)
+
+
+def cap_concepts(metas: dict[tuple[str, int], Meta | Unreadable | None], report: SiteReport) -> None:
+    """Keep at most MAX_CONCEPTS concepts of each record, the first by rank (1 = most important),
+    with a warning naming the record: one meta.json with 10,000 concepts made a 21 MB page."""
+    for (model, index), meta in list(metas.items()):
+        if isinstance(meta, Meta) and len(meta.concepts) > MAX_CONCEPTS:
+            kept = sorted(meta.concepts, key=lambda c: c.rank)[:MAX_CONCEPTS]
+            metas[(model, index)] = meta.model_copy(update={"concepts": kept})
+            report.warnings.append(f"{model} {index:04d}: meta.json holds {len(meta.concepts)} concepts; the site shows "
+                                   f"the first {MAX_CONCEPTS} by rank (MAX_CONCEPTS, generator/site/reading.py)")
+
+
 def rendered_classes(store: Store, model: str) -> list[int]:
     base = store.root / model
     if not base.is_dir():
@@ -98,6 +112,7 @@ def model_card(zoo: Zoo, store: Store, model: str) -> ModelCard:
         card.weights = card.weights if card.weights is not None else entry.weights.describe()
         card.concept_layer = card.concept_layer if card.concept_layer is not None else entry.concept_layer
         card.key_map = card.key_map if card.key_map is not None else entry.key_map
+    card.weights = weights_label(card.weights)
     return card
 
 
@@ -120,3 +135,11 @@ def read_directions(class_dir: Path, rel: str) -> np.ndarray:
 def read_per_image(class_dir: Path, rel: str, concepts: int) -> PerImage:
     """The per-image records at `rel` (meta `craft.files.per_image`); raises SideFileError."""
     return _read_per_image(class_dir / store_rel(rel), concepts)
+
+
+def weights_label(weights: str | None) -> str | None:
+    """A weights source as visitors see it: a checkpoint file by its name alone (`file:model.pth`),
+    never the folder of the machine that rendered it."""
+    if weights and weights.startswith("file:"):
+        return "file:" + weights.removeprefix("file:").replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return weights

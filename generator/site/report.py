@@ -19,6 +19,7 @@ class SiteReport:
     images_linked: int = 0  # copied into the site from the encoding cache
     images_unchanged: int = 0  # already in the site
     files_removed: int = 0  # stale pages and images of an earlier build
+    links_removed: int = 0  # symbolic links found under the site or the cache (removed, never followed)
     sources_hashed: int = 0
     placeholders: int = 0  # parts shown as missing or failed
     shell_built: bool = False  # False: MkDocs skipped, its inputs had not changed
@@ -56,6 +57,8 @@ class SiteReport:
             f" {', '.join(self.relations_recomputed) or 'no model (cached)'}",
             "  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.seconds.items()),
         ]
+        if self.links_removed:
+            lines.append(f"  {self.links_removed} symbolic links under the site or its cache removed (never followed)")
         lines += [f"  problem: {p}" for p in self.problems[:20]]
         if len(self.problems) > 20:
             lines.append(f"  ... and {len(self.problems) - 20} more problems (`lens status` lists the failed parts)")

@@ -119,19 +119,28 @@ def build_shell(shell_dir: Path, context: dict[str, Any], title: str, models: li
     for rel in sorted(files):
         digest.update(rel.encode() + b"\0" + files[rel] + b"\0")
     stamp = shell_dir / "inputs.sha256"
-    if stamp.is_file() and stamp.read_text() == digest.hexdigest() and (site_dir / CHROME_PAGE.replace(".md", ".html")).is_file():
+    # The stamp also signs MkDocs' output by content: a cached chrome or page edited since is rebuilt.
+    if stamp.is_file() and stamp.read_text() == f"{digest.hexdigest()} {_output_digest(site_dir)}":
         return site_dir
     shutil.rmtree(docs_dir, ignore_errors=True)
     for rel, data in files.items():
-        path = site_path(docs_dir, rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        write_if_changed(site_path(docs_dir, rel), data)
     config_path = shell_dir / "mkdocs.yml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    write_if_changed(config_path, yaml.safe_dump(config, sort_keys=False).encode())
     _run_mkdocs(config_path, report)
-    stamp.write_text(digest.hexdigest())
+    write_if_changed(stamp, f"{digest.hexdigest()} {_output_digest(site_dir)}".encode())
     report.shell_built = True
     return site_dir
+
+
+def _output_digest(site_dir: Path) -> str:
+    """Every file MkDocs wrote, by path and content ("" when the chrome page is missing)."""
+    if not (site_dir / CHROME_PAGE.replace(".md", ".html")).is_file():
+        return ""
+    h = hashlib.sha256()
+    for path in sorted(p for p in site_dir.rglob("*") if p.is_file()):
+        h.update(path.relative_to(site_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 class _CollectWarnings(logging.Handler):
