@@ -18,11 +18,26 @@ import numpy as np
 from PIL import Image
 
 from .classes import imagenet_class
-from .errors import StoreError
+from .errors import PlanError, StoreError, output_errors
 from .records import MacoRecord
-from .store import Store
+from .store import Store, UnsafePath
 
 MAX_ROWS = 200  # a figure beyond this is not readable; say so instead of drawing for minutes
+MAX_CONCEPTS = 20  # concepts per model and row: beyond this a row is not readable either
+CELL_INCHES = (0.2, 20.0)  # side of one image: from a thumbnail to a poster
+DPI_RANGE = (10, 2400)
+MAX_PIXELS = 2**28  # ~268 Mpx (1 GiB as RGBA): a PNG past this exhausts memory before it is written
+MAX_SIDE = 2**16 - 1  # matplotlib's Agg canvas refuses a side of 2**16 pixels or more
+
+
+def check_layout(concepts: int, cell: float, dpi: int | None = None) -> None:
+    """The figure's numeric options, refused (PlanError, one line naming the flag) outside their range."""
+    if isinstance(concepts, bool) or not isinstance(concepts, int) or not 0 <= concepts <= MAX_CONCEPTS:
+        raise PlanError(f"--concepts {concepts}: must be between 0 and {MAX_CONCEPTS}")
+    if not isinstance(cell, (int, float)) or not CELL_INCHES[0] <= cell <= CELL_INCHES[1]:  # NaN fails both
+        raise PlanError(f"--cell {cell}: must be between {CELL_INCHES[0]:g} and {CELL_INCHES[1]:g} inches")
+    if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, int) or not DPI_RANGE[0] <= dpi <= DPI_RANGE[1]):
+        raise PlanError(f"--dpi {dpi}: must be between {DPI_RANGE[0]} and {DPI_RANGE[1]}")
 
 
 @dataclass
@@ -39,14 +54,18 @@ def _load(store: Store, model: str, class_index: int, record: MacoRecord | None,
         return Cell(None, "not rendered")
     if not record.done:
         return Cell(None, "failed" if record.failed else "not rendered")
-    folder = store.class_dir(model, class_index)
+    paths = store.class_paths(model, class_index)  # the store's one check: no path read from outside it
     files = record.files
     try:
-        rgb = np.asarray(Image.open(folder / files["image"]).convert("RGB"), dtype=np.float32)
+        rgb = np.asarray(Image.open(paths.path(files.get("image"))).convert("RGB"), dtype=np.float32)
         if overlay and files.get("alpha"):
-            alpha = np.asarray(Image.open(folder / files["alpha"]).convert("L").resize(rgb.shape[1::-1]), dtype=np.float32) / 255
-            rgb = rgb * alpha[..., None] + 255 * (1 - alpha[..., None])
-    except (OSError, KeyError) as e:
+            alpha = Image.open(paths.path(files["alpha"])).convert("L").resize(rgb.shape[1::-1])
+            alpha = np.asarray(alpha, dtype=np.float32)[..., None] / 255
+            rgb = rgb * alpha + 255 * (1 - alpha)
+    except UnsafePath as e:
+        store.problems.append(str(e))
+        return Cell(None, "not in the store")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # missing, truncated, not an image, huge
         return Cell(None, f"unreadable ({type(e).__name__})")
     return Cell(rgb.round().astype(np.uint8))
 
@@ -91,6 +110,7 @@ def grid_figure(store_root: Path, classes: Sequence[int], models: Sequence[str],
     """A matplotlib Figure of the grid (no pyplot, so it works under any backend, notebooks included)."""
     from matplotlib.figure import Figure
 
+    check_layout(concepts, cell)
     classes, models, rows = figure_cells(store_root, classes, models, overlay, concepts)
     per_model = 1 + concepts
     ncols, nrows = len(models) * per_model, len(rows)
@@ -126,12 +146,18 @@ def grid_figure(store_root: Path, classes: Sequence[int], models: Sequence[str],
 def make_figure(store_root: Path, classes: Sequence[int], models: Sequence[str], output: Path, *, overlay: bool = False,
                 concepts: int = 0, cell: float = 1.4, dpi: int = 200) -> list[Path]:
     """Write the grid as `output` with .png and .pdf suffixes; returns both paths."""
+    check_layout(concepts, cell, dpi)
     fig = grid_figure(store_root, classes, models, overlay, concepts, cell)
+    width, height = (round(v * dpi) for v in fig.get_size_inches())
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise PlanError(f"--dpi {dpi} --cell {cell:g}: the PNG would be {width} x {height} pixels, more than can be "
+                        f"drawn; lower --dpi or --cell, or select fewer classes or --concepts")
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for suffix in (".png", ".pdf"):
         path = output.with_suffix(suffix)
-        fig.savefig(path, dpi=dpi, facecolor="white")
+        with output_errors(path):  # a read-only folder, a folder named like the file, a full disk
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=dpi, facecolor="white")
         written.append(path)
     return written

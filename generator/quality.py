@@ -200,7 +200,7 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
     todo: dict[str, list[Meta]] = {}
     keys: dict[tuple[str, int], str] = {}
     for name in models:
-        for meta in store.iter_meta_records(name, classes):
+        for meta in store.iter_meta_records(name, classes, repair=False):  # `lens render` alone moves files aside
             rec = meta.maco
             if rec is None or not rec.done or store.missing_files(meta, Unit(name, meta.class_index, "maco")):
                 continue
@@ -218,6 +218,7 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
     scores: dict[str, dict[int, dict]] = {name: {m.class_index: {"transfer": {}} for m in metas} for name, metas in todo.items()}
     cache = store.root / ".cache" / "quality"
     code = 0
+    unreadable: set[tuple[str, int]] = set()
     bar = tqdm(total=n * len(judges), desc="quality", unit="score", disable=not progress, dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]")
     try:
@@ -238,10 +239,12 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
             for name, metas in todo.items():
                 plaus = _plausibility_judge(name, judges) == judge_name
                 for i in range(0, len(metas), CHUNK):
-                    chunk = metas[i : i + CHUNK]
-                    cls = [m.class_index for m in chunk]
-                    pictures = [np.asarray(Image.open(store.class_dir(name, m.class_index) / m.maco.files["image"]).convert("RGB"))  # type: ignore[union-attr]
-                                for m in chunk]
+                    loaded = [(m, _stored_picture(store, m, unreadable)) for m in metas[i : i + CHUNK]]
+                    bar.update(len(loaded))
+                    cls = [m.class_index for m, p in loaded if p is not None]
+                    pictures = [p for _, p in loaded if p is not None]
+                    if not pictures:
+                        continue
                     with torch.no_grad():
                         probs, ranks = classify(judge, pictures, cls)
                     for c, p, r in zip(cls, probs, ranks):
@@ -254,16 +257,33 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
                         for c, pl in zip(cls, plausibility(feats, cls, ref.features, labels)):
                             if pl is not None:
                                 scores[name][c]["plausibility"] = {"model": judge_name, **pl}
-                    bar.update(len(chunk))
             del judge
     finally:
         bar.close()
     for name, by_class in scores.items():
         for c, sc in by_class.items():
+            if (name, c) in unreadable:  # never scored: left as it was, tried again next run
+                continue
             _store_scores(store, name, c, {**sc, "key": keys[name, c] if code == 0 else None})
     print(f"lens: quality: scored {n} class visualizations of {len(todo)} models with judges {', '.join(judges)}"
           + ("" if code == 0 else " (a judge was skipped: these scores count as not done and are scored again next run)"))
     return code
+
+
+def _stored_picture(store: Store, meta: Meta, unreadable: set[tuple[str, int]]) -> np.ndarray | None:
+    """A class visualization as RGB; None, said in one line once, when it cannot be read (or would be
+    read from outside the store): that class is left unscored and the others go on."""
+    key = (meta.model, meta.class_index)
+    if key in unreadable:
+        return None
+    try:
+        with Image.open(store.file_path(meta.model, meta.class_index, meta.maco.files.get("image"))) as im:  # type: ignore[union-attr]
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        unreadable.add(key)
+        print(f"lens: quality: {store.meta_path(*key)}: class visualization unreadable, not scored "
+              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+        return None
 
 
 def _store_scores(store: Store, model: str, class_index: int, s: dict) -> None:

@@ -47,6 +47,8 @@ def is_model_slug(name: str) -> bool:
 
 
 def check_out_dir(out_dir: Path, store_root: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SiteError(f"--site {out_dir} is a file, not a folder; choose a new or empty folder for the site")
     if out_dir == store_root or out_dir in store_root.parents or store_root in out_dir.parents:
         raise SiteError(f"the site folder {out_dir} and the artifact store {store_root} must not contain each other")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MARKER_FILE).is_file():
@@ -62,6 +64,8 @@ def default_cache_dir(out_dir: Path) -> Path:
 
 def check_cache_dir(cache_dir: Path, store_root: Path, out_dir: Path) -> None:
     """The cache may be anywhere but inside the store (read-only builds) or the site (it would be pruned or published)."""
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise SiteError(f"--cache {cache_dir} is a file, not a folder; choose a folder for the site's build cache")
     for what, root in (("artifact store", store_root), ("site folder", out_dir)):
         if cache_dir == root or root in cache_dir.parents or cache_dir in root.parents:
             raise SiteError(f"--cache {cache_dir} must be outside the {what} {root}; choose another folder")
