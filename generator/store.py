@@ -145,6 +145,37 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+MAX_FLOAT = 1e15  # no record field comes near (seconds, probabilities, importances, coordinates)
+MAX_INT = 2**63  # seeds and counts fit in 64 bits
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if abs(value) > MAX_FLOAT:  # NaN passes, as writers have always been able to write it; inf does not
+        raise ValueError(f"the number {text} is out of range (beyond +-{MAX_FLOAT:g})")
+    return value
+
+
+def _int(text: str) -> int:
+    value = int(text)
+    if abs(value) >= MAX_INT:
+        raise ValueError(f"the integer {text[:24]}{'...' if len(text) > 24 else ''} is out of range")
+    return value
+
+
+def _constant(text: str) -> float:
+    if text == "NaN":
+        return float("nan")
+    raise ValueError(f"{text} is not a number a record can hold")
+
+
+def read_record(data: bytes) -> Any:
+    """The JSON of a record file (meta.json, model.json), numbers checked as they are parsed: a huge
+    or infinite number makes the record unusable (ValueError, one line), so one such file never
+    overflows a reader's arithmetic; the other records go on."""
+    return json.loads(data.decode("utf-8"), parse_float=_float, parse_int=_int, parse_constant=_constant)
+
+
 class UnsafePath(StoreError):
     """A file named in a store record that would be read from outside the store."""
 
@@ -283,7 +314,7 @@ class Store:
         """(record, None), (None, None) when absent, or (None, why it is unusable). No side effects."""
         path = self.meta_path(model, class_index)
         try:
-            meta = Meta.from_json_obj(json.loads(path.read_bytes().decode("utf-8")))
+            meta = Meta.from_json_obj(read_record(path.read_bytes()))
         except FileNotFoundError:
             return None, None
         except (ValueError, OSError) as e:  # JSON, UTF-8 and schema errors are ValueErrors; a folder is an OSError
@@ -381,7 +412,7 @@ class Store:
         """The validated model.json, or None if absent or unusable (reported in `problems`)."""
         path = self.root / model / MODEL_CARD
         try:
-            return ModelCard.from_json_obj(json.loads(path.read_bytes().decode("utf-8")))
+            return ModelCard.from_json_obj(read_record(path.read_bytes()))
         except FileNotFoundError:
             return None
         except (ValueError, OSError) as e:
