@@ -7,9 +7,10 @@ Guarantees, because this is where data is lost in practice:
 - a unit of work is claimed by an exclusive create, and claims of dead workers are reclaimed;
 - a part counts as done only when `meta.json` says so with the current settings hash and every
   file it lists exists;
-- a `meta.json` that does not parse or does not fit `records.Meta` is moved aside
-  (`meta.json.corrupt-<UTC time>`), reported in `Store.problems` and the run log, and its units
-  count as not done, so they are rendered again;
+- a `meta.json` that does not parse, does not fit `records.Meta` or holds a huge or infinite
+  number (`read_record`) is reported in `Store.problems` and its units count as not done; only a
+  render (`repair=True`) moves it aside (`meta.json.corrupt-<UTC time>`, in the run log too) and
+  renders it again: status, quality, figure, the API and the site leave it where it is;
 - a full disk or a read-only store raises `StoreError` (one line); the write in flight is dropped
   whole, and nothing finished before it is touched;
 - a file a record names is read only through `ClassPaths` (`Store.file_path`, `Store.missing_files`):
