@@ -43,6 +43,7 @@ from .classes import imagenet_class, parse_class_spec
 from .config import CraftSettings, MacoSettings, ModelEntry, WeightsSource, load_zoo
 from .errors import ConfigError, CraftError, ModelError, StoreError
 from .records import MacoRecord, Meta, part_state
+from .store import ClassPaths, UnsafePath
 
 __all__ = [
     "Model", "Visualization", "Concept", "CraftResult", "Record", "StoredPicture", "StoredConcept", "Store",
@@ -527,14 +528,17 @@ class Record:
     meta: Meta  # the validated meta.json (schema in generator/records.py)
 
 
-def _picture(folder: Path, rec: MacoRecord | None) -> StoredPicture:
+def _picture(paths: ClassPaths, rec: MacoRecord | None) -> StoredPicture:
     if rec is None:
         return StoredPicture(part_state(rec))
     if not rec.done:
         return StoredPicture(part_state(rec), rec.error, record=rec)
     files = rec.files
-    return StoredPicture("done", None, folder / files["image"] if "image" in files else None,
-                         folder / files["alpha"] if "alpha" in files else None, rec)
+    try:  # the store's one path check: a path that leaves the store is never opened
+        return StoredPicture("done", None, paths.path(files["image"]) if "image" in files else None,
+                             paths.path(files["alpha"]) if "alpha" in files else None, rec)
+    except UnsafePath as e:
+        return StoredPicture("missing", str(e), record=rec)
 
 
 class Store:
@@ -565,11 +569,12 @@ class Store:
 
     def _record(self, model: str, meta: Meta) -> Record:
         c = meta.class_index
-        folder = self._store.class_dir(model, c)
+        paths = self._store.class_paths(model, c)
         concepts = [StoredConcept(k.id, k.rank, k.importance if k.importance is not None else float("nan"), k.logit_share,
-                                  [folder / crop.file for crop in k.crops], _picture(folder, k.maco))
+                                  [p for p in map(paths.path_or_none, (crop.file for crop in k.crops)) if p is not None],
+                                  _picture(paths, k.maco))
                     for k in meta.concepts]
-        return Record(model, c, imagenet_class(c).name, _picture(folder, meta.maco),
+        return Record(model, c, imagenet_class(c).name, _picture(paths, meta.maco),
                       part_state(meta.craft), concepts, meta)
 
     def figure(self, classes: int | str | Sequence[int], models: Sequence[str] | None = None, *, overlay: bool = False,

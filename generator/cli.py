@@ -77,7 +77,7 @@ def _what(text: str) -> str:
     return WHAT_CHOICES[key]
 
 
-def _quality(text: str) -> int:
+def _image_quality(text: str) -> int:
     """`lens figure --quality`: an integer 1-100 (argparse reports anything else on one line, exit 2)."""
     try:
         value = int(text)
@@ -88,21 +88,31 @@ def _quality(text: str) -> int:
     return value
 
 
+def path_arg(text: str) -> Path:
+    """The type of every path flag: an empty value is refused (as a Path it would silently mean the
+    current folder), and so is a NUL byte, which no file name can hold."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path (name a file or folder; '.' means the current folder)")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: a path cannot hold a NUL byte")
+    return Path(text)
+
+
 def _config_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, default=None, metavar="PATH", help=CONFIG_HELP)
+    p.add_argument("--config", type=path_arg, default=None, metavar="PATH", help=CONFIG_HELP)
 
 
 def _store_option(p: argparse.ArgumentParser, old_out: bool = True) -> None:
-    p.add_argument("--store", type=Path, default=None, metavar="DIR", help="the artifact store (default: `out:` of the config)")
+    p.add_argument("--store", type=path_arg, default=None, metavar="DIR", help="the artifact store (default: `out:` of the config)")
     old = ("--out", "--artifacts") if old_out else ("--artifacts",)
-    p.add_argument(*old, dest="store", type=Path, action=_Deprecated, new="--store", help=argparse.SUPPRESS)
+    p.add_argument(*old, dest="store", type=path_arg, action=_Deprecated, new="--store", help=argparse.SUPPRESS)
 
 
 def _site_option(p: argparse.ArgumentParser, old: str | None = None) -> None:
-    p.add_argument("--site", "--site-dir", dest="site", type=Path, default=None, metavar="DIR",
+    p.add_argument("--site", "--site-dir", dest="site", type=path_arg, default=None, metavar="DIR",
                    help="the site folder (default: `site:` of the config)")
     if old:
-        p.add_argument(old, dest="site", type=Path, action=_Deprecated, new="--site", help=argparse.SUPPRESS)
+        p.add_argument(old, dest="site", type=path_arg, action=_Deprecated, new="--site", help=argparse.SUPPRESS)
 
 
 def _models_option(p: argparse.ArgumentParser) -> None:
@@ -126,7 +136,7 @@ def _add_selection(p: argparse.ArgumentParser, what: bool = True) -> None:
     g.add_argument("--classes", default=None, metavar="SPEC",
                    help="all | 0-99 | 281,967 | n02123045 | espresso,tabby | a preset name such as demo (default: all)")
     g.add_argument("--preset", default=None, metavar="NAME", help="a preset of the config: its classes, models and settings")
-    g.add_argument("--images", type=Path, default=None, metavar="DIR",
+    g.add_argument("--images", type=path_arg, default=None, metavar="DIR",
                    help="ImageNet-layout folder (nXXXXXXXX/*.jpg) for CRAFT and quality (default: `images:` or the demo photos)")
     g.add_argument("--spectrum", default=None, metavar="KIND",
                    help="MACO magnitude spectrum: photos | powerlaw | images | a .npy from `lens spectrum` (default: `spectrum:`)")
@@ -158,7 +168,7 @@ def _load_zoo(args: argparse.Namespace) -> Zoo:
 
 
 _POSITIVE = {"steps": "--steps", "image_size": "--image-size", "crops": "--crops", "rank": "--rank",
-             "batch_size": "--batch-size"}
+             "batch_size": "--batch-size", "samples": "--samples"}
 _NON_NEGATIVE = {"seed": "--seed", "retries": "--retries", "port": "--port"}  # port 0: any free one
 _NON_EMPTY = {"models": "--models", "classes": "--classes", "preset": "--preset", "spectrum": "--spectrum", "what": "--what",
               "shard": "--shard", "devices": "--devices", "device": "--device", "host": "--host", "ray_address": "--ray-address"}
@@ -352,7 +362,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .status import render_status
 
     zoo, request = _selection(args)
-    text, code = render_status(resolve(request, zoo), as_json=args.json)
+    text, code = render_status(resolve(request, zoo, cache_spectrum=False), as_json=args.json)  # a report writes nothing
     print(text)
     return code
 
@@ -382,6 +392,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from .api import sample_layers
     from .models import build_module, preprocess_of
 
+    check_values(args)
     zoo = _load_zoo(args)
     entry = zoo.model(args.name)
     module = build_module(entry, zoo.root)
@@ -398,14 +409,18 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
+    from .errors import output_errors
     from .spectrum import save_spectrum, spectrum_from_folder
 
     if not args.images.is_dir():
         raise ConfigError(f"--images '{args.images}' is not a folder")
     spectrum = spectrum_from_folder(args.images)
     zoo = _load_zoo(args)
-    out = args.output or (args.store or zoo.resolve_path(zoo.data.out)) / "spectra" / f"{spectrum.id}.npy"
-    save_spectrum(spectrum, out)
+    out = args.output or (args.store or zoo.resolve_path(zoo.data.out)) / "spectra"
+    if out.is_dir() or args.output is None:  # a folder: the spectrum goes into it under its id
+        out = out / f"{spectrum.id}.npy"
+    with output_errors(out):
+        save_spectrum(spectrum, out)
     print(f"spectrum {spectrum.id} saved to {out}; use it with --spectrum {out} or `spectrum: {out}` in models.yaml")
     return 0
 
@@ -477,14 +492,20 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from .config import CONFIG_FILENAME
+    from .errors import output_errors
     from .resources import default_zoo_path
+    from .store import write_whole
 
     folder: Path = args.folder
     target = folder / CONFIG_FILENAME
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file, not a folder: name a folder to write {CONFIG_FILENAME} into")
+    if target.is_dir():
+        raise ConfigError(f"{target} is a folder; move it away or name another folder")
     if target.exists() and not args.force:
         raise ConfigError(f"{target} already exists; edit it, or pass --force to overwrite it with the default zoo")
-    folder.mkdir(parents=True, exist_ok=True)
-    target.write_text(default_zoo_path().read_text(encoding="utf-8"), encoding="utf-8")
+    with output_errors(target):  # a read-only folder, a file where a parent folder must be, a full disk
+        write_whole(target, default_zoo_path().read_bytes())
     print(f"lens: wrote {target}: the embedded zoo (three EfficientNet-Lite models, the `demo` preset). Add models under "
           f"`models:`, then run `lens build --classes demo` in {folder.resolve()}; the store and site go next to models.yaml")
     return 0
@@ -547,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     lines = "no progress bars; instead, a progress line per model every minute (for batch logs; $LENS_PROGRESS_EVERY seconds)"
 
     p = command("init", cmd_init, "write a starter models.yaml (the embedded zoo, commented) into a folder", None)
-    p.add_argument("folder", nargs="?", type=Path, default=Path("."), help="where to write models.yaml (default: here)")
+    p.add_argument("folder", nargs="?", type=path_arg, default=Path("."), help="where to write models.yaml (default: here)")
     p.add_argument("--force", action="store_true", help="overwrite an existing models.yaml")
     p = command("render", cmd_render, "render MACO visualizations and CRAFT concepts into the artifact store", lines)
     _add_selection(p)
@@ -567,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the counts, failures and problems as one JSON object")
     p = command("figure", cmd_figure, "a grid of classes x models (optionally overlays or top concepts) as PNG and PDF", None)
     _add_selection(p, what=False)
-    p.add_argument("--output", "-o", type=Path, default=Path("lens-figure.png"), metavar="FILE",
+    p.add_argument("--output", "-o", type=path_arg, default=Path("lens-figure.png"), metavar="FILE",
                    help="the figure to write: FILE.png and FILE.pdf side by side (default: lens-figure.png)")
     p.add_argument("--overlay", action="store_true", help="show the attribution map as transparency (over a white page)")
     p.add_argument("--concepts", type=int, default=0, metavar="K",
@@ -576,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dpi", type=int, default=200, help="resolution of the PNG (default: 200; the PDF embeds the images)")
     p.add_argument("--format", choices=("png", "jpeg", "webp"), default="png",
                    help="the raster beside the PDF: png (lossless, papers; default), jpeg or webp (lossy, slides: a fraction of the bytes)")
-    p.add_argument("--quality", type=_quality, default=85, metavar="Q", help="JPEG/WebP quality, 1-100 (default: 85)")
+    p.add_argument("--quality", type=_image_quality, default=85, metavar="Q", help="JPEG/WebP quality, 1-100 (default: 85)")
     p.add_argument("--no-pdf", action="store_true", help="write the raster only")
     p = command("models", cmd_models, "list the zoo and whether each model's weights are available", None)
     _config_option(p)
@@ -589,9 +610,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=4, help="demo photos used to test each layer's sign (default: 4)")
     p = command("spectrum", cmd_spectrum, "compute a MACO magnitude spectrum from a folder of natural images", None)
     _config_option(p)
-    p.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of natural images (searched recursively)")
+    p.add_argument("--images", type=path_arg, required=True, metavar="DIR", help="folder of natural images (searched recursively)")
     _store_option(p)
-    p.add_argument("--output", "-o", type=Path, default=None, metavar="FILE", help="the .npy to write (default: STORE/spectra/<id>.npy)")
+    p.add_argument("--output", "-o", type=path_arg, default=None, metavar="FILE",
+                   help="the .npy to write, or a folder to write <id>.npy into (default: STORE/spectra/<id>.npy)")
     p = command("site", cmd_site, "build the static site from the artifact store")
     _config_option(p)
     _store_option(p, old_out=False)
@@ -606,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     _site_option(p)
     _site_flags(p)
     p.add_argument("--gh-pages", action="store_true", help="commit the site as a branch of the git repository --repo (no push)")
-    p.add_argument("--repo", type=Path, default=Path("."), help="git repository for --gh-pages (default: the current folder)")
+    p.add_argument("--repo", type=path_arg, default=Path("."), help="git repository for --gh-pages (default: the current folder)")
     p.add_argument("--branch", default="gh-pages", help="branch for --gh-pages (default: gh-pages)")
     p = command("serve", cmd_serve, "serve the built site locally", None)
     _config_option(p)
@@ -619,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _site_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("site")
-    g.add_argument("--cache", type=Path, default=None,
+    g.add_argument("--cache", type=path_arg, default=None,
                    help="cache of encoded images and the MkDocs shell "
                         "(default: .SITE-cache beside the site folder; never inside the store)")
     g.add_argument("--verify", action="store_true",

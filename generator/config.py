@@ -212,6 +212,14 @@ class Defaults(_Strict):
     craft: CraftSettings = CraftSettings()
 
 
+def _path_value(value: str | None) -> str | None:
+    """A path in models.yaml: empty text is refused, as on the command line (it would silently mean
+    the folder of models.yaml)."""
+    if value is not None and not value.strip():
+        raise ValueError("an empty path; name a file or folder ('.' for the folder of models.yaml)")
+    return value
+
+
 class Preset(_Strict):
     """A named run: a class selection plus setting overrides (e.g. the CPU demo)."""
 
@@ -221,6 +229,8 @@ class Preset(_Strict):
     maco: dict[str, Any] = Field(default_factory=dict)
     craft: dict[str, Any] = Field(default_factory=dict)
     description: str | None = None
+
+    _paths = field_validator("images")(_path_value)
 
 
 class ZooFile(_Strict):
@@ -239,6 +249,8 @@ class ZooFile(_Strict):
     defaults: Defaults = Defaults()
     presets: dict[str, Preset] = Field(default_factory=dict)
     models: list[ModelEntry] = Field(min_length=1)
+
+    _paths = field_validator("images", "spectrum", "out", "site")(_path_value)
 
 
 class Zoo:

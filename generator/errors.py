@@ -8,6 +8,9 @@ else is a bug and keeps its traceback. This module imports nothing heavy, so tor
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class LensError(Exception):
     """Bad input from the user; the message is one line that names the file, key, model, class or flag."""
@@ -41,3 +44,19 @@ class SiteError(LensError, ValueError):
 
 class StoreError(LensError, OSError):
     """The artifact store cannot be read or written (read-only, full disk, a path that is not a store)."""
+
+
+class OutputError(LensError, OSError):
+    """A file a command was asked to write (a figure, a spectrum, models.yaml) cannot be written there."""
+
+
+@contextlib.contextmanager
+def output_errors(path: object) -> Iterator[None]:
+    """OSErrors while writing `path` become one OutputError line naming it (its folder is read-only,
+    full, or a file stands where a folder must be)."""
+    try:
+        yield
+    except LensError:
+        raise
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None

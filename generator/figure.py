@@ -18,11 +18,26 @@ import numpy as np
 from PIL import Image
 
 from .classes import imagenet_class
-from .errors import StoreError
+from .errors import PlanError, StoreError, output_errors
 from .records import STATE_WORDS, MacoRecord, part_state
-from .store import Store
+from .store import Store, UnsafePath
 
 MAX_ROWS = 200  # a figure beyond this is not readable; say so instead of drawing for minutes
+MAX_CONCEPTS = 20  # concepts per model and row: beyond this a row is not readable either
+CELL_INCHES = (0.2, 20.0)  # side of one image: from a thumbnail to a poster
+DPI_RANGE = (10, 2400)
+MAX_PIXELS = 2**28  # ~268 Mpx (1 GiB as RGBA): a PNG past this exhausts memory before it is written
+MAX_SIDE = 2**16 - 1  # matplotlib's Agg canvas refuses a side of 2**16 pixels or more
+
+
+def check_layout(concepts: int, cell: float, dpi: int | None = None) -> None:
+    """The figure's numeric options, refused (PlanError, one line naming the flag) outside their range."""
+    if isinstance(concepts, bool) or not isinstance(concepts, int) or not 0 <= concepts <= MAX_CONCEPTS:
+        raise PlanError(f"--concepts {concepts}: must be between 0 and {MAX_CONCEPTS}")
+    if not isinstance(cell, (int, float)) or not CELL_INCHES[0] <= cell <= CELL_INCHES[1]:  # NaN fails both
+        raise PlanError(f"--cell {cell}: must be between {CELL_INCHES[0]:g} and {CELL_INCHES[1]:g} inches")
+    if dpi is not None and (isinstance(dpi, bool) or not isinstance(dpi, int) or not DPI_RANGE[0] <= dpi <= DPI_RANGE[1]):
+        raise PlanError(f"--dpi {dpi}: must be between {DPI_RANGE[0]} and {DPI_RANGE[1]}")
 
 
 @dataclass
@@ -37,14 +52,18 @@ class Cell:
 def _load(store: Store, model: str, class_index: int, record: MacoRecord | None, overlay: bool) -> Cell:
     if record is None or not record.done:
         return Cell(None, STATE_WORDS[part_state(record)])
-    folder = store.class_dir(model, class_index)
+    paths = store.class_paths(model, class_index)  # the store's one check: no path read from outside it
     files = record.files
     try:
-        rgb = np.asarray(Image.open(folder / files["image"]).convert("RGB"), dtype=np.float32)
+        rgb = np.asarray(Image.open(paths.path(files.get("image"))).convert("RGB"), dtype=np.float32)
         if overlay and files.get("alpha"):
-            alpha = np.asarray(Image.open(folder / files["alpha"]).convert("L").resize(rgb.shape[1::-1]), dtype=np.float32) / 255
-            rgb = rgb * alpha[..., None] + 255 * (1 - alpha[..., None])
-    except (OSError, KeyError) as e:
+            alpha = Image.open(paths.path(files["alpha"])).convert("L").resize(rgb.shape[1::-1])
+            alpha = np.asarray(alpha, dtype=np.float32)[..., None] / 255
+            rgb = rgb * alpha + 255 * (1 - alpha)
+    except UnsafePath as e:
+        store.problems.append(str(e))
+        return Cell(None, "not in the store")
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # missing, truncated, not an image, huge
         return Cell(None, f"unreadable ({type(e).__name__})")
     return Cell(rgb.round().astype(np.uint8))
 
@@ -89,6 +108,7 @@ def grid_figure(store_root: Path, classes: Sequence[int], models: Sequence[str],
     """A matplotlib Figure of the grid (no pyplot, so it works under any backend, notebooks included)."""
     from matplotlib.figure import Figure
 
+    check_layout(concepts, cell)
     classes, models, rows = figure_cells(store_root, classes, models, overlay, concepts)
     per_model = 1 + concepts
     ncols, nrows = len(models) * per_model, len(rows)
@@ -134,15 +154,20 @@ def make_figure(store_root: Path, classes: Sequence[int], models: Sequence[str],
     the cells' sources are 512 px, so above ~370 dpi at 1.4 in a cell only upsamples. `quality`
     (1-100) applies to JPEG and WebP."""
     if fmt not in RASTER_FORMATS:
-        raise ValueError(f"figure format {fmt!r}: use one of {', '.join(RASTER_FORMATS)}")
+        raise PlanError(f"--format {fmt!r}: use one of {', '.join(RASTER_FORMATS)}")
+    check_layout(concepts, cell, dpi)
     fig = grid_figure(store_root, classes, models, overlay, concepts, cell)
+    width, height = (round(v * dpi) for v in fig.get_size_inches())
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise PlanError(f"--dpi {dpi} --cell {cell:g}: the PNG would be {width} x {height} pixels, more than can be "
+                        f"drawn; lower --dpi or --cell, or select fewer classes or --concepts")
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     raster = output.with_suffix(".jpg" if fmt == "jpeg" else f".{fmt}")
     options: dict[str, Any] = {"pil_kwargs": {"quality": quality}} if fmt != "png" else {"pil_kwargs": {"optimize": True}}
-    fig.savefig(raster, dpi=dpi, facecolor="white", format=fmt, **options)
-    written = [raster]
-    if pdf:
-        written.append(output.with_suffix(".pdf"))
-        fig.savefig(written[-1], dpi=dpi, facecolor="white")
+    written = []
+    for path, kwargs in [(raster, {"format": fmt, **options})] + ([(output.with_suffix(".pdf"), {})] if pdf else []):
+        with output_errors(path):  # a read-only folder, a folder named like the file, a full disk
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=dpi, facecolor="white", **kwargs)
+        written.append(path)
     return written

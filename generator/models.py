@@ -371,11 +371,21 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _hub_cached_file(tagged: str) -> str | None:
-    """The local hub cache copy of a timm pretrained tag's weights, if there is one (no network)."""
+def _timm_tagged(entry: ModelEntry) -> str:
+    """`arch.tag` of `weights: {timm: tag}` (the bare arch for timm's default tag)."""
+    return f"{entry.arch}.{entry.weights.timm}" if entry.weights.timm else entry.arch
+
+
+def _hub_cached_file(entry: ModelEntry) -> str | None:
+    """The local hub cache copy of an entry's timm pretrained weights, if there is one (no network).
+    A tag the architecture does not have is a ModelError naming the model and the key."""
     from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(tagged)
+    try:
+        cfg = get_pretrained_cfg(_timm_tagged(entry))
+    except RuntimeError as e:  # timm: "Invalid pretrained tag (x) for arch."
+        raise ModelError(f"model '{entry.name}': key 'weights.timm': {str(e).rstrip('.')}; "
+                         f"`timm.list_pretrained('{entry.arch}*')` lists the tags it has") from None
     hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not hub_id:
         return None
@@ -406,12 +416,11 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _timm_pretrained(entry: ModelEntry) -> nn.Module:
     """`weights: {timm: TAG}`: from the local hub cache if there, else downloaded; offline, fail at once."""
-    tag = entry.weights.timm
-    tagged = f"{entry.arch}.{tag}" if tag else entry.arch
+    tagged = _timm_tagged(entry)
     fetch = (f"fetch them beforehand on a connected machine (`python -c \"import timm; timm.create_model('{tagged}', "
              f"pretrained=True)\"` fills the hub cache, ~/.cache/huggingface, which HF_HOME moves), "
              "or point `weights: {file: ...}` at a local checkpoint")
-    cached = _hub_cached_file(tagged)
+    cached = _hub_cached_file(entry)
     if cached is None and (_hub_offline() or not _hub_reachable()):
         why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the Hugging Face hub cannot be reached"
         raise ModelError(f"model '{entry.name}': could not get timm pretrained weights '{tagged}': {why} and they are "
@@ -908,10 +917,10 @@ def weights_status(entry: ModelEntry, root: Path) -> str:
     try:
         check_arch(entry)
         path = weights_path(entry, root)
+        cached = _hub_cached_file(entry) if path is None else None
     except ModelError as e:
         return f"unavailable: {e}"
     if path is None:
-        cached = _hub_cached_file(f"{entry.arch}.{entry.weights.timm}" if entry.weights.timm else entry.arch)
         where = f"in the hub cache: {cached}" if cached else "needs network access or the hub cache"
         return f"timm hub ({entry.arch}.{entry.weights.timm}); {where} (not loaded; --check loads it)"
     return f"found: {path} (not loaded; --check loads it)"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,18 +154,13 @@ class Resolved:
 def resolve(request: Request, zoo: Zoo | None = None, cache_spectrum: bool = True) -> Resolved:
     """Load the zoo (unless given) and the spectrum, and merge every model's settings, once.
 
-    With `cache_spectrum=False` (a dry run writes nothing) a spectrum the store has not cached yet
-    is computed in a temporary folder.
+    With `cache_spectrum=False` (a dry run or a report writes nothing) a spectrum the store has not
+    cached yet is computed but not written.
     """
     from .spectrum import resolve_spectrum
 
     zoo = zoo if zoo is not None else load_zoo(request.config)
-    cache = request.out / "spectra"
-    if cache_spectrum or cache.is_dir():
-        spectrum = resolve_spectrum(request.spectrum, cache, request.images)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            spectrum = resolve_spectrum(request.spectrum, Path(tmp), request.images)
+    spectrum = resolve_spectrum(request.spectrum, request.out / "spectra", request.images, write_cache=cache_spectrum)
     return Resolved(request, zoo, spectrum, model_plans(request, zoo, spectrum.id))
 
 

@@ -153,7 +153,10 @@ def penultimate(model: LoadedModel, x: torch.Tensor, batch: int = 64) -> torch.T
 
 def plausibility(viz_features: torch.Tensor, viz_classes: Sequence[int], ref_features: torch.Tensor,
                  ref_labels: Sequence[int]) -> list[dict | None]:
-    """Mean cosine to real images of the class, to real images of other classes, and the margin."""
+    """Mean cosine to real images of the class, to real images of other classes, and the margin;
+    None for a class with no reference image of its own or of other classes (none at all included)."""
+    if len(ref_features) == 0:
+        return [None] * len(viz_classes)
     labels = torch.tensor(list(ref_labels))
     sims = viz_features @ ref_features.T
     out = []
@@ -222,7 +225,7 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
     todo: dict[str, list[Meta]] = {}
     keys: dict[tuple[str, int], str] = {}
     for name in models:
-        for meta in store.iter_meta_records(name, classes):
+        for meta in store.iter_meta_records(name, classes, repair=False):  # `lens render` alone moves files aside
             rec = meta.maco
             if rec is None or not rec.done or store.missing_files(meta, Unit(name, meta.class_index, "maco")):
                 continue
@@ -240,6 +243,7 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
     scores: dict[str, dict[int, dict]] = {name: {m.class_index: {"transfer": {}} for m in metas} for name, metas in todo.items()}
     cache = store.root / ".cache" / "quality"
     code = 0
+    unreadable: set[tuple[str, int]] = set()
     print(f"lens: quality: {n} class visualizations of {len(todo)} models, judges {', '.join(judges)} "
           f"(each embeds {len(reference)} reference images once, then cached)", file=sys.stderr)
     per_judge = n + len(reference)
@@ -261,10 +265,12 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
             for name, metas in todo.items():
                 plaus = _plausibility_judge(name, judges) == judge_name
                 for i in range(0, len(metas), CHUNK):
-                    chunk = metas[i : i + CHUNK]
-                    cls = [m.class_index for m in chunk]
-                    pictures = [np.asarray(Image.open(store.class_dir(name, m.class_index) / m.maco.files["image"]).convert("RGB"))  # type: ignore[union-attr]
-                                for m in chunk]
+                    loaded = [(m, _stored_picture(store, m, unreadable)) for m in metas[i : i + CHUNK]]
+                    bar.update(len(loaded))
+                    cls = [m.class_index for m, p in loaded if p is not None]
+                    pictures = [p for _, p in loaded if p is not None]
+                    if not pictures:
+                        continue
                     with torch.no_grad():
                         probs, ranks = classify(judge, pictures, cls)
                     for c, p, r in zip(cls, probs, ranks):
@@ -277,14 +283,15 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
                         for c, pl in zip(cls, plausibility(feats, cls, ref.features, labels)):
                             if pl is not None:
                                 scores[name][c]["plausibility"] = {"model": judge_name, **pl}
-                    bar.update(len(chunk))
             del judge
     finally:
         bar.close()
     for name, by_class in scores.items():
         for c, sc in by_class.items():
+            if (name, c) in unreadable:  # never scored: left as it was, tried again next run
+                continue
             _store_scores(store, name, c, {**sc, "key": keys[name, c] if code == 0 else None})
-    print(f"lens: quality: scored {n} class visualizations of {len(todo)} models with judges {', '.join(judges)}"
+    print(f"lens: quality: scored {n - len(unreadable)} class visualizations of {len(todo)} models with judges {', '.join(judges)}"
           + ("" if code == 0 else " (a judge was skipped: these scores count as not done and are scored again next run)"))
     return code
 
@@ -299,6 +306,22 @@ def _progress_bar(progress: bool, total: float) -> Any:
         return LogBar("quality", total)
     return tqdm(total=total, desc="quality", unit="unit", dynamic_ncols=True,
                 bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} [{elapsed}<{remaining}, {rate_fmt}]")
+
+
+def _stored_picture(store: Store, meta: Meta, unreadable: set[tuple[str, int]]) -> np.ndarray | None:
+    """A class visualization as RGB; None, said in one line once, when it cannot be read (or would be
+    read from outside the store): that class is left unscored and the others go on."""
+    key = (meta.model, meta.class_index)
+    if key in unreadable:
+        return None
+    try:
+        with Image.open(store.file_path(meta.model, meta.class_index, meta.maco.files.get("image"))) as im:  # type: ignore[union-attr]
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        unreadable.add(key)
+        print(f"lens: quality: {store.meta_path(*key)}: class visualization unreadable, not scored "
+              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+        return None
 
 
 def _store_scores(store: Store, model: str, class_index: int, s: dict) -> None:

@@ -146,10 +146,11 @@ def spectrum_from_folder(folder: Path) -> Spectrum:
     return spectrum_from_images(images, label="images")
 
 
-def resolve_spectrum(choice: str, cache_dir: Path, images_dir: Path | None = None) -> Spectrum:
+def resolve_spectrum(choice: str, cache_dir: Path, images_dir: Path | None = None, write_cache: bool = True) -> Spectrum:
     """`powerlaw`, `photos` (bundled demo photos), `images` (the configured folder) or a .npy path.
 
-    Computed spectra are cached in cache_dir, keyed on their inputs.
+    Computed spectra are cached in cache_dir, keyed on their inputs; with `write_cache=False` (reports)
+    a cached one is read but a new one is not written.
     """
     if choice == "powerlaw":
         return powerlaw_spectrum()
@@ -171,6 +172,8 @@ def resolve_spectrum(choice: str, cache_dir: Path, images_dir: Path | None = Non
     if cached.is_file():
         return load_spectrum_file(cached)
     spectrum = compute()
+    if not write_cache:
+        return spectrum
     try:
         save_spectrum(spectrum, cached)
     except OSError as e:  # a read-only or full store: the spectrum is still usable, only not cached

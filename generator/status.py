@@ -3,9 +3,12 @@
 States (`plan.STATES`): done; pending (never rendered); stale (done with other settings: a render
 with the current settings redoes it); missing (done, but a file meta.json lists is gone: a render
 repairs it); failed (with the reason); no-images (CRAFT found no usable photo for the class). It
-names the store and config it reads, reports meta.json files it had to move aside, and
+names the store and config it reads and the unusable meta.json files it met, and
 `--json` gives the same as one JSON object for scripts. Exit code: 0 when everything selected is
 done (no-images counts as finished), else 1.
+
+A report changes nothing: status never moves, rewrites or adds a file in the store (an unusable
+meta.json stays where it is, and is reported; `lens render` alone moves it aside).
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ def unit_states(store: Store, plan: ModelPlan, report: StatusReport) -> None:
     """Adds one model's units to the report."""
     counts = report.counts.setdefault(plan.name, {k: Counter() for k in KINDS})
     for c in plan.classes:
-        meta = store.meta(plan.name, c)
+        meta = store.meta(plan.name, c, repair=False)  # a report changes nothing: `lens render` alone moves files aside
         for unit, state in class_units(store, plan, meta, c):
             counts[unit.kind][state] += 1
             if state == "stale":

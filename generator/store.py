@@ -7,11 +7,16 @@ Guarantees, because this is where data is lost in practice:
 - a unit of work is claimed by an exclusive create, and claims of dead workers are reclaimed;
 - a part counts as done only when `meta.json` says so with the current settings hash and every
   file it lists exists;
-- a `meta.json` that does not parse or does not fit `records.Meta` is moved aside
-  (`meta.json.corrupt-<UTC time>`), reported in `Store.problems` and the run log, and its units
-  count as not done, so they are rendered again;
+- a `meta.json` that does not parse, does not fit `records.Meta` or holds a huge or infinite
+  number (`read_record`) is reported in `Store.problems` and its units count as not done; only a
+  render (`repair=True`) moves it aside (`meta.json.corrupt-<UTC time>`, in the run log too) and
+  renders it again: status, quality, figure, the API and the site leave it where it is;
 - a full disk or a read-only store raises `StoreError` (one line); the write in flight is dropped
-  whole, and nothing finished before it is touched.
+  whole, and nothing finished before it is touched;
+- a file a record names is read only through `ClassPaths` (`Store.file_path`, `Store.missing_files`):
+  a plain relative path that stays inside the store with every link resolved, else `UnsafePath`.
+  Every reader gets that one check from here: status, plan, quality, `lens figure`, the Python
+  API and the site (`site/paths.py` delegates to `checked_rel` and `resolves_inside`).
 
 The records themselves (schema, fields, the unit of work) are defined in `generator/records.py`.
 """
@@ -21,11 +26,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import io
 import json
 import os
 import shutil
 import socket
+import stat
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,8 +47,8 @@ from .config import RESERVED_NAMES
 from .errors import StoreError
 from .records import SCHEMA, Meta, ModelCard, Unit
 
-__all__ = ["SCHEMA", "META", "Store", "Unit", "Claim", "StoreError", "atomic_write_bytes", "atomic_write_json",
-           "encode_png", "encode_jpeg", "file_lock"]
+__all__ = ["SCHEMA", "META", "Store", "Unit", "Claim", "StoreError", "UnsafePath", "ClassPaths", "atomic_write_bytes",
+           "atomic_write_json", "checked_rel", "encode_png", "encode_jpeg", "file_lock", "resolves_inside"]
 
 META = "meta.json"
 MODEL_CARD = "model.json"
@@ -79,7 +86,13 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = False) -> None:
         _atomic_write_bytes(path, data, fsync)
 
 
+def write_whole(path: Path, data: bytes) -> None:
+    """A file outside the store (models.yaml), written whole or not at all; OSErrors are the caller's."""
+    _atomic_write_bytes(path, data, fsync=True)
+
+
 def _atomic_write_bytes(path: Path, data: bytes, fsync: bool) -> None:
+    """Whole or not at all; OSErrors are left to the caller (files outside the store use this too)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
     try:
@@ -133,6 +146,142 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+MAX_FLOAT = 1e15  # no record field comes near (seconds, probabilities, importances, coordinates)
+MAX_INT = 2**63  # seeds and counts fit in 64 bits
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if abs(value) > MAX_FLOAT:  # NaN passes, as writers have always been able to write it; inf does not
+        raise ValueError(f"the number {text} is out of range (beyond +-{MAX_FLOAT:g})")
+    return value
+
+
+def _int(text: str) -> int:
+    value = int(text)
+    if abs(value) >= MAX_INT:
+        raise ValueError(f"the integer {text[:24]}{'...' if len(text) > 24 else ''} is out of range")
+    return value
+
+
+def _constant(text: str) -> float:
+    if text == "NaN":
+        return float("nan")
+    raise ValueError(f"{text} is not a number a record can hold")
+
+
+def read_record(data: bytes) -> Any:
+    """The JSON of a record file (meta.json, model.json), numbers checked as they are parsed: a huge
+    or infinite number makes the record unusable (ValueError, one line), so one such file never
+    overflows a reader's arithmetic; the other records go on."""
+    return json.loads(data.decode("utf-8"), parse_float=_float, parse_int=_int, parse_constant=_constant)
+
+
+class UnsafePath(StoreError):
+    """A file named in a store record that would be read from outside the store."""
+
+
+def checked_rel(rel: object, where: object = "meta.json") -> str:
+    """A file a record names, checked to be a plain path below its class folder: a non-empty string,
+    not absolute, with no `..` part, backslash or NUL. Raises UnsafePath naming `where`."""
+    if not isinstance(rel, str) or not rel:
+        raise UnsafePath(f"{where}: no file recorded (found {rel!r})")
+    if rel.startswith("/") or "\\" in rel or "\0" in rel or ".." in rel.split("/"):
+        raise UnsafePath(f"{where}: unsafe path {rel!r} (store files are named relative to their class folder)")
+    return rel
+
+
+def resolves_inside(path: str | os.PathLike[str], root_real: str) -> bool:
+    """Whether `path`, with every link resolved, is inside the folder `root_real` (already resolved)."""
+    return os.path.realpath(path).startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+class ClassPaths:
+    """The files one class's records name, each checked to stay inside the store.
+
+    A path is safe when `checked_rel` accepts it and no component of it below the class folder is a
+    link that resolves outside the store's root (nor the class folder itself). Components are
+    lstat-ed once per instance (memoised), so checking every file of a class costs about one stat
+    per file, as `is_file` did; a path through a link is resolved whole, since links may chain."""
+
+    def __init__(self, store: Store, model: str, class_index: int):
+        self.base = store.class_dir(model, class_index)
+        self.where = store.meta_path(model, class_index)
+        self.root_real = store.real_root
+        self._base_ok: bool | None = None
+        self._modes: dict[str, int | None] = {}
+
+    def _mode(self, rel: str) -> int | None:
+        if rel not in self._modes:
+            try:
+                self._modes[rel] = os.lstat(self.base / rel).st_mode
+            except (OSError, ValueError):
+                self._modes[rel] = None
+        return self._modes[rel]
+
+    def path(self, rel: object) -> Path:
+        """`class folder / rel`, or UnsafePath (one line naming the meta.json) when it leaves the store."""
+        rel = checked_rel(rel, self.where)
+        if self._base_ok is None:
+            self._base_ok = resolves_inside(self.base, self.root_real)
+        if not self._base_ok:
+            raise UnsafePath(f"{self.where}: the class folder is a link that leads outside the store")
+        path = self.base / rel
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            mode = self._mode("/".join(parts[:i]))
+            if mode is None:  # absent: nothing below it can lead anywhere
+                return path
+            if stat.S_ISLNK(mode):
+                if resolves_inside(path, self.root_real):
+                    return path
+                raise UnsafePath(f"{self.where}: {rel!r} is a link that leads outside the store")
+        return path
+
+    def path_or_none(self, rel: object) -> Path | None:
+        """`path(rel)`, or None when it would leave the store."""
+        try:
+            return self.path(rel)
+        except UnsafePath:
+            return None
+
+    def is_file(self, rel: object) -> bool:
+        """Safe and a regular file (a link followed only where it stays inside the store)."""
+        path = self.path_or_none(rel)
+        if path is None:
+            return False
+        mode = self._mode(str(rel))
+        if mode is not None and stat.S_ISLNK(mode):
+            return path.is_file()
+        return mode is not None and stat.S_ISREG(mode)
+
+
+_PID_MAX = 2**22  # Linux's largest pid_max: a bigger or non-positive "pid" is not a process of ours
+
+
+def _read_claim(path: Path) -> tuple[bool | None, float] | None:
+    """(whether its holder is alive, age in seconds) of a claim file, None when there is none.
+
+    The one parser of claim files. "Alive" is known only for a pid of this host (else None: judge by
+    age). Content that is not a claim object (caught mid-write, random bytes, another JSON type, a
+    folder in its place, a pid that cannot be one) leaves it unknown: never an error."""
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return None, 0.0  # cannot even be looked at: treat it as fresh, its holder's to remove
+    try:
+        info = json.loads(path.read_bytes().decode("utf-8") or "{}")
+    except (OSError, ValueError):
+        info = {}
+    info = info if isinstance(info, dict) else {}
+    pid = info.get("pid")
+    if info.get("host") == HOST and isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < _PID_MAX:
+        return _pid_alive(pid), age
+    return None, age
+
+
 @dataclass
 class Claim:
     unit: Unit
@@ -145,6 +294,11 @@ class Store:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
         self.problems: list[str] = []  # unusable records met while reading, one line each
+
+    @functools.cached_property
+    def real_root(self) -> str:
+        """The root with every link resolved: where files that records name must stay."""
+        return os.path.realpath(self.root)
 
     # ---------------------------------------------------------------- paths and reading
     def class_dir(self, model: str, class_index: int) -> Path:
@@ -161,7 +315,7 @@ class Store:
         """(record, None), (None, None) when absent, or (None, why it is unusable). No side effects."""
         path = self.meta_path(model, class_index)
         try:
-            meta = Meta.from_json_obj(json.loads(path.read_bytes().decode("utf-8")))
+            meta = Meta.from_json_obj(read_record(path.read_bytes()))
         except FileNotFoundError:
             return None, None
         except (ValueError, OSError) as e:  # JSON, UTF-8 and schema errors are ValueErrors; a folder is an OSError
@@ -224,10 +378,19 @@ class Store:
                 if meta is not None:
                     yield meta
 
+    def class_paths(self, model: str, class_index: int) -> ClassPaths:
+        """The checker of the paths this class's records name (see ClassPaths)."""
+        return ClassPaths(self, model, class_index)
+
+    def file_path(self, model: str, class_index: int, rel: object) -> Path:
+        """The store file a record names; UnsafePath when it would be read from outside the store."""
+        return self.class_paths(model, class_index).path(rel)
+
     def missing_files(self, meta: Meta, unit: Unit) -> list[str]:
-        """Files the unit's record lists that are not in the store (a done part with these is not done)."""
-        d = self.class_dir(meta.model, meta.class_index)
-        return [f for f in meta.files_of(unit) if not (d / f).is_file()]
+        """Files the unit's record lists that are not in the store (a done part with these is not done).
+        A file whose path leaves the store counts as missing: it is never read, and a render replaces it."""
+        paths = self.class_paths(meta.model, meta.class_index)
+        return [f for f in meta.files_of(unit) if not paths.is_file(f)]
 
     # ---------------------------------------------------------------- writing
     def write_file(self, model: str, class_index: int, rel: str, data: bytes) -> str:
@@ -250,7 +413,7 @@ class Store:
         """The validated model.json, or None if absent or unusable (reported in `problems`)."""
         path = self.root / model / MODEL_CARD
         try:
-            return ModelCard.from_json_obj(json.loads(path.read_bytes().decode("utf-8")))
+            return ModelCard.from_json_obj(read_record(path.read_bytes()))
         except FileNotFoundError:
             return None
         except (ValueError, OSError) as e:
@@ -307,17 +470,16 @@ class Store:
     def _reclaim_if_stale(self, path: Path) -> bool:
         """Remove a dead worker's claim (under a lock, re-checked there). True if removed."""
         with file_lock(path.parent / ".meta.lock"):
-            try:
-                info = json.loads(path.read_text() or "{}")
-                age = time.time() - path.stat().st_mtime
-            except FileNotFoundError:
+            claim = _read_claim(path)
+            if claim is None:
                 return True
-            except json.JSONDecodeError:  # a claim caught mid-write; judge it by age alone
-                info, age = {}, time.time() - path.stat().st_mtime
-            dead = info.get("host") == HOST and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"])
-            if not dead and age < CLAIM_TTL_S:
+            alive, age = claim
+            if alive is not False and age < CLAIM_TTL_S:
                 return False
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:  # not a file (a folder in its place): the unit stays undone, and says so
+                return False
             return True
 
     def refresh(self, claims: list[Claim]) -> None:
@@ -359,17 +521,11 @@ class Store:
 
     def claimed_by_live_worker(self, unit: Unit) -> bool:
         """A claim exists and does not look stale (its holder may still finish the unit)."""
-        path = self._claim_path(unit)
-        try:
-            info = json.loads(path.read_text() or "{}")
-            age = time.time() - path.stat().st_mtime
-        except FileNotFoundError:
+        claim = _read_claim(self._claim_path(unit))
+        if claim is None:
             return False
-        except (json.JSONDecodeError, OSError):
-            return True
-        if info.get("host") == HOST and isinstance(info.get("pid"), int):
-            return _pid_alive(info["pid"])
-        return age < CLAIM_TTL_S
+        alive, age = claim
+        return alive if alive is not None else age < CLAIM_TTL_S
 
     def leftovers(self) -> list[Path]:
         """Temporary and claim files in the store (none should remain once every run has ended)."""

@@ -118,3 +118,94 @@ def test_errors_are_one_hierarchy():
 
     for name in ("ConfigError", "ClassSpecError", "PlanError", "ModelError", "CraftError", "SiteError", "StoreError"):
         assert issubclass(getattr(errors, name), LensError)
+
+
+@pytest.mark.parametrize("flag", ["--store", "--images", "--config"])
+def test_empty_path_flags_are_refused_not_the_current_folder(tiny_config, tmp_path, capsys, monkeypatch, flag):
+    monkeypatch.chdir(tmp_path)
+    argv = ["render", "--config", str(tiny_config), "--classes", "1", "--dry-run", flag, ""]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"argument {flag}" in err and "empty path" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_site_flag_is_refused(tiny_config, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["site", "--config", str(tiny_config), "--site", ""])
+    assert e.value.code == 2 and "argument --site" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("key", ["out", "site", "images", "spectrum"])
+def test_empty_paths_in_models_yaml_are_refused(tmp_path, key):
+    config = write_tiny_zoo(tmp_path)
+    text = config.read_text()
+    text = "\n".join(line for line in text.splitlines() if not line.startswith(f"{key}:")) + f'\n{key}: "  "\n'
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=f"key '{key}'.*empty path"):
+        load_zoo(config)
+
+
+def test_init_on_files_folders_and_read_only_places(tmp_path, capsys, monkeypatch):
+    in_the_way = tmp_path / "file"
+    in_the_way.write_text("mine\n")
+    assert "is a file, not a folder" in one_line_error(capsys, "init", str(in_the_way))
+    assert "Not a directory" in one_line_error(capsys, "init", str(in_the_way / "sub"))
+    (tmp_path / "d" / "models.yaml").mkdir(parents=True)
+    assert "is a folder" in one_line_error(capsys, "init", str(tmp_path / "d"), "--force")
+    assert in_the_way.read_text() == "mine\n"
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("generator.store.open", read_only, raising=False)  # as root, chmod cannot refuse a write
+    assert "cannot write" in one_line_error(capsys, "init", str(tmp_path / "ro"))
+    assert not (tmp_path / "ro" / "models.yaml").exists()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--concepts", "-1"], "--concepts -1"),
+    (["--concepts", "99999999999999999999"], "--concepts"),
+    (["--cell", "nan"], "--cell nan"),
+    (["--cell", "0"], "--cell 0"),
+    (["--dpi", "0"], "--dpi 0"),
+    (["--dpi", "2400", "--cell", "20"], "pixels"),
+])
+def test_figure_numbers_are_checked(tiny_config, tmp_path, capsys, flags, words):
+    from benchmarks.synthetic_store import write_synthetic_store
+
+    store = write_synthetic_store(tmp_path / "store", [1], ["tiny"], concepts=1, crops=1, attributions=1, link=False)
+    line = one_line_error(capsys, "figure", "--config", str(tiny_config), "--store", str(store), "--classes", "1",
+                          "--output", str(tmp_path / "fig"), *flags)
+    assert words in line and not (tmp_path / "fig.png").exists()
+
+
+def test_figure_output_that_cannot_be_written(tiny_config, tmp_path, capsys):
+    from benchmarks.synthetic_store import write_synthetic_store
+
+    store = write_synthetic_store(tmp_path / "store", [1], ["tiny"], concepts=1, crops=1, attributions=1, link=False)
+    (tmp_path / "fig.png").mkdir()  # a folder where the PNG goes
+    line = one_line_error(capsys, "figure", "--config", str(tiny_config), "--store", str(store), "--classes", "1",
+                          "--output", str(tmp_path / "fig"))
+    assert "cannot write" in line and "fig.png" in line
+
+
+def test_layers_samples_and_spectrum_output_folder(tiny_config, tiny_images, tmp_path, capsys):
+    assert "--samples 0" in one_line_error(capsys, "layers", "tiny", "--config", str(tiny_config), "--samples", "0")
+    folder = tmp_path / "spectra"
+    folder.mkdir()
+    capsys.readouterr()
+    assert main(["spectrum", "--images", str(tiny_images), "--config", str(tiny_config), "--output", str(folder)]) == 0
+    written = list(folder.glob("*.npy"))
+    assert len(written) == 1 and str(written[0]) in capsys.readouterr().out  # a folder gets <id>.npy inside it
+
+
+def test_an_invalid_timm_tag_is_one_line(tmp_path, capsys):
+    config = write_tiny_zoo(tmp_path, extra="  - {name: tagged, arch: resnet18, weights: {timm: no_such_tag}}\n")
+    capsys.readouterr()
+    assert main(["models", "--config", str(config)]) == 0  # the listing loads nothing: it says why on the model's row
+    out = capsys.readouterr().out
+    assert "key 'weights.timm'" in out and "no_such_tag" in out
+    assert "key 'weights.timm'" in one_line_error(capsys, "layers", "tagged", "--config", str(config))

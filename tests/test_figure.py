@@ -102,7 +102,7 @@ def test_dpi_sets_the_pixels_and_jpeg_or_webp_are_the_light_alternative(store, t
         with Image.open(written[0]) as im, Image.open(png) as ref:
             assert im.format == kind and im.size == ref.size
         assert written[0].stat().st_size < png.stat().st_size
-    with pytest.raises(ValueError, match="figure format 'gif'"):
+    with pytest.raises(ValueError, match="--format 'gif'"):
         make_figure(store, [0], list(DEFAULT_MODELS[:1]), tmp_path / "x", fmt="gif")
 
 

@@ -57,7 +57,8 @@ def test_status_json_lists_failures_problems_and_no_images(tmp_path, capsys):
     assert report["models"]["tiny"]["craft"]["no-images"] == 1
     assert report["models"]["broken"]["craft"]["failed"] == 1 and "gone.safetensors" in report["failures"][0]["error"]
     assert report["failures"][0]["unit"] == "broken/0003/craft"
-    assert len(report["problems"]) == 1 and "moved aside" in report["problems"][0]
+    assert len(report["problems"]) == 1 and "count as not done" in report["problems"][0]
+    assert (out / "broken" / "0004" / "meta.json").read_text() == "[]"  # a report moves nothing aside
 
 
 def test_status_names_the_other_settings_and_settings_last_reuses_them(tmp_path, capsys):

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..config import SLUG_PATTERN
 from ..errors import SiteError
 from ..resources import templates_dir
-from ..store import atomic_write_bytes
+from ..store import UnsafePath, atomic_write_bytes, checked_rel, resolves_inside
 
 TEMPLATES = templates_dir()  # generator/resources.py: the packaged copy, else the checkout's templates/
 INDEX_FILE = "classes.json"
@@ -50,12 +50,12 @@ def site_path(out_dir: Path, rel: str) -> Path:
 
 
 def store_rel(rel: object) -> str:
-    """A file meta.json names, checked to stay inside its class folder."""
-    if not isinstance(rel, str) or not rel:
-        raise SourceError("no file recorded in meta.json")
-    if rel.startswith("/") or "\\" in rel or ".." in rel.split("/"):
-        raise SourceError(f"unsafe path {rel!r} in meta.json")
-    return rel
+    """A file meta.json names, checked to stay inside its class folder: the store's own rule
+    (`store.checked_rel`), raised as the site's SourceError."""
+    try:
+        return checked_rel(rel)
+    except UnsafePath as e:
+        raise SourceError(str(e).removeprefix("meta.json: ")) from None
 
 
 def is_model_slug(name: str) -> bool:
@@ -63,6 +63,8 @@ def is_model_slug(name: str) -> bool:
 
 
 def check_out_dir(out_dir: Path, store_root: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SiteError(f"--site {out_dir} is a file, not a folder; choose a new or empty folder for the site")
     if out_dir == store_root or out_dir in store_root.parents or store_root in out_dir.parents:
         raise SiteError(f"the site folder {out_dir} and the artifact store {store_root} must not contain each other")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MARKER_FILE).is_file():
@@ -165,9 +167,7 @@ def cache_lock(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def inside(path: str, root: str) -> bool:
-    """Whether `path`, with every link resolved, is inside the folder `root` (already resolved)."""
-    return os.path.realpath(path).startswith(root.rstrip(os.sep) + os.sep)
+inside = resolves_inside  # the store's check (generator/store.py): images.py scans a class's links with it once
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
