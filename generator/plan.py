@@ -22,7 +22,7 @@ from .records import Meta, PartRecord, Unit
 from .store import Store
 
 PARTS = ("maco", "craft")
-METHOD_VERSION = {"maco": 2, "craft": 2}  # bump when a change of code changes results
+METHOD_VERSION = {"maco": 2, "craft": 3}  # bump when a change of code changes results (craft 3: exact Sobol totals for pool + linear heads)
 
 
 
@@ -55,7 +55,7 @@ def in_shard(model: str, class_index: int, shard: tuple[int, int] | None) -> boo
 
 def model_identity(entry: ModelEntry) -> dict[str, Any]:
     """What determines a model's outputs (not its description or setting overrides)."""
-    return entry.model_dump(mode="json", exclude={"description", "maco", "craft"})
+    return entry.model_dump(mode="json", exclude={"description", "maco", "craft", "dictionary"})
 
 
 def images_identity(images_dir: Path | None, wnid: str) -> str:
