@@ -52,6 +52,8 @@ def main() -> int:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seeds", default="0,1", help="the first is measured; the others give stability")
     p.add_argument("--top", type=int, default=5, help="atoms removed per class in the deletion test")
+    p.add_argument("--train-tokens", type=int, help="train on a seeded subsample of this many tokens of the sample")
+    p.add_argument("--eval-classes", type=int, help="the second pass (agreement, shares, deletion) on the first N photos only")
     p.add_argument("--tag", default=None)
     args = p.parse_args()
     if not args.images.is_dir():
@@ -75,9 +77,19 @@ def main() -> int:
     row: dict = {"model": args.model, "photos": len(photos), "train_photos": len(train), "views_per_photo": 2,
                  "threads": torch.get_num_threads(), "settings": settings.model_dump(mode="json")}
 
+    # The token sample is cached under benchmarks/results/ (git-ignored: derived from the samples).
+    cache = RESULTS / f"tokens-{args.model}-{len(photos)}-{settings.tokens_per_image}-{settings.seed}.pt"
     t = time.perf_counter()
-    tokens = mc.sample_tokens(model, train, settings.tokens_per_image, settings.seed, flips=True)
-    row["token_pass_s"], row["train_tokens"] = time.perf_counter() - t, len(tokens)
+    if cache.exists():
+        tokens, row["token_pass_s"] = torch.load(cache, weights_only=True)
+    else:
+        tokens = mc.sample_tokens(model, train, settings.tokens_per_image, settings.seed, flips=True)
+        row["token_pass_s"] = time.perf_counter() - t
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        torch.save((tokens, row["token_pass_s"]), cache)
+    if args.train_tokens and args.train_tokens < len(tokens):
+        tokens = tokens[torch.randperm(len(tokens), generator=torch.Generator().manual_seed(0))[: args.train_tokens]]
+    row["train_tokens"] = len(tokens)
     row["channels"] = tokens.shape[1]
     print(f"{len(tokens)} training tokens of {tokens.shape[1]} channels in {row['token_pass_s']:.0f} s", flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -98,7 +110,9 @@ def main() -> int:
     row["frequency_quantiles"] = torch.quantile(torch.tensor(q["frequency"]), torch.tensor([0.5, 0.9, 0.99])).tolist()
     del held_tokens
 
-    row.update(evaluate(model, sae, photos, classes, held, args.top))
+    n_eval = args.eval_classes or len(photos)
+    row["eval_photos"] = n_eval
+    row.update(evaluate(model, sae, photos[:n_eval], classes[:n_eval], held, args.top))
     row["flops_per_token"] = 6 * 2 * row["channels"] * settings.atoms  # encoder + decoder matmuls, forward + backward
     tag = args.tag or f"dictionary-{args.model}"
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,7 @@ class ImageTerms:
     residual: float
 
 
+@torch.no_grad()
 def _codes(model: LoadedModel, sae: TopKSAE, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes (T, atoms) of one image's tokens (T, C) and its residual (T, C)."""
     z = encode_batched(sae, tokens)

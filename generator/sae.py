@@ -29,13 +29,9 @@ from typing import Callable
 import torch
 
 from .config import DictionarySettings
-from .errors import LensError
+from .errors import DictionaryError
 
 CHECKPOINT_FORMAT = 1
-
-
-class DictionaryError(LensError):
-    """A dictionary that cannot be trained or read (bad tokens, a checkpoint of other settings)."""
 
 
 class TopKSAE(torch.nn.Module):
@@ -116,8 +112,12 @@ def train_sae(tokens: torch.Tensor, settings: DictionarySettings, checkpoint: Pa
     since_fired = torch.zeros(settings.atoms, dtype=torch.long, device=device)
     start, seconds = 0, 0.0
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("settings") != settings.model_dump(mode="json"):
+        try:
+            state = torch.load(checkpoint, map_location=device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the same one-line error
+            raise DictionaryError(f"{checkpoint}: unreadable dictionary checkpoint ({type(e).__name__}); "
+                                  "delete it to start again") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("settings") != settings.model_dump(mode="json"):
             raise DictionaryError(f"{checkpoint}: a checkpoint of other dictionary settings; delete it to start again")
         sae.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
