@@ -96,7 +96,8 @@ def gradient_terms(model: LoadedModel, sae: TopKSAE, z: torch.Tensor, e: torch.T
     logit = model.h(as_layer(model, x[None]).to(model.device))[0, class_index].float()
     (grad,) = torch.autograd.grad(logit, z)
     atoms = (grad * z).sum(0).detach()
-    return ImageTerms(float(logit), atoms, 0.0, float(logit) - float(atoms.sum()))
+    value = float(logit.detach())
+    return ImageTerms(value, atoms, 0.0, value - float(atoms.sum()))
 
 
 def class_shares(terms: Sequence[ImageTerms]) -> dict:

@@ -31,7 +31,7 @@ def planted(n: int = 3000, channels: int = 32, atoms: int = 48, k: int = 3, seed
     return z @ D, D
 
 
-R2_FLOOR, AGREEMENT_FLOOR = -1.0, 0.0  # measured below
+R2_FLOOR, AGREEMENT_FLOOR = 0.8, 0.7  # measured: R² 0.913, agreement 15/18 (test_dictionary_on_real_lite0...)
 SMALL = DictionarySettings(atoms=64, k=3, epochs=12, lr=3e-3, batch_size=128, aux_k=8, dead_after=2000, seed=0)
 
 
