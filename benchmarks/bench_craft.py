@@ -3,13 +3,17 @@
     python benchmarks/bench_craft.py                          # 20 classes of ../shared/imagenet-samples
     python benchmarks/bench_craft.py --images DIR --classes 0-99 --maco-settings default
     python benchmarks/bench_craft.py --method nmf,semi-nmf --augment --maco-settings none   # the two dictionaries
+    python benchmarks/bench_craft.py --mode patches,tokens --augment --maco-settings none   # issue 19 §1
 
 Faithfulness figures per class: does removing the top concept (zeroing its coefficients before h)
 lower the class logit more than removing the least important one; and the deletion areas
 (concepts removed in importance order vs random order; lower is more faithful). `--method` runs
 each listed concept dictionary on the same classes and images (`auto`, `nmf`, `semi-nmf`);
 `--augment` adds the mirror image and two 80% corner crops of every image (the samples hold one
-image per class). Writes JSON and markdown to benchmarks/results/.
+image per class). `--mode` compares what the dictionary factorises: re-forwarded `patches` or the
+concept layer's own `tokens`. Where the head is pool + linear, each row also checks the exact
+Sobol total indices CRAFT now uses there against the quasi-Monte Carlo estimate (their correlation
+and whether both rank the same concept first). Writes JSON and markdown to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -49,9 +53,12 @@ def main() -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--tag", default="craft")
     p.add_argument("--method", default="auto", help="concept dictionaries to compare, comma-separated: auto, nmf, semi-nmf")
+    p.add_argument("--mode", default="patches", help="what the dictionary factorises, comma-separated: patches, tokens")
     p.add_argument("--augment", action="store_true", help="add each image's mirror and two 80%% corner crops")
     args = p.parse_args()
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    modes = [m.strip() for m in args.mode.split(",") if m.strip()]
+    variants = [(method, mode) for method in methods for mode in modes]
 
     zoo = load_zoo(ROOT / "models.yaml")
     device = resolve_device(args.device)
@@ -62,39 +69,42 @@ def main() -> int:
     classes = parse_class_list(args.classes)
     photos = None if args.images else demo_photos()
     rows = []
-    for c, method in [(c, m) for c in classes for m in methods]:
-        craft_settings = base_settings.model_copy(update={"method": method})
+    for c in classes:
         images = load_class_images(args.images, imagenet_class(c).wnid) if args.images else photos
         if args.augment:
             images = augmented(images)
-        t = time.perf_counter()
-        result = craft.run_craft(model, images, c, craft_settings)
-        total = time.perf_counter() - t
-        if not result.concepts:
-            print(f"class {c}: no usable image, skipped", flush=True)
-            continue
-        row = {"class": c, "method_setting": method, "method": result.method, "name": imagenet_class(c).name,
-               "n_images": len(result.views), "selection": result.selection,
-               **{f"{k}_s": v for k, v in result.timings.items()}, "craft_total_s": total, "nmf_error": result.nmf_error,
-               "top_drop": result.concepts[0].removal_drop, "least_drop": result.concepts[-1].removal_drop,
-               "auc_importance": result.deletion["auc_importance"], "auc_random": result.deletion["auc_random"]}
-        row["top_beats_least"] = row["top_drop"] > row["least_drop"]
-        if args.maco_settings != "none":
-            objectives = [maco.direction_objective(f"concept/{c:04d}/{k.id}", k.direction) for k in result.concepts]
+        for method, mode in variants:
+            craft_settings = base_settings.model_copy(update={"method": method, "mode": mode})
             t = time.perf_counter()
-            maco.render(model, objectives, maco_settings, spectrum)
-            row["concept_maco_s"] = time.perf_counter() - t
-            row["concept_maco_count"] = len(objectives)
-        rows.append(row)
-        print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+            result = craft.run_craft(model, images, c, craft_settings)
+            total = time.perf_counter() - t
+            if not result.concepts:
+                print(f"class {c}: no usable image, skipped", flush=True)
+                continue
+            row = {"class": c, "method_setting": method, "mode": mode, "method": result.method, "name": imagenet_class(c).name,
+                   "n_images": len(result.views), "selection": result.selection,
+                   **{f"{k}_s": v for k, v in result.timings.items()}, "craft_total_s": total, "nmf_error": result.nmf_error,
+                   "top_drop": result.concepts[0].removal_drop, "least_drop": result.concepts[-1].removal_drop,
+                   "auc_importance": result.deletion["auc_importance"], "auc_random": result.deletion["auc_random"]}
+            row["top_beats_least"] = row["top_drop"] > row["least_drop"]
+            row["seconds_per_image"] = total / len(result.views)
+            row.update(sobol_check(model, result, c, craft_settings))
+            if args.maco_settings != "none":
+                objectives = [maco.direction_objective(f"concept/{c:04d}/{k.id}", k.direction) for k in result.concepts]
+                t = time.perf_counter()
+                maco.render(model, objectives, maco_settings, spectrum)
+                row["concept_maco_s"] = time.perf_counter() - t
+                row["concept_maco_count"] = len(objectives)
+            rows.append(row)
+            print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     summaries, md = {}, []
-    for method in methods:
-        summary = summarise([r for r in rows if r["method_setting"] == method], args, device)
-        summaries[method] = summary
+    for method, mode in variants:
+        summary = summarise([r for r in rows if r["method_setting"] == method and r["mode"] == mode], args, device)
+        summaries[f"{method}/{mode}"] = summary
         used = ", ".join(summary["methods_used"])
-        md += [f"CRAFT ({method}: {used}), {args.model} on {summary['device']} ({summary['threads']} threads), "
+        md += [f"CRAFT ({method}: {used}; {mode}), {args.model} on {summary['device']} ({summary['threads']} threads), "
                f"{summary['classes']} classes of {summary['images']} ({summary['images_per_class']:.1f} images/class"
                + (", with mirror and corner crops" if args.augment else "") + ")", "",
                "| stage | mean seconds per class |", "|---|---:|"]
@@ -103,7 +113,12 @@ def main() -> int:
                f"{100 * summary['top_beats_least_fraction']:.0f}% of classes",
                f"- deletion area, importance order vs random: {summary['mean_auc_importance']:.3f} vs {summary['mean_auc_random']:.3f} "
                f"(importance order lower in {100 * summary['auc_importance_below_random_fraction']:.0f}% of classes)",
-               f"- dictionary relative reconstruction error: {summary['mean_nmf_error']:.3f}", ""]
+               f"- dictionary relative reconstruction error: {summary['mean_nmf_error']:.3f}",
+               f"- seconds per image (whole CRAFT): {summary['mean_seconds_per_image']:.3f}"]
+        if "sobol_exact_corr" in summary:
+            md += [f"- exact vs estimated Sobol totals (pool + linear head): mean correlation "
+                   f"{summary['sobol_exact_corr']:.3f}, same top concept in {100 * summary['sobol_same_top']:.0f}% of classes"]
+        md += [""]
     (RESULTS / f"{args.tag}.json").write_text(json.dumps({"summary": summaries, "rows": rows}, indent=1))
     (RESULTS / f"{args.tag}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
@@ -123,8 +138,22 @@ def summarise(rows: list[dict], args: argparse.Namespace, device: torch.device) 
         "concept_maco_settings": args.maco_settings, "top_beats_least_fraction": mean("top_beats_least"),
         "mean_auc_importance": mean("auc_importance"), "mean_auc_random": mean("auc_random"),
         "auc_importance_below_random_fraction": statistics.fmean(r["auc_importance"] < r["auc_random"] for r in rows),
-        "mean_nmf_error": mean("nmf_error"),
+        "mean_nmf_error": mean("nmf_error"), "mean_seconds_per_image": mean("seconds_per_image"),
+        **({"sobol_exact_corr": mean("sobol_exact_corr"), "sobol_same_top": mean("sobol_same_top")}
+           if any("sobol_exact_corr" in r for r in rows) else {}),
     }
+
+
+def sobol_check(model, result: craft.CraftResult, class_index: int, settings) -> dict:
+    """Where the head is pool + linear: exact total indices vs CRAFT's quasi-Monte Carlo estimate."""
+    if model.linear_head is None or result.maps.ndim != 4:
+        return {}
+    W = torch.stack([k.direction for k in sorted(result.concepts, key=lambda k: k.id)]).to(model.device)
+    maps = result.maps.to(model.device)
+    exact = craft.linear_totals(model, maps, W, class_index).mean(0).cpu()
+    estimate = craft.sobol_totals(model, maps, W, class_index, settings.sobol_designs, settings.seed).mean(0).cpu()
+    corr = float(torch.corrcoef(torch.stack([exact, estimate]))[0, 1])
+    return {"sobol_exact_corr": corr, "sobol_same_top": int(exact.argmax()) == int(estimate.argmax())}
 
 
 def augmented(images: list[SourceImage]) -> list[SourceImage]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from .errors import ConfigError
 
@@ -77,6 +77,43 @@ class CraftSettings(_Strict):
     )
     visualize: int | None = Field(None, ge=0, description="concepts given a MACO visualization (default: all)")
     seed: int = Field(0)
+    mode: Literal["patches", "tokens"] = Field(
+        "patches",
+        description="what the dictionary factorises: `patches` (crops re-forwarded, CRAFT 2023) or `tokens` "
+        "(the concept layer's own positions, one forward pass per image)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _stable_dump(self, handler: Any) -> dict[str, Any]:
+        # `mode` came later: left out at its default so settings hashes of stores written before stay valid.
+        data = handler(self)
+        if data.get("mode") == "patches":
+            del data["mode"]
+        return data
+
+
+class DictionarySettings(_Strict):
+    """The model-wide concept dictionary: a TopK sparse autoencoder on concept-layer tokens (`sae.py`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    atoms: int = Field(2048, ge=2, description="dictionary size (concepts)")
+    k: int = Field(8, ge=1, description="atoms active per token (top-k)")
+    epochs: int = Field(20, ge=1, description="passes over the token sample")
+    lr: float = Field(5e-4, gt=0, description="Adam learning rate")
+    batch_size: int = Field(1024, ge=1, description="tokens per optimisation step")
+    tokens_per_image: int = Field(49, ge=1, description="tokens sampled per image (all of a 7x7 map at the default)")
+    max_images: int = Field(200, ge=1, description="images per class, at most, in the token pass")
+    aux_k: int = Field(64, ge=1, description="AuxK: dead latents used to model the residual")
+    aux_weight: float = Field(1 / 32, ge=0, description="AuxK loss weight (0: off)")
+    dead_after: int = Field(100_000, ge=1, description="tokens without firing after which a latent counts as dead")
+    seed: int = Field(0)
+
+    @model_validator(mode="after")
+    def _k_below_atoms(self) -> DictionarySettings:
+        if self.k > self.atoms:
+            raise ValueError(f"k ({self.k}) must not exceed atoms ({self.atoms})")
+        return self
 
 
 class WeightsSource(_Strict):
@@ -144,6 +181,7 @@ class ModelEntry(_Strict):
     )
     maco: dict[str, Any] = Field(default_factory=dict, description="per-model MACO overrides")
     craft: dict[str, Any] = Field(default_factory=dict, description="per-model CRAFT overrides")
+    dictionary: dict[str, Any] = Field(default_factory=dict, description="per-model concept dictionary overrides")
 
     @model_validator(mode="after")
     def _one_builder(self) -> ModelEntry:
@@ -168,7 +206,7 @@ class ModelEntry(_Strict):
     def identity(self) -> dict[str, Any]:
         """What determines the model's outputs (not its description or setting overrides); keys added
         later are left out while unset, so an entry written before keeps its settings hash."""
-        out = self.model_dump(mode="json", exclude={"description", "maco", "craft"})
+        out = self.model_dump(mode="json", exclude={"description", "maco", "craft", "dictionary"})
         for key in _LATER_IDENTITY_KEYS:
             if out.get(key) is None:
                 out.pop(key, None)
@@ -210,6 +248,7 @@ class WeightsUsed(BaseModel):
 class Defaults(_Strict):
     maco: MacoSettings = MacoSettings()
     craft: CraftSettings = CraftSettings()
+    dictionary: DictionarySettings = DictionarySettings()
 
 
 def _path_value(value: str | None) -> str | None:
@@ -301,6 +340,12 @@ class Zoo:
         """defaults < model < each override in turn (preset, then command line)."""
         where = f"{self.path}: model '{model.name}'"
         return _merge(MacoSettings, self.data.defaults.maco, model.maco, *overrides, where=where, prefix="maco")
+
+    def dictionary_settings(self, model: ModelEntry, *overrides: dict[str, Any]) -> DictionarySettings:
+        """Defaults, then the model's `dictionary:` entry, then overrides (a preset's, the command line's)."""
+        where = f"{self.path}: model '{model.name}'"
+        return _merge(DictionarySettings, self.data.defaults.dictionary, model.dictionary, *overrides, where=where,
+                      prefix="dictionary")
 
     def craft_settings(self, model: ModelEntry, *overrides: dict[str, Any]) -> CraftSettings:
         where = f"{self.path}: model '{model.name}'"
@@ -427,6 +472,7 @@ def load_zoo(path: str | os.PathLike[str] | None = None) -> Zoo:
     for m in data.models:
         zoo.maco_settings(m)
         zoo.craft_settings(m)
+        zoo.dictionary_settings(m)
     for pname, p in data.presets.items():
         for mname in p.models or []:
             if mname not in zoo.models:

@@ -29,6 +29,7 @@ from .errors import CraftError
 from .images import SourceImage
 from .models import LoadedModel
 from .sobol import jansen_total_indices, sobol_designs
+from .tokens import as_tokens, token_boxes
 
 Box = tuple[int, int, int, int]
 
@@ -139,6 +140,28 @@ def patch_activations(model: LoadedModel, x: torch.Tensor, boxes: Sequence[Box],
     return torch.cat(out)
 
 
+def patch_side(model: LoadedModel, settings: CraftSettings) -> int:
+    """CRAFT's patch side in input pixels: `patch_size` at a 224-pixel input, scaled with the input."""
+    return max(8, round(settings.patch_size * model.preprocess.input_size / 224))
+
+
+def dictionary_rows(model: LoadedModel, x: torch.Tensor, act: torch.Tensor,
+                    settings: CraftSettings) -> tuple[torch.Tensor, list[Box], int]:
+    """What the dictionary factorises, the input box each row shows, and the rows per view.
+
+    `patches` (CRAFT 2023): crops of every view re-forwarded and pooled, (N * P, C). `tokens`
+    (xplique's holistic CRAFT): the concept layer's own positions of the views already computed,
+    (N * T, C), no further forward pass; a row's crop is the patch-sized square around its position.
+    """
+    size = model.preprocess.input_size
+    patch = patch_side(model, settings)
+    if settings.mode == "tokens":
+        tokens = as_tokens(model, act)
+        return tokens.reshape(-1, tokens.shape[-1]), token_boxes(model, patch), tokens.shape[1]
+    boxes = patch_boxes(size, patch, max(1, round(patch * settings.patch_stride)))
+    return patch_activations(model, x, boxes), boxes, len(boxes)
+
+
 def check_non_negative(act: torch.Tensor, model: LoadedModel) -> None:
     low = float(act.min())
     if low < -1e-5:
@@ -186,6 +209,30 @@ def sobol_totals(model: LoadedModel, maps: torch.Tensor, W: torch.Tensor, class_
         logits = torch.cat([_class_logit(model, chunk, W, class_index) for chunk in perturbed.split(256)])
         totals.append(jansen_total_indices(logits, designs, r))
     return torch.stack(totals) if totals else torch.zeros(0, r, device=maps.device)
+
+
+def linear_totals(model: LoadedModel, maps: torch.Tensor, W: torch.Tensor, class_index: int) -> torch.Tensor | None:
+    """Exact Sobol total indices where h is pool + linear: (N, r), or None for other heads.
+
+    There the masked logit is b + sum_k m_k c_k with c_k = pooled(U_k) (W_k . w_c), linear in
+    independent uniform masks, so S_Tk = c_k^2 Var(m) / Var(logit) = c_k^2 / sum_j c_j^2
+    (checked against the estimator in tests/test_craft.py and benchmarks/bench_craft.py).
+    """
+    head = model.linear_head
+    if head is None:
+        return None
+    c = pooled_codes(model, maps).float() * (W.float() @ head[0][class_index].float())  # (N, r)
+    squares = c.square()
+    return squares / squares.sum(1, keepdim=True).clamp(min=1e-30)
+
+
+def concept_totals(model: LoadedModel, maps: torch.Tensor, W: torch.Tensor, class_index: int,
+                   settings: CraftSettings) -> torch.Tensor:
+    """Per image Sobol total indices: exact for pool + linear heads (no designs run), else estimated."""
+    exact = linear_totals(model, maps, W, class_index)
+    if exact is not None:
+        return exact
+    return sobol_totals(model, maps, W, class_index, settings.sobol_designs, settings.seed)
 
 
 def logit_shares(model: LoadedModel, maps: torch.Tensor, W: torch.Tensor, class_index: int) -> torch.Tensor | None:
@@ -289,27 +336,27 @@ def run_craft(model: LoadedModel, images: Sequence[SourceImage], class_index: in
     views, x, act, selection = select_images(model, images, class_index, settings)
     if not views:
         return CraftResult([], [], torch.zeros(0), "none", float("nan"), {}, timings, reason="no usable image for this class")
-    size = model.preprocess.input_size
-    patch = max(8, round(settings.patch_size * size / 224))
-    boxes = patch_boxes(size, patch, max(1, round(patch * settings.patch_stride)))
-    patches = patch_activations(model, x, boxes)
-    method = choose_method(settings.method, patches, act)
+    rows, row_boxes, per_view = dictionary_rows(model, x, act, settings)
+    method = choose_method(settings.method, rows, act)
     if method == "nmf":
-        check_non_negative(patches, model)
+        check_non_negative(rows, model)
         check_non_negative(act, model)
     _sync(model)
     timings["activations"] = time.perf_counter() - t
 
     t = time.perf_counter()  # the dictionary fit, whatever its method ("nmf" kept as the stage name)
-    rank = min(settings.rank, patches.shape[0])
+    rank = min(settings.rank, rows.shape[0])
     dictionary = make_dictionary(method, rank, iters=settings.nmf_iters, seed=settings.seed)
-    U, W = dictionary.fit(patches)
-    maps = concept_maps(model, act, dictionary)
+    U, W = dictionary.fit(rows)
+    if settings.mode == "tokens":  # the rows are the images' own tokens: their codes are the maps
+        maps = U.reshape(*model.channels_last(act).shape[:-1], rank)
+    else:
+        maps = concept_maps(model, act, dictionary)
     _sync(model)
     timings["nmf"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    image_importance = sobol_totals(model, maps, W, class_index, settings.sobol_designs, settings.seed).cpu()
+    image_importance = concept_totals(model, maps, W, class_index, settings).cpu()
     importance = image_importance.mean(0)
     shares = logit_shares(model, maps, W, class_index)
     timings["sobol"] = time.perf_counter() - t
@@ -320,7 +367,7 @@ def run_craft(model: LoadedModel, images: Sequence[SourceImage], class_index: in
     concepts = []
     for k in order:
         top = torch.argsort(U[:, k], descending=True)[: settings.top_crops].tolist()
-        crops = [Crop(i // len(boxes), boxes[i % len(boxes)], float(U[i, k])) for i in top]
+        crops = [Crop(i // per_view, row_boxes[i % per_view], float(U[i, k])) for i in top]
         concepts.append(Concept(
             k, float(importance[k]), None if shares is None else float(shares[k]), W[k].cpu(), crops,
             float(deletion["single_removal_drop"][k]),

@@ -38,6 +38,10 @@ class CraftError(LensError, RuntimeError):
     """CRAFT cannot run for this model/layer; the message says why and what to change."""
 
 
+class DictionaryError(LensError, RuntimeError):
+    """The model-wide dictionary cannot be trained or resumed (bad tokens, a checkpoint of other settings)."""
+
+
 class SiteError(LensError, ValueError):
     """A site cannot be built as asked (e.g. the output folder is not ours to overwrite)."""
 

@@ -68,6 +68,16 @@ def test_bad_override_value_names_model(tmp_path):
         load_zoo(_one(tmp_path, extra=", maco: {stepz: 3}"))
 
 
+def test_dictionary_settings_default_and_bad_override_names_the_key(tmp_path):
+    zoo = load_zoo(_one(tmp_path, extra=", dictionary: {atoms: 64, k: 4}"))
+    settings = zoo.dictionary_settings(zoo.model("m"))
+    assert (settings.atoms, settings.k, settings.epochs) == (64, 4, 20)
+    with pytest.raises(ConfigError, match="model 'm'.*key 'dictionary.k'"):
+        load_zoo(_one(tmp_path, extra=", dictionary: {k: 0}"))
+    with pytest.raises(ConfigError, match="model 'm': .*k \\(9\\) must not exceed atoms \\(4\\)"):
+        load_zoo(_one(tmp_path, extra=", dictionary: {atoms: 4, k: 9}"))
+
+
 def test_preset_with_unknown_model(tmp_path):
     body = "presets: {p: {classes: '1', models: [nope]}}\nmodels:\n" + ENTRY.format(name="m", arch="a", weights="{timm: ''}", extra="")
     with pytest.raises(ConfigError, match="preset 'p': unknown model 'nope'"):

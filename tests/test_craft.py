@@ -217,3 +217,16 @@ def test_craft_signed_method_real_model_on_demo_photos(zoo, layer, method):
     if layer == "features":
         top, least = r.concepts[0], r.concepts[-1]
         assert top.removal_drop > least.removal_drop and top.removal_drop > 0
+
+
+def test_linear_head_sobol_totals_are_squared_logit_contributions(tiny_model, tiny_images):
+    """Pool + linear head: the estimator converges to c_k^2 / sum c_j^2, which CRAFT then uses exactly."""
+    assert tiny_model.linear_head is not None
+    settings = CraftSettings(rank=4, top_crops=3, sobol_designs=8, nmf_iters=50, mode="tokens")
+    r = craft.run_craft(tiny_model, load_class_images(tiny_images, "n01443537"), 1, settings)
+    W = torch.stack([k.direction for k in sorted(r.concepts, key=lambda k: k.id)])
+    exact = craft.linear_totals(tiny_model, r.maps, W, 1)
+    estimate = craft.sobol_totals(tiny_model, r.maps, W, 1, designs=2048, seed=0)
+    torch.testing.assert_close(estimate, exact, atol=0.03, rtol=0)
+    assert torch.allclose(exact.sum(1), torch.ones(len(exact)))
+    assert [c.importance for c in r.concepts] == sorted(exact.mean(0).tolist(), reverse=True)
