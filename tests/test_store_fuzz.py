@@ -140,6 +140,7 @@ def test_quality_and_render_go_on_and_render_alone_quarantines(fuzzed, capsys):
     scored = {m.class_index: m.maco.quality.key for m in Store(store).iter_meta_records("tiny", repair=False)}
     assert scored[6] is None and scored[7] is None and scored[9] is None  # never read from outside, nor unreadable
     assert scored[10] is not None and scored[12] is not None
+    assert f"lens: quality: scored {sum(k is not None for k in scored.values())} class visualizations" in text  # only scored ones
 
     code, text, _ = run(capsys, "render", *common, "--classes", "1-3", "--what", "maco")
     assert code == 0, text
