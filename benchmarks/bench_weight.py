@@ -93,7 +93,7 @@ def main() -> None:
     report = build_site(zoo, args.store, out, models=models, classes=classes, progress=False, cache_dir=cache,
                         full_res=args.full_res)
     store = Store(args.store.resolve())
-    plan = ImagePlan(webp.WebpCache(cache / "webp"), RESULTS / "memo", store.root, args.full_res)
+    plan = ImagePlan(webp.WebpCache(cache / "webp"), RESULTS / "memo", args.full_res)
     quality: dict[str, list[tuple[float, float]]] = defaultdict(list)
     shown: set[str] = set()
     for model in report.models:

@@ -286,12 +286,14 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
             del judge
     finally:
         bar.close()
+    scored = 0  # visualizations some judge scored: not the unreadable ones, none when every judge was skipped
     for name, by_class in scores.items():
         for c, sc in by_class.items():
             if (name, c) in unreadable:  # never scored: left as it was, tried again next run
                 continue
             _store_scores(store, name, c, {**sc, "key": keys[name, c] if code == 0 else None})
-    print(f"lens: quality: scored {n - len(unreadable)} class visualizations of {len(todo)} models with judges {', '.join(judges)}"
+            scored += bool(sc["transfer"]) or len(sc) > 1
+    print(f"lens: quality: scored {scored} class visualizations of {len(todo)} models with judges {', '.join(judges)}"
           + ("" if code == 0 else " (a judge was skipped: these scores count as not done and are scored again next run)"))
     return code
 

@@ -79,12 +79,15 @@ def test_quality_at_scale_selected_incremental_cached(tmp_path, tiny_images, mon
     assert sorted(judged) == [("tiny-b", 64, (1, 2, 3))]  # other judges: scored again
 
 
-def test_a_judge_that_cannot_load_is_skipped(tmp_path, tiny_images):
+def test_a_judge_that_cannot_load_is_skipped(tmp_path, tiny_images, capsys):
     config = write_tiny_zoo(tmp_path / "zoo", images=tiny_images, extra=SECOND + BROKEN_JUDGE)
     out = tmp_path / "store"
     common = ["--config", str(config), "--out", str(out), "--no-progress", "--classes", "1", "--model", "tiny"]
     assert main(["render", *common, "--what", "maco"]) == 0
+    assert main(["quality", *common, "--judges", "gone", "--device", "cpu"]) == 1
+    assert "lens: quality: scored 0 class visualizations" in capsys.readouterr().out  # no judge: nothing scored
     assert main(["quality", *common, "--judges", "gone,tiny-b", "--device", "cpu"]) == 1
+    assert "lens: quality: scored 1 class visualizations" in capsys.readouterr().out
     q = next(r.to_json_obj() for r in Store(out).iter_meta_records("tiny"))["maco"]["quality"]
     assert set(q["transfer"]) == {"tiny-b"} and "key" not in q  # partial: scored again by the next run
 

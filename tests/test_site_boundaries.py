@@ -122,6 +122,54 @@ def test_a_cache_folder_lens_did_not_make_is_refused(zoo, built, tmp_path):
     assert (built / "cache" / CACHE_MARKER).is_file()
 
 
+# ----------------------------------------------------------------------------- 4. the store's one path check
+
+
+def link_out(class_dir: Path, rel: str, tmp_path: Path) -> str:
+    """Make the store file `rel` a link to a readable copy of itself outside the store; its real path."""
+    outside = tmp_path / "outside" / rel.replace("/", "_")
+    outside.parent.mkdir(parents=True, exist_ok=True)
+    outside.write_bytes((class_dir / rel).read_bytes())  # readable: following it would change the outcome
+    (class_dir / rel).unlink()
+    (class_dir / rel).symlink_to(outside)
+    return os.path.realpath(outside)
+
+
+def test_images_named_by_meta_json_are_never_read_through_a_link_out_of_the_store(zoo, built, tmp_path, monkeypatch):
+    class_dir = built / "store" / MODEL / "0000"
+    outside = link_out(class_dir, json.loads((class_dir / "meta.json").read_text())["maco"]["files"]["image"], tmp_path)
+    opened: list[str] = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda f, *a, **kw: opened.append(os.path.realpath(f)) or real_open(f, *a, **kw))
+    report = rebuild(zoo, built, verify=True)  # verify: every source hashed again, none trusted by its memo
+    assert outside not in opened
+    assert [p for p in report.problems if p.startswith(f"{MODEL} 0000:") and "links outside the artifact store" in p]
+    assert 'data-state="unavailable"' in (built / "site" / "classes" / "0000.html").read_text()
+    assert (built / "site" / "classes" / "0001.html").is_file()  # the rest goes on
+
+
+def test_craft_side_files_are_never_read_through_a_link_out_of_the_store(zoo, built, tmp_path, monkeypatch):
+    from generator import sidefiles
+
+    outside = []
+    for c, side in ((0, "directions"), (1, "per_image")):
+        class_dir = built / "store" / MODEL / f"{c:04d}"
+        outside.append(link_out(class_dir, json.loads((class_dir / "meta.json").read_text())["craft"]["files"][side],
+                                tmp_path))
+    shutil.rmtree(built / "cache" / "relations")  # its entries are keyed by the CRAFT record, which did not change
+    opened: list[str] = []
+    real_load = sidefiles.np.load
+    monkeypatch.setattr(sidefiles.np, "load", lambda f, **kw: opened.append(os.path.realpath(f)) or real_load(f, **kw))
+    report = rebuild(zoo, built)
+    assert opened and not set(outside) & set(opened)
+    assert [p for p in report.problems if p.startswith(f"{MODEL} 0000: concept vectors unreadable")
+            and "link that leads outside the store" in p]
+    assert [p for p in report.problems if p.startswith(f"{MODEL} 0001: per-image records unreadable")
+            and "link that leads outside the store" in p]
+    assert "Decision strategies are not available" in (built / "site" / "classes" / "0001.html").read_text()
+    assert all((built / "site" / "classes" / f"{c:04d}.html").is_file() for c in (0, 1))  # placeholders, the site goes on
+
+
 # ----------------------------------------------------------------------------- 5. the site repairs what was changed
 
 

@@ -140,6 +140,7 @@ def test_quality_and_render_go_on_and_render_alone_quarantines(fuzzed, capsys):
     scored = {m.class_index: m.maco.quality.key for m in Store(store).iter_meta_records("tiny", repair=False)}
     assert scored[6] is None and scored[7] is None and scored[9] is None  # never read from outside, nor unreadable
     assert scored[10] is not None and scored[12] is not None
+    assert f"lens: quality: scored {sum(k is not None for k in scored.values())} class visualizations" in text  # only scored ones
 
     code, text, _ = run(capsys, "render", *common, "--classes", "1-3", "--what", "maco")
     assert code == 0, text
@@ -176,6 +177,13 @@ def test_the_path_check_is_the_stores(tmp_path, fuzzed):
     inside = store / "tiny" / "0008" / "maco-copy.png"  # a link that stays inside the store is followed
     inside.symlink_to(next((store / "tiny" / "0008").glob("maco.*.png")))
     assert s.class_paths("tiny", 8).is_file("maco-copy.png")
+    for c in (6, 7, 8, 10):  # one listing of the class folder (`scan`, the site's) answers as an lstat per path does
+        names = [str(p.relative_to(s.class_dir("tiny", c))) for p in s.class_dir("tiny", c).rglob("*")]
+        names += ["absent.png", "concepts/absent.npy", "maco-copy.png/x"]
+        plain, scanned = s.class_paths("tiny", c), s.class_paths("tiny", c).scan()
+        assert [(plain.path_or_none(n), plain.is_file(n)) for n in names] == \
+            [(scanned.path_or_none(n), scanned.is_file(n)) for n in names], c
+    assert s.class_paths("tiny", 7).scan().path_or_none(meta7.maco.files["image"]) is None
     # The Python API gets the same check: the picture is "missing", never a path outside.
     api = open_store(store)
     for c in (6, 7):

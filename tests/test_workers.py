@@ -453,3 +453,31 @@ def test_a_shard_says_how_much_of_the_selection_it_holds(tiny_config, tmp_path, 
     code, text = run_cli(capsys, "render", "--config", str(tiny_config), "--classes", "1-3", "--store", str(tmp_path / "s"),
                          "--no-progress", "--what", "maco", "--shard", f"{full}/4")
     assert code == 0 and f"shard {full}/4: {held} of 3 (class, model) pairs, {held} units to do" in text
+
+
+def test_concept_directions_are_opened_through_the_stores_path_check(tiny_config, tmp_path, monkeypatch):
+    """A directions file that is a link leading outside the store is never opened: its concept unit
+    fails with one line naming the meta.json, and the other classes' concept objectives are built."""
+    from generator import sidefiles
+    from generator.records import Unit
+    from generator.store import UnsafePath
+    from generator.workers.worker import Worker
+
+    out = tmp_path / "s"
+    assert render(tiny_config, out, "--what", "craft") == 0
+    store = Store(out)
+    rel = store.meta("tiny", 1).craft.files["directions"]
+    outside = tmp_path / "outside.npy"
+    outside.write_bytes((out / "tiny" / "0001" / rel).read_bytes())  # readable: opening it would build an objective
+    (out / "tiny" / "0001" / rel).unlink()
+    (out / "tiny" / "0001" / rel).symlink_to(outside)
+    opened = []
+    real_load = sidefiles.np.load
+    monkeypatch.setattr(sidefiles.np, "load", lambda path, **kw: opened.append(os.path.realpath(path)) or real_load(path, **kw))
+    worker = Worker.__new__(Worker)  # _objective needs only the store
+    worker.store = store
+    with pytest.raises(UnsafePath, match=r"0001/meta\.json: .*link that leads outside the store"):
+        worker._objective(Unit("tiny", 1, "concept", 0), None)
+    objective = worker._objective(Unit("tiny", 2, "concept", 0), None)  # the rest goes on
+    assert objective.direction is not None
+    assert os.path.realpath(outside) not in opened and len(opened) == 1

@@ -187,8 +187,9 @@ def _full_build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, model_na
     class_rel: dict[tuple[str, int], ClassRelations | None] = {}
     with _timed(report, "relations"):
         for m in model_names:
-            rel = model_relations(m, store.root, {i: meta for (mm, i), meta in metas.items() if mm == m}, cache_dir)
+            rel = model_relations(m, store, {i: meta for (mm, i), meta in metas.items() if mm == m}, cache_dir)
             relations[m] = rel
+            report.problems += [f"{m} {line}" for line in rel.problems]
             if rel.recomputed:
                 report.relations_recomputed.append(m)
             for i in rel.classes:
@@ -197,7 +198,7 @@ def _full_build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, model_na
 
     # Source hashes are per store (a cache may serve several); encoded images are shared by content.
     store_tag = hashlib.sha256(str(store.root).encode()).hexdigest()[:12]
-    plan = ImagePlan(webp.WebpCache(cache_dir / "webp"), cache_dir / "hashes" / store_tag, store.root, options.full_res,
+    plan = ImagePlan(webp.WebpCache(cache_dir / "webp"), cache_dir / "hashes" / store_tag, options.full_res,
                      rehash=options.verify)
     views: Views = {}
     with _timed(report, "plan images"):

@@ -15,21 +15,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import webp
-from ..store import Store
-from .paths import SourceError, inside, site_path, store_rel
+from ..store import ClassPaths, Store, UnsafePath
+from .paths import SourceError, site_path, store_rel
 from .report import SiteReport
 
 
 class ImagePlan:
     """The WebP files a build needs: per site folder the names to keys, per key how to encode it."""
 
-    def __init__(self, cache: webp.WebpCache, memo_root: Path, store_root: Path, full_res: bool = False,
-                 rehash: bool = False):
+    def __init__(self, cache: webp.WebpCache, memo_root: Path, full_res: bool = False, rehash: bool = False):
         self.cache = cache
         self.rehash = rehash  # hash every source again, trusting no memoized (size, mtime)
         self.full_res = full_res  # also publish each visualization's lossless PNG with alpha (for papers)
         self.memo_root = memo_root
-        self.store_real = os.path.realpath(store_root)
         self.folders: dict[str, dict[str, str]] = {}
         self.recipes: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.sources_hashed = 0
@@ -41,23 +39,27 @@ class ImagePlan:
         hashes = webp.SourceHashes(self.memo_root / model / f"{slug}.json", store.class_dir(model, index))
         if self.rehash:
             hashes.memo = {}
-        return ClassImages(self, f"{slug}/{model}", names, hashes)
+        return ClassImages(self, f"{slug}/{model}", names, hashes, store.class_paths(model, index).scan())
 
 
 class ClassImages:
-    """Adds the images of one (model, class) to the plan; gives URLs relative to the class page."""
+    """Adds the images of one (model, class) to the plan; gives URLs relative to the class page.
+    Every source goes through the store's path check (`store.ClassPaths`, one scan of the class
+    folder): a link leading out of the store is never followed."""
 
-    def __init__(self, plan: ImagePlan, url_base: str, names: dict[str, str], hashes: webp.SourceHashes):
+    def __init__(self, plan: ImagePlan, url_base: str, names: dict[str, str], hashes: webp.SourceHashes,
+                 paths: ClassPaths):
         self.plan, self.url_base, self.names, self.hashes = plan, url_base, names, hashes
-        self.base_ok: bool | None = None  # the class folder resolves inside the store
-        self.links: dict[str, bool] = {}  # links in the class folder: whether each resolves inside the store
+        self.paths = paths
 
     def add(self, role: str, variant: str, files: Sequence[object]) -> str:
         rels = [store_rel(f) for f in files]
         digests = []
         for rel in rels:
-            if not self._stays_in_store(rel):  # a link out of the store is never followed
-                raise SourceError(f"{rel} links outside the artifact store")
+            try:
+                self.paths.path(rel)
+            except UnsafePath:
+                raise SourceError(f"{rel} links outside the artifact store") from None
             try:
                 digests.append(self.hashes.digest(rel))
             except (FileNotFoundError, NotADirectoryError):
@@ -70,41 +72,6 @@ class ClassImages:
         if key not in self.plan.recipes:
             self.plan.recipes[key] = (variant, tuple(self.hashes.path(r) for r in rels))
         return f"{self.url_base}/{name}"
-
-    def _stays_in_store(self, rel: str) -> bool:
-        """No component of the class folder or of `rel` is a link that leaves the store. The class
-        folder is scanned once for links (their type comes with the directory listing): an lstat
-        per path component of every source cost ~4 s on 1000 classes x 3 models."""
-        if self.base_ok is None:
-            self.base_ok = inside(self.hashes.base, self.plan.store_real)
-            self.links = self._scan_links()
-        if not self.base_ok:
-            return False
-        parts = rel.split("/")
-        for i in range(1, len(parts) + 1):
-            ok = self.links.get("/".join(parts[:i]))
-            if ok is False:
-                return False
-            if ok:  # a link that stays in the store: resolve the whole path (what lies beyond it was not scanned)
-                return inside(self.hashes.path(rel), self.plan.store_real)
-        return True
-
-    def _scan_links(self) -> dict[str, bool]:
-        """{path relative to the class folder: whether it resolves inside the store} for every link in it."""
-        links: dict[str, bool] = {}
-        stack = [""]
-        while stack:
-            sub = stack.pop()
-            try:
-                with os.scandir(self.hashes.path(sub) if sub else self.hashes.base) as it:
-                    for e in it:
-                        if e.is_symlink():
-                            links[sub + e.name] = inside(e.path, self.plan.store_real)
-                        elif e.is_dir():
-                            stack.append(f"{sub}{e.name}/")
-            except OSError:
-                continue
-        return links
 
     def size(self, variant: str, files: Sequence[object]) -> tuple[int, int] | None:
         """Pixel size of a variant `add` planned (from its first source's header); None if unreadable."""

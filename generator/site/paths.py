@@ -25,7 +25,7 @@ from pathlib import Path
 from ..config import SLUG_PATTERN
 from ..errors import SiteError
 from ..resources import templates_dir
-from ..store import UnsafePath, atomic_write_bytes, checked_rel, resolves_inside
+from ..store import UnsafePath, atomic_write_bytes, checked_rel
 
 TEMPLATES = templates_dir()  # generator/resources.py: the packaged copy, else the checkout's templates/
 INDEX_FILE = "classes.json"
@@ -165,9 +165,6 @@ def cache_lock(path: Path) -> Iterator[None]:
     finally:
         _HELD.discard(fd)
         os.close(fd)  # releases the lock
-
-
-inside = resolves_inside  # the store's check (generator/store.py): images.py scans a class's links with it once
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:

@@ -20,8 +20,8 @@ from ..sidefiles import Head, PerImage, SideFileError
 from ..sidefiles import read_directions as _read_directions
 from ..sidefiles import read_head as _read_head
 from ..sidefiles import read_per_image as _read_per_image
-from ..store import META, Store
-from .paths import is_model_slug, store_rel
+from ..store import META, ClassPaths, Store, UnsafePath
+from .paths import is_model_slug
 from .report import SiteReport
 
 
@@ -127,14 +127,24 @@ def read_head(model_dir: Path) -> Head | None:
         return None
 
 
-def read_directions(class_dir: Path, rel: str) -> np.ndarray:
+def _side_file(paths: ClassPaths, rel: object) -> Path:
+    """The side file at `rel`, through the store's path check (`store.ClassPaths`): one that is a link
+    leading outside the store is never opened, and raises SideFileError saying so (the store's line,
+    without the meta.json path it starts with)."""
+    try:
+        return paths.path(rel)
+    except UnsafePath as e:
+        raise SideFileError(str(e).removeprefix(f"{paths.where}: ")) from None
+
+
+def read_directions(paths: ClassPaths, rel: str) -> np.ndarray:
     """The concept vectors (r, C) at `rel` (meta `craft.files.directions`); raises SideFileError."""
-    return _read_directions(class_dir / store_rel(rel))
+    return _read_directions(_side_file(paths, rel))
 
 
-def read_per_image(class_dir: Path, rel: str, concepts: int) -> PerImage:
+def read_per_image(paths: ClassPaths, rel: str, concepts: int) -> PerImage:
     """The per-image records at `rel` (meta `craft.files.per_image`); raises SideFileError."""
-    return _read_per_image(class_dir / store_rel(rel), concepts)
+    return _read_per_image(_side_file(paths, rel), concepts)
 
 
 def weights_label(weights: str | None) -> str | None:

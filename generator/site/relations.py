@@ -41,7 +41,7 @@ from ..records import Meta
 from ..sidefiles import THUMB_CELL as THUMB_CELL  # re-exported: the site's sprite geometry
 from ..sidefiles import THUMB_COLS as THUMB_COLS
 from ..sidefiles import Head, SideFileError
-from ..store import atomic_write_bytes
+from ..store import ClassPaths, Store, atomic_write_bytes
 from .reading import Unreadable, read_directions, read_head, read_per_image
 
 # Cosine of concept vectors. On 50 classes of efficientnet-lite0 (benchmarks/relations_sanity.py) the
@@ -55,6 +55,7 @@ MAP_SEED = 0
 MAP_PCA = 50
 MAP_ITER = 350
 CACHE_VERSION = "1"
+PER_IMAGE_UNREADABLE = "per-image records unreadable"  # the start of ClassConcepts.problem that the report repeats
 
 
 # ----------------------------------------------------------------------------- the maths
@@ -208,13 +209,11 @@ def class_key(meta: Meta | Unreadable | None) -> str | None:
     return json.dumps([craft.settings_hash, craft.finished_at, craft.files], sort_keys=True)
 
 
-def read_class(class_dir: Path, index: int, meta: Meta, key: str) -> ClassConcepts | None:
-    """The concept vectors and per-image records of one class, or None when they cannot be read."""
+def read_class(paths: ClassPaths, index: int, meta: Meta, key: str) -> ClassConcepts | None:
+    """The concept vectors and per-image records of one class (each file through the store's path
+    check), None when it has no concepts; SideFileError when its concept vectors cannot be read."""
     files = meta.craft.files if meta.craft is not None else {}
-    try:
-        vectors = read_directions(class_dir, files["directions"])
-    except SideFileError:
-        return None
+    vectors = read_directions(paths, files["directions"])
     ids = sorted(c.id for c in meta.concepts)
     if len(ids) != len(vectors):
         ids = list(range(len(vectors)))
@@ -226,10 +225,10 @@ def read_class(class_dir: Path, index: int, meta: Meta, key: str) -> ClassConcep
         cc.problem = "this render did not record per-image concept coefficients"
     else:
         try:
-            records = read_per_image(class_dir, rel, len(ids))
+            records = read_per_image(paths, rel, len(ids))
             cc.coefficients, cc.sobol, cc.sources = records.coefficients, records.importance, records.sources
         except SideFileError as e:
-            cc.problem = f"per-image records unreadable ({e})"
+            cc.problem = f"{PER_IMAGE_UNREADABLE} ({e})"
     thumbs = files.get("thumbs")
     cc.thumbs = thumbs or None
     return cc
@@ -254,6 +253,7 @@ class ModelRelations:
     xy: np.ndarray  # (n, 2) map position in [0, 1]
     seconds: float = 0.0
     recomputed: bool = False
+    problems: list[str] = field(default_factory=list)  # "0006: concept vectors unreadable (...)", for the report
 
     def number(self, index: int, concept_id: int) -> int | None:
         return self._numbers.get((index, concept_id))
@@ -262,24 +262,34 @@ class ModelRelations:
         self._numbers = {(int(i), int(k)): n for n, (i, k) in enumerate(zip(self.owner, self.concept_id))}
 
 
-def model_relations(model: str, store_root: Path, metas: dict[int, Meta | Unreadable | None], cache_dir: Path) -> ModelRelations:
-    """Read (or take from the cache) every class's concepts, then the global parts."""
+def model_relations(model: str, store: Store | Path, metas: dict[int, Meta | Unreadable | None], cache_dir: Path) -> ModelRelations:
+    """Read (or take from the cache) every class's concepts, then the global parts. `store`: the
+    Store, or its root. A class whose concept vectors cannot be read is left out, with one line in
+    `problems`."""
     import time
 
     t0 = time.perf_counter()
+    store = store if isinstance(store, Store) else Store(store)
     cache_file = cache_dir / "relations" / f"{model}.npz"
     cached = _load_cache(cache_file)
-    head = read_head(store_root / model)
+    head = read_head(store.root / model)
     classes: dict[int, ClassConcepts] = {}
+    problems: list[str] = []
     for index, meta in sorted(metas.items()):
         key = class_key(meta)
         if key is None:
             continue
         cc = cached.get(index) if cached else None
         if cc is None or cc.key != key:
-            cc = read_class(store_root / model / f"{index:04d}", index, meta, key)  # type: ignore[arg-type]
+            try:
+                cc = read_class(store.class_paths(model, index), index, meta, key)  # type: ignore[arg-type]
+            except SideFileError as e:
+                problems.append(f"{index:04d}: concept vectors unreadable ({e})")
+                continue
         if cc is not None:
             classes[index] = cc
+            if cc.problem and cc.problem.startswith(PER_IMAGE_UNREADABLE):  # cached or not: every build says so
+                problems.append(f"{index:04d}: {cc.problem}")
     owner = np.array([i for i, cc in classes.items() for _ in cc.ids], dtype=np.int64)
     concept_id = np.array([k for cc in classes.values() for k in cc.ids], dtype=np.int64)
     vectors = np.concatenate([cc.vectors for cc in classes.values()]) if classes else np.zeros((0, 1), np.float32)
@@ -297,7 +307,7 @@ def model_relations(model: str, store_root: Path, metas: dict[int, Meta | Unread
             g["aligned"], g["aligned_cos"] = aligned_classes(vectors, head.weight)
         g["xy"] = concept_map(vectors)
     rel = ModelRelations(model, classes, head, owner, concept_id, g["similar"], g["similar_cos"], g.get("aligned"),
-                         g.get("aligned_cos"), g["xy"], recomputed=recomputed)
+                         g.get("aligned_cos"), g["xy"], recomputed=recomputed, problems=problems)
     if recomputed or cached is None or any(cached.get(i) is not cc for i, cc in classes.items()):
         _save_cache(cache_file, rel, global_key)
     rel.seconds = time.perf_counter() - t0

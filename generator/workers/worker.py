@@ -10,7 +10,6 @@ import time
 import traceback
 from typing import Callable
 
-import numpy as np
 import torch
 
 from .. import concept_data, maco
@@ -23,6 +22,7 @@ from ..models import LoadedModel, load_model
 from ..pipeline import Pending, Writer
 from ..plan import ModelPlan, RenderJob, part_done, unit_state
 from ..records import CraftRecord, MacoRecord, Meta, ModelCard, Unit
+from ..sidefiles import read_directions
 from ..spectrum import Spectrum
 from ..store import Claim, Store
 from .outcomes import Outcome
@@ -298,8 +298,9 @@ class Worker:
         meta = self.store.meta(unit.model, unit.class_index)
         if meta is None or meta.craft is None or "directions" not in meta.craft.files:
             raise RuntimeError("CRAFT record or its concept directions are gone")
-        path = self.store.class_dir(unit.model, unit.class_index) / meta.craft.files["directions"]
-        directions = np.load(path, allow_pickle=False)
+        # The store's path check: a link leading outside the store is never opened (UnsafePath, one line).
+        path = self.store.file_path(unit.model, unit.class_index, meta.craft.files["directions"])
+        directions = read_directions(path)
         return maco.direction_objective(f"concept/{unit.class_index:04d}/{k}", torch.from_numpy(directions[k]))
 
     def _render_backoff(self, m: LoadedModel, plan: ModelPlan, objectives: list[maco.Objective]) -> list[maco.MacoRender]:
