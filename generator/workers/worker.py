@@ -77,7 +77,7 @@ class Worker:
                 torch.cuda.empty_cache()
             entry = self.zoo.model(name)
             plain = entry.model_copy(update={"concept_layer": "features"})
-            if "craft" not in self.plans[name].parts:
+            if not {"craft", "dictionary"} & self.plans[name].parts:
                 entry = plain  # `--what maco`: the concept layer is not used, so it cannot stop the run
             try:
                 self._model = self._loaded.get(name) or load_model(entry, self.zoo.root, self.device)
