@@ -74,7 +74,7 @@ class _Removed(argparse.Action):
 def _what(text: str) -> str:
     key = ",".join(p.strip() for p in text.split(","))
     if key not in WHAT_CHOICES:
-        raise argparse.ArgumentTypeError(f"'{text}': choose maco, craft, maco,craft, dictionary or maco,craft,dictionary")
+        raise argparse.ArgumentTypeError(f"'{text}': choose maco, craft or maco,craft (or dictionary, maco,craft,dictionary)")
     return WHAT_CHOICES[key]
 
 
