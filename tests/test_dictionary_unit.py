@@ -69,7 +69,7 @@ def test_an_interrupted_training_resumes_from_its_checkpoint_and_equals_an_unint
     def killed_after_one_epoch(*args, **kwargs):
         def on_epoch(epoch, loss):
             raise Killed(f"killed after epoch {epoch}")
-        return train(*args, **kwargs, on_epoch=on_epoch)
+        return train(*args, **{**kwargs, "on_epoch": on_epoch})
 
     out = tmp_path / "store"
     monkeypatch.setattr(dictionary_unit, "train_sae", killed_after_one_epoch)
@@ -93,3 +93,20 @@ def test_a_failing_dictionary_is_recorded_failed_and_the_maco_units_still_render
     assert record(out)["status"] == "failed" and record(out)["error"] == "RuntimeError: broken SAE"
     for c in (1, 2, 3):
         assert json.loads((out / "tiny" / f"{c:04d}" / "meta.json").read_text())["maco"]["status"] == "done"
+
+
+def test_a_stop_request_ends_training_after_the_epoch_and_records_nothing(config, tmp_path, tiny_images):
+    from generator.plan import Request, RenderJob, dictionary_state, parse_parts, resolve
+    from generator.store import Store
+
+    out = tmp_path / "store"
+    resolved = resolve(Request(config=config, out=out, models=["tiny"], classes=[1, 2, 3], parts=parse_parts("dictionary"),
+                               images=tiny_images))
+    worker = dictionary_unit.Worker(RenderJob(resolved, progress=False), "cpu")
+    try:
+        outcome = dictionary_unit.run_dictionary(worker, resolved.plans[0], stopped=lambda: True)
+    finally:
+        worker.writer.close()
+    assert outcome.status == "skipped" and "resumes" in outcome.error
+    assert dictionary_state(Store(out), resolved.plans[0]) == "pending"
+    assert len(list((out / "tiny" / "dictionary").glob("checkpoint.*.pt"))) == 1

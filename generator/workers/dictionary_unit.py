@@ -8,7 +8,8 @@ uninterrupted run: `sae.py`'s guarantee). A finished dictionary is `<model>/dict
 plus the typed record `<model>/dictionary.json` (`records.DictionaryRecord`); the checkpoint is then removed.
 
 Faults stay in the unit: anything but a StoreError is recorded as a failed record with its reason
-(the checkpoint kept for the retry), and the run goes on with the other units.
+(the checkpoint kept for the retry), and the run goes on with the other units. A first Ctrl-C stops
+training after the epoch in progress is checkpointed (the unit stays pending, nothing recorded).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ from .worker import Worker, failure_reason
 
 log = logging.getLogger("lens")
 
+class _Stopped(Exception):
+    """The run was asked to stop (Ctrl-C): raised after an epoch's checkpoint, so the next run resumes there."""
+
+
 HELDOUT = 10  # every HELDOUT-th token (in a seeded order) is held out for R², L0 and the dead fraction
 
 
@@ -50,21 +55,23 @@ def run_dictionaries(job: RenderJob, store: Store, summary: RenderSummary, stopp
         for plan in todo:
             if stopped():
                 return
-            outcome = run_dictionary(worker, plan)
+            outcome = run_dictionary(worker, plan, stopped)
             record_batch(store, summary, [outcome], worker.device, 1, outcome.seconds, plan.name)
     finally:
         worker.writer.close()
         worker.release_all()
 
 
-def run_dictionary(worker: Worker, plan: ModelPlan) -> Outcome:
+def run_dictionary(worker: Worker, plan: ModelPlan, stopped: Callable[[], bool] = lambda: False) -> Outcome:
     """Train, measure and save one model's dictionary; a failure is recorded (never raised, but a StoreError)."""
     unit_id, store, h = f"{plan.name}/dictionary", worker.store, plan.dictionary_hash()
     t = time.perf_counter()
     try:
-        record = _train(worker, plan, h)
+        record = _train(worker, plan, h, stopped)
     except StoreError:
         raise
+    except _Stopped:
+        return Outcome(unit_id, "dictionary", "skipped", "stopped; the next run resumes from the checkpoint")
     except Exception as e:  # noqa: BLE001 - recorded, the other units go on
         reason = failure_reason(e)
         log.warning("%s failed: %s", unit_id, reason)
@@ -87,7 +94,7 @@ def dictionary_photos(worker: Worker, plan: ModelPlan) -> list[SourceImage]:
             for img in load_class_images(images, imagenet_class(c).wnid, plan.dictionary.max_images)]
 
 
-def _train(worker: Worker, plan: ModelPlan, h: str) -> DictionaryRecord:
+def _train(worker: Worker, plan: ModelPlan, h: str, stopped: Callable[[], bool]) -> DictionaryRecord:
     settings, store, started = plan.dictionary, worker.store, time.perf_counter()
     m = worker.model(plan.name, "dictionary")
     photos = dictionary_photos(worker, plan)
@@ -102,8 +109,14 @@ def _train(worker: Worker, plan: ModelPlan, h: str) -> DictionaryRecord:
     folder = store.root / plan.name / "dictionary"
     checkpoint = folder / f"checkpoint.{h}.pt"
     bar = _bar(worker, plan.name, settings.epochs * len(train))
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        if stopped() and epoch < settings.epochs:
+            raise _Stopped
+
     try:
-        trained = train_sae(train, settings, checkpoint=checkpoint, device=worker.device, on_batch=bar.update)
+        trained = train_sae(train, settings, checkpoint=checkpoint, device=worker.device, on_epoch=on_epoch,
+                            on_batch=bar.update)
     finally:
         bar.close()
     figures = quality(trained.sae, heldout)
