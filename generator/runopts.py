@@ -118,9 +118,10 @@ def _channels(plan: ModelPlan) -> int:
 _CHANNELS: dict[str, int] = {}
 
 
-def dictionary_estimate(plan: ModelPlan, images: Path | None, gpu: bool) -> tuple[float, str]:
+def dictionary_estimate(plan: ModelPlan, images: Path | None, gpu: bool) -> tuple[float, float, str]:
     """Seconds to train the model's dictionary, from FLOPs (always an estimate): one forward pass per
-    photo, then per token and epoch ~12 C x atoms FLOPs (encoder and dense decoder, forward and backward)."""
+    photo, then per token and epoch ~12 C x atoms FLOPs (encoder and dense decoder, forward and backward);
+    and the bytes of its atoms file (encoder and decoder, float32)."""
     s = plan.dictionary
     photos = (len(_SKIMAGE_PHOTOS) + 3 if images is None else
               photos_per_class(images, plan.dictionary_classes, s.max_images) * len(plan.dictionary_classes))
@@ -129,8 +130,9 @@ def dictionary_estimate(plan: ModelPlan, images: Path | None, gpu: bool) -> tupl
     tokens = photos * s.tokens_per_image
     flops = photos * forward + tokens * s.epochs * 12 * _channels(plan) * s.atoms
     seconds = flops / (GPU_FLOPS if gpu else CPU_FLOPS)
-    return seconds, (f"{plan.name:24s} dictionary: ~{duration(seconds)} (estimate from FLOPs: {photos:.0f} photos, "
-                     f"~{tokens:.0f} tokens x {s.epochs} epochs, {s.atoms} atoms)")
+    store_bytes = 2 * 4 * s.atoms * _channels(plan)
+    return seconds, store_bytes, (f"{plan.name:24s} dictionary: ~{duration(seconds)} (estimate from FLOPs: {photos:.0f} photos, "
+                                  f"~{tokens:.0f} tokens x {s.epochs} epochs, {s.atoms} atoms; {_bytes(store_bytes)} in the store)")
 
 
 def sizes(plan: ModelPlan, classes: int) -> tuple[float, float]:
@@ -187,8 +189,8 @@ def dry_run(resolved: Resolved, force: bool = False, device: str = "auto") -> st
                      f"{_bytes(store_b):>9s} {_bytes(site_b):>9s}  ~{duration(seconds)} ({basis})")
     for plan in resolved.plans:
         if plan.has_dictionary and (force or dictionary_state(st, plan) in (*TODO, "failed")):
-            seconds, line = dictionary_estimate(plan, request.images, gpu)
-            total_s += seconds
+            seconds, store_b, line = dictionary_estimate(plan, request.images, gpu)
+            total_s, total_store = total_s + seconds, total_store + store_b
             lines.append(line)
     lines.append(f"total: ~{duration(total_s)} on {where} (several GPUs or shards divide it); the store grows by about "
                  f"{_bytes(total_store)} and the site by {_bytes(total_site)}; nothing was rendered")
