@@ -29,7 +29,7 @@ from ..plan import DICTIONARY_RECORD, ModelPlan, RenderJob, dictionary_record, d
 from ..progress import LogBar
 from ..records import DictionaryRecord
 from ..sae import TopKSAE, quality, train_sae
-from ..store import Store, atomic_write_bytes, atomic_write_json
+from ..store import Store, atomic_write_bytes, atomic_write_json, file_lock
 from .outcomes import Outcome, RenderSummary, record_batch
 from .saving import now_iso, versions
 from .worker import Worker, failure_reason
@@ -60,12 +60,23 @@ def run_dictionaries(job: RenderJob, store: Store, summary: RenderSummary, stopp
     finally:
         worker.writer.close()
         worker.release_all()
+        worker.unload()  # the class units' workers load their own
 
 
 def run_dictionary(worker: Worker, plan: ModelPlan, stopped: Callable[[], bool] = lambda: False) -> Outcome:
-    """Train, measure and save one model's dictionary; a failure is recorded (never raised, but a StoreError)."""
-    unit_id, store, h = f"{plan.name}/dictionary", worker.store, plan.dictionary_hash()
-    t = time.perf_counter()
+    """Train, measure and save one model's dictionary; a failure is recorded (never raised, but a StoreError).
+
+    One trainer per model and store: the unit holds `<model>/.dictionary.lock` (flock, released by the
+    kernel if the process dies) while it trains, so a second render waits, then finds it done."""
+    unit_id, store = f"{plan.name}/dictionary", worker.store
+    with file_lock(store.root / plan.name / ".dictionary.lock"):
+        if dictionary_state(store, plan) == "done":
+            return Outcome(unit_id, "dictionary", "skipped", "already done")
+        return _contained(worker, plan, unit_id, stopped)
+
+
+def _contained(worker: Worker, plan: ModelPlan, unit_id: str, stopped: Callable[[], bool]) -> Outcome:
+    store, h, t = worker.store, plan.dictionary_hash(), time.perf_counter()
     try:
         record = _train(worker, plan, h, stopped)
     except StoreError:

@@ -121,6 +121,12 @@ class Worker:
                 self._demo_by_class.setdefault(c, []).append(photo)
         return self._demo_by_class.get(class_index, [])
 
+    def unload(self) -> None:
+        """Drop the loaded model (the heartbeat thread keeps this worker alive for the run, not its model)."""
+        self._model, self._demo_by_class = None, None
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
     @property
     def loaded(self) -> str | None:
         """The model this worker holds now (the scheduler keeps it busy with that model's units)."""
