@@ -245,6 +245,13 @@ def dictionary_record(store: Store, model: str) -> DictionaryRecord | None:
 DICTIONARY_RECORD = "dictionary.json"
 
 
+def write_dictionary_record(store: Store, model: str, record: DictionaryRecord) -> None:
+    """Replace `<store>/<model>/dictionary.json` atomically (the one writer of that file)."""
+    from .store import atomic_write_json
+
+    atomic_write_json(store.root / model / DICTIONARY_RECORD, record.model_dump(mode="json", exclude_none=True))
+
+
 def dictionary_state(store: Store, plan: ModelPlan) -> str:
     """One of STATES for the model's dictionary, judged as `unit_state` judges a class's units."""
     record = dictionary_record(store, plan.name)

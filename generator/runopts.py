@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .classes import imagenet_class
 from .images import _SKIMAGE_PHOTOS, IMAGE_SUFFIXES
-from .plan import TODO, ModelPlan, Resolved, dictionary_state, pending_units
+from .plan import TODO, ModelPlan, Resolved, dictionary_record, dictionary_state, pending_units, write_dictionary_record
 from .progress import duration
 from .records import Meta, PartRecord
 from .store import Store
@@ -222,4 +222,9 @@ def force_parts(resolved: Resolved) -> int:
 
             st.update_meta(model, c, change)
             marked += count[0]
+        record = dictionary_record(st, model) if plan.has_dictionary else None
+        if record is not None and not record.settings_hash.startswith("forced:"):
+            record.settings_hash = f"forced:{record.settings_hash}"
+            write_dictionary_record(st, model, record)
+            marked += 1
     return marked

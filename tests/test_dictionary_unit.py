@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from generator.cli import main
 from generator.workers import dictionary_unit
 from tests.conftest import write_tiny_zoo
-from tests.rendering import render
+from tests.rendering import done_events, render
 
 SMALL = "  dictionary: {atoms: 16, k: 2, epochs: 3, batch_size: 64, tokens_per_image: 8, max_images: 4}\n"
 
@@ -37,7 +37,9 @@ def test_render_dictionary_records_it_and_a_second_run_skips_it(config, tmp_path
     assert not list((out / "tiny" / "dictionary").glob("checkpoint.*"))  # removed once done
     assert not (out / "tiny" / "0001").exists()  # --what dictionary renders no class unit
     assert render(config, out, "--what", "dictionary") == 0
-    assert record(out)["finished_at"] == r["finished_at"]  # skipped: done with these settings
+    assert done_events(out) == 1  # skipped: done with these settings
+    assert render(config, out, "--what", "dictionary", "--force") == 0
+    assert done_events(out) == 2 and record(out)["settings_hash"] == r["settings_hash"]  # trained again
     capsys.readouterr()
     assert main(["status", "--config", str(config), "--classes", "1-3", "--store", str(out), "--what", "dictionary"]) == 0
     assert "dictionary" in capsys.readouterr().out

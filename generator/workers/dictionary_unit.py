@@ -25,11 +25,11 @@ from ..errors import DictionaryError, StoreError
 from ..images import SourceImage, demo_photos, load_class_images
 from ..model_concepts import sample_tokens
 from ..models import LoadedModel
-from ..plan import DICTIONARY_RECORD, ModelPlan, RenderJob, dictionary_record, dictionary_state
+from ..plan import ModelPlan, RenderJob, dictionary_record, dictionary_state, write_dictionary_record
 from ..progress import LogBar
 from ..records import DictionaryRecord
 from ..sae import TopKSAE, quality, train_sae
-from ..store import Store, atomic_write_bytes, atomic_write_json, file_lock
+from ..store import Store, atomic_write_bytes, file_lock
 from .outcomes import Outcome, RenderSummary, record_batch
 from .saving import now_iso, versions
 from .worker import Worker, failure_reason
@@ -90,7 +90,7 @@ def _contained(worker: Worker, plan: ModelPlan, unit_id: str, stopped: Callable[
         if old is None or not (old.done and old.settings_hash == h):  # never overwrite a result
             failed = DictionaryRecord(status="failed", settings_hash=h, error=reason, attempts=1,
                                       finished_at=now_iso(), device=worker.device)
-            atomic_write_json(store.root / plan.name / DICTIONARY_RECORD, failed.model_dump(mode="json", exclude_none=True))
+            write_dictionary_record(store, plan.name, failed)
         store.log({"event": "unit_failed", "units": [unit_id], "n": 1, "error": reason, "attempts": 1, "device": worker.device})
         return Outcome(unit_id, "dictionary", "failed", reason, seconds=time.perf_counter() - t)
     return Outcome(unit_id, "dictionary", "done", seconds=record.wall_time_s or 0.0)
@@ -143,7 +143,7 @@ def _train(worker: Worker, plan: ModelPlan, h: str, stopped: Callable[[], bool])
         frequency={"min": frequency[0], "median": frequency[len(frequency) // 2], "max": frequency[-1]},
         energy_top10=float(sum(sorted(figures["energy"], reverse=True)[:10])),
         epochs=trained.epochs_done, resumed_from=trained.resumed_from)
-    atomic_write_json(store.root / plan.name / DICTIONARY_RECORD, record.model_dump(mode="json", exclude_none=True))
+    write_dictionary_record(store, plan.name, record)
     for old in folder.glob("*"):  # the checkpoint, and atoms of other settings the record no longer lists
         if old.name != f"atoms.{h}.safetensors":
             old.unlink(missing_ok=True)
