@@ -5,10 +5,11 @@
   settings), per model and device: the time, from the units this model already rendered with the
   same settings on that kind of device when the store has some, else from the model's forward
   FLOPs (labelled an estimate), scaled by the photos found per class; and the bytes the store
-  and the site grow by at these settings. It writes nothing (a spectrum not cached yet is
+  and the site grow by at these settings; with `--what ...dictionary`, each model's dictionary
+  unit from FLOPs (always labelled an estimate). It writes nothing (a spectrum not cached yet is
   computed in a temporary folder).
 - `force_parts` marks the selected parts of existing records as stale (their settings hash is
-  prefixed with `forced:`), so that the render that follows re-renders them; until then the
+  prefixed with `forced:`; the dictionary's in `<model>/dictionary.json`), so that the render that follows re-renders them; until then the
   site keeps showing the old pictures, and an interrupted forced run is resumed by a plain one.
 """
 
