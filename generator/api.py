@@ -41,7 +41,7 @@ from torch import nn
 
 from .classes import imagenet_class, parse_class_spec
 from .config import CraftSettings, MacoSettings, ModelEntry, WeightsSource, load_zoo
-from .errors import ConfigError, CraftError, ModelError, StoreError
+from .errors import ConfigError, CraftError, DictionaryError, ModelError, StoreError
 from .records import MacoRecord, Meta, part_state
 from .store import ClassPaths, UnsafePath
 
@@ -458,6 +458,8 @@ def render(model: Model, classes: int | str | Sequence[int], *, store: str | Pat
                           f"{', '.join(sorted(_SETTINGS_KEYS['maco']))}; CRAFT: {', '.join(sorted(_SETTINGS_KEYS['craft']))})")
     if not model.has_split and "craft" in parse_parts(what):
         raise CraftError(f"model '{model.name}': CRAFT needs the concept layer: pass split= to from_module, or what='maco'")
+    if not model.has_split and "dictionary" in parse_parts(what):
+        raise DictionaryError(f"model '{model.name}': the dictionary needs the concept layer: pass split= to from_module")
     entry = model.loaded.entry
     zoo = Zoo(ZooFile(models=[entry], defaults=Defaults(maco=model.maco_settings, craft=model.craft_settings)),
               Path(f"<python API: model '{entry.name}'>"), root=Path.cwd())

@@ -42,7 +42,8 @@ log = logging.getLogger("lens")
 
 CONFIG_HELP = ("models.yaml, or a folder holding one (default: ./models.yaml if present, else the embedded default zoo "
                "with the store and site in the current folder)")
-WHAT_CHOICES = {"maco": "maco", "craft": "craft", "maco,craft": "maco,craft", "craft,maco": "maco,craft", "both": "maco,craft"}
+WHAT_CHOICES = {"maco": "maco", "craft": "craft", "maco,craft": "maco,craft", "craft,maco": "maco,craft", "both": "maco,craft",
+                "dictionary": "dictionary", "maco,craft,dictionary": "maco,craft,dictionary"}
 
 
 class _Deprecated(argparse.Action):
@@ -73,7 +74,7 @@ class _Removed(argparse.Action):
 def _what(text: str) -> str:
     key = ",".join(p.strip() for p in text.split(","))
     if key not in WHAT_CHOICES:
-        raise argparse.ArgumentTypeError(f"'{text}': choose maco, craft or maco,craft")
+        raise argparse.ArgumentTypeError(f"'{text}': choose maco, craft or maco,craft (or dictionary, maco,craft,dictionary)")
     return WHAT_CHOICES[key]
 
 
@@ -142,8 +143,8 @@ def _add_selection(p: argparse.ArgumentParser, what: bool = True) -> None:
                    help="MACO magnitude spectrum: photos | powerlaw | images | a .npy from `lens spectrum` (default: `spectrum:`)")
     if what:
         g.add_argument("--what", type=_what, default="maco,craft", metavar="PARTS",
-                       help="parts: maco (class visualizations), craft (concepts and their visualizations) or maco,craft "
-                            "(default; `both` is accepted)")
+                       help="parts: maco (class visualizations), craft (concepts and their visualizations), maco,craft "
+                            "(default; `both` is accepted), dictionary (the model-wide concept dictionary) or maco,craft,dictionary")
     s = p.add_argument_group("settings (override the preset, the model's entry and `defaults:`)")
     s.add_argument("--steps", type=int, default=None, help="MACO optimisation steps")
     s.add_argument("--image-size", type=int, default=None, help="MACO image side in pixels")

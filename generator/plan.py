@@ -1,7 +1,8 @@
 """Planning: which units of work (`records.Unit`) a render still owes, and in which shard.
 
 Parts: `maco` (class visualization), `craft` (concepts of the class) and `concept/<k>` (MACO of
-concept k's direction, possible once CRAFT is done). Every unit's settings hash is computed here,
+concept k's direction, possible once CRAFT is done), and the model-wide `dictionary` (one unit per model,
+`<model>/dictionary`, judged by `dictionary_state`). Every unit's settings hash is computed here,
 in `ModelPlan.unit_hash`, and its state in `unit_state`: done (the record has the current hash and
 every file it lists exists), failed, no-images (CRAFT found no usable photo), stale (done with
 other settings), missing (done, but a listed file is gone) or pending. Stale, missing and pending
@@ -17,16 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .classes import imagenet_class
-from .config import CraftSettings, MacoSettings, ModelEntry, Zoo, load_zoo, settings_hash
+from .config import CraftSettings, DictionarySettings, MacoSettings, ModelEntry, Zoo, load_zoo, settings_hash
 from .errors import PlanError
-from .records import Meta, PartRecord, Unit, part_state
+from .records import DictionaryRecord, Meta, PartRecord, Unit, part_state
 from .store import Store
 
 if TYPE_CHECKING:
     from .spectrum import Spectrum
 
-PARTS = ("maco", "craft")
-METHOD_VERSION = {"maco": 2, "craft": 3}  # bump when a change of code changes results (craft 3: exact Sobol totals for pool + linear heads)
+PARTS = ("maco", "craft", "dictionary")
+METHOD_VERSION = {"maco": 2, "craft": 3, "dictionary": 1}  # bump when a change of code changes results (craft 3: exact Sobol totals for pool + linear heads)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -81,6 +82,8 @@ class ModelPlan:
     spectrum_id: str
     images_dir: Path | None
     parts: frozenset[str]
+    dictionary: DictionarySettings = field(default_factory=DictionarySettings)
+    dictionary_classes: list[int] = field(default_factory=list)  # all the request's classes; empty: not in this shard
     _images_ids: dict[int, str] = field(default_factory=dict)
 
     @property
@@ -97,6 +100,17 @@ class ModelPlan:
 
     def concept_hash(self, craft_hash: str, concept_id: int) -> str:
         return settings_hash("concept", self.maco_hash(), craft_hash, concept_id)
+
+    def dictionary_hash(self) -> str:
+        """The dictionary's settings hash: its settings, the model, and the photos of every class it reads."""
+        photos = ("demo-photos" if self.images_dir is None else
+                  [images_identity(self.images_dir, imagenet_class(c).wnid) for c in self.dictionary_classes])
+        return settings_hash("dictionary", METHOD_VERSION["dictionary"], model_identity(self.entry), self.dictionary, photos)
+
+    @property
+    def has_dictionary(self) -> bool:
+        """Whether this plan owes the model's dictionary (selected, and this is the shard that trains it)."""
+        return "dictionary" in self.parts and bool(self.dictionary_classes)
 
     def unit_hash(self, unit: Unit) -> str:
         """The settings hash of a unit: the one definition used to plan, record and judge it."""
@@ -190,6 +204,9 @@ def model_plans(request: Request, zoo: Zoo, spectrum_id: str) -> list[ModelPlan]
             craft=zoo.craft_settings(entry, request.craft_overrides),
             classes=[c for c in request.classes if in_shard(name, c, request.shard)],
             spectrum_id=spectrum_id, images_dir=request.images, parts=request.parts,
+            dictionary=zoo.dictionary_settings(entry),
+            # one model-wide unit: trained over all the request's classes, by shard 0 alone
+            dictionary_classes=list(request.classes) if request.shard is None or request.shard[0] == 0 else [],
         ))
     return plans
 
@@ -213,6 +230,39 @@ def unit_state(store: Store, plan: ModelPlan, meta: Meta | None, unit: Unit) -> 
     if state != "done":
         return state  # failed or no-images
     return "missing" if store.missing_files(meta, unit) else "done"  # type: ignore[arg-type]
+
+
+def dictionary_record(store: Store, model: str) -> DictionaryRecord | None:
+    """`<store>/<model>/dictionary.json`, or None if absent or unreadable (then it is planned again)."""
+    from .store import read_record
+
+    try:
+        return DictionaryRecord.from_json_obj(read_record((store.root / model / DICTIONARY_RECORD).read_bytes()))
+    except (OSError, ValueError):
+        return None
+
+
+DICTIONARY_RECORD = "dictionary.json"
+
+
+def write_dictionary_record(store: Store, model: str, record: DictionaryRecord) -> None:
+    """Replace `<store>/<model>/dictionary.json` atomically (the one writer of that file)."""
+    from .store import atomic_write_json
+
+    atomic_write_json(store.root / model / DICTIONARY_RECORD, record.model_dump(mode="json", exclude_none=True))
+
+
+def dictionary_state(store: Store, plan: ModelPlan) -> str:
+    """One of STATES for the model's dictionary, judged as `unit_state` judges a class's units."""
+    record = dictionary_record(store, plan.name)
+    if record is None:
+        return "pending"
+    if record.settings_hash != plan.dictionary_hash():
+        return "stale" if record.done else "pending"
+    if record.status != "done":
+        return record.status
+    gone = [f for f in record.files.values() if not (store.root / plan.name / f).is_file()]
+    return "missing" if gone else "done"
 
 
 def visualized_concepts(meta: Meta, craft: CraftSettings) -> list[int]:

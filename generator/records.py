@@ -376,3 +376,25 @@ class ModelCard(_Record):
             out.pop("weights_used", None)
         out["schema"] = SCHEMA
         return out
+
+
+class DictionaryRecord(PartRecord):
+    """`<store>/<model>/dictionary.json`: the model-wide concept dictionary (issue 19 §2), its own file so
+    that stores written before it read unchanged. `files` (relative to `<store>/<model>/`) holds `atoms`,
+    a safetensors file of the SAE (D, W_enc, b_enc, b_dec) with each atom's `frequency` and `energy`."""
+
+    n_images: int | None = None  # photo views the token pass saw
+    n_tokens: int | None = None  # tokens trained on
+    n_heldout: int | None = None  # tokens R², L0 and the dead fraction are measured on
+    images_source: str | None = None
+    r2: float | None = None
+    l0: float | None = None
+    dead_fraction: float | None = None
+    frequency: dict[str, float] | None = None  # summary over atoms: min, median, max
+    energy_top10: float | None = None  # share of the coded energy held by the 10 most energetic atoms
+    epochs: int | None = None
+    resumed_from: int | None = None  # epoch the finishing session started from (0: fresh)
+
+    @classmethod
+    def from_json_obj(cls, obj: Any) -> DictionaryRecord:
+        return cls.model_validate(obj)

@@ -5,10 +5,11 @@
   settings), per model and device: the time, from the units this model already rendered with the
   same settings on that kind of device when the store has some, else from the model's forward
   FLOPs (labelled an estimate), scaled by the photos found per class; and the bytes the store
-  and the site grow by at these settings. It writes nothing (a spectrum not cached yet is
+  and the site grow by at these settings; with `--what ...dictionary`, each model's dictionary
+  unit from FLOPs (always labelled an estimate). It writes nothing (a spectrum not cached yet is
   computed in a temporary folder).
 - `force_parts` marks the selected parts of existing records as stale (their settings hash is
-  prefixed with `forced:`), so that the render that follows re-renders them; until then the
+  prefixed with `forced:`; the dictionary's in `<model>/dictionary.json`), so that the render that follows re-renders them; until then the
   site keeps showing the old pictures, and an interrupted forced run is resumed by a plain one.
 """
 
@@ -19,8 +20,8 @@ from collections import Counter
 from pathlib import Path
 
 from .classes import imagenet_class
-from .images import IMAGE_SUFFIXES
-from .plan import ModelPlan, Resolved, pending_units
+from .images import _SKIMAGE_PHOTOS, IMAGE_SUFFIXES
+from .plan import TODO, ModelPlan, Resolved, dictionary_record, dictionary_state, pending_units, write_dictionary_record
 from .progress import duration
 from .records import Meta, PartRecord
 from .store import Store
@@ -103,6 +104,38 @@ def _rough(plan: ModelPlan, photos: float, gpu: bool) -> tuple[float, float]:
     return maco_s, CRAFT_FIXED_S + forwards * (_forward_flops(plan, input_side) or flops) / rate
 
 
+def _channels(plan: ModelPlan) -> int:
+    """Channels of the features the dictionary reads (timm's `num_features`, built bare), else lite0's 1280."""
+    if plan.entry.arch not in _CHANNELS:
+        try:
+            import timm
+
+            _CHANNELS[plan.entry.arch] = int(timm.create_model(plan.entry.arch, pretrained=False).num_features)
+        except Exception:  # noqa: BLE001 - an arch timm cannot build bare: lite0's width
+            _CHANNELS[plan.entry.arch] = 1280
+    return _CHANNELS[plan.entry.arch]
+
+
+_CHANNELS: dict[str, int] = {}
+
+
+def dictionary_estimate(plan: ModelPlan, images: Path | None, gpu: bool) -> tuple[float, float, str]:
+    """Seconds to train the model's dictionary, from FLOPs (always an estimate): one forward pass per
+    photo, then per token and epoch ~12 C x atoms FLOPs (encoder and dense decoder, forward and backward);
+    and the bytes of its atoms file (encoder and decoder, float32)."""
+    s = plan.dictionary
+    photos = (len(_SKIMAGE_PHOTOS) + 3 if images is None else
+              photos_per_class(images, plan.dictionary_classes, s.max_images) * len(plan.dictionary_classes))
+    side = plan.entry.input_size or 224
+    forward = _forward_flops(plan, side) or 0.77e9 * (side / 224) ** 2
+    tokens = photos * s.tokens_per_image
+    flops = photos * forward + tokens * s.epochs * 12 * _channels(plan) * s.atoms
+    seconds = flops / (GPU_FLOPS if gpu else CPU_FLOPS)
+    store_bytes = 2 * 4 * s.atoms * _channels(plan)
+    return seconds, store_bytes, (f"{plan.name:24s} dictionary: ~{duration(seconds)} (estimate from FLOPs: {photos:.0f} photos, "
+                                  f"~{tokens:.0f} tokens x {s.epochs} epochs, {s.atoms} atoms; {_bytes(store_bytes)} in the store)")
+
+
 def sizes(plan: ModelPlan, classes: int) -> tuple[float, float]:
     """Bytes the store and the site grow by for `classes` classes of this model at its settings."""
     per_class = plan.craft.rank if plan.craft.visualize is None else min(plan.craft.visualize, plan.craft.rank)
@@ -155,6 +188,11 @@ def dry_run(resolved: Resolved, force: bool = False, device: str = "auto") -> st
         total_s, total_store, total_site = total_s + seconds, total_store + store_b, total_site + site_b
         lines.append(f"{plan.name:24s} {counts['craft']:6d} {counts['maco']:6d} {concepts:8d} {photos:7.0f} "
                      f"{_bytes(store_b):>9s} {_bytes(site_b):>9s}  ~{duration(seconds)} ({basis})")
+    for plan in resolved.plans:
+        if plan.has_dictionary and (force or dictionary_state(st, plan) in (*TODO, "failed")):
+            seconds, store_b, line = dictionary_estimate(plan, request.images, gpu)
+            total_s, total_store = total_s + seconds, total_store + store_b
+            lines.append(line)
     lines.append(f"total: ~{duration(total_s)} on {where} (several GPUs or shards divide it); the store grows by about "
                  f"{_bytes(total_store)} and the site by {_bytes(total_site)}; nothing was rendered")
     if estimated:
@@ -185,4 +223,9 @@ def force_parts(resolved: Resolved) -> int:
 
             st.update_meta(model, c, change)
             marked += count[0]
+        record = dictionary_record(st, model) if plan.has_dictionary else None
+        if record is not None and not record.settings_hash.startswith("forced:"):
+            record.settings_hash = f"forced:{record.settings_hash}"
+            write_dictionary_record(st, model, record)
+            marked += 1
     return marked

@@ -2,8 +2,9 @@
 
 States (`plan.STATES`): done; pending (never rendered); stale (done with other settings: a render
 with the current settings redoes it); missing (done, but a file meta.json lists is gone: a render
-repairs it); failed (with the reason); no-images (CRAFT found no usable photo for the class). It
-names the store and config it reads and the unusable meta.json files it met, and
+repairs it); failed (with the reason); no-images (CRAFT found no usable photo for the class).
+With `--what ...dictionary`, each model's dictionary unit (`<model>/dictionary`, part
+`dictionary`) is judged the same way, from `<model>/dictionary.json`. It names the store and config it reads and the unusable meta.json files it met, and
 `--json` gives the same as one JSON object for scripts. Exit code: 0 when everything selected is
 done (no-images counts as finished), else 1.
 
@@ -19,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .plan import STATES, ModelPlan, Resolved, class_units, describe_settings, settings_diff
+from .plan import STATES, ModelPlan, Resolved, class_units, describe_settings, dictionary_record, dictionary_state, settings_diff
 from .store import Store
 
-KINDS = ("maco", "craft", "concept")
+KINDS = ("maco", "craft", "concept", "dictionary")
 
 
 @dataclass
@@ -117,12 +118,26 @@ def unit_states(store: Store, plan: ModelPlan, report: StatusReport) -> None:
                 report.missing.append((unit.id, store.missing_files(meta, unit)))  # type: ignore[arg-type]
 
 
+def dictionary_states(store: Store, plan: ModelPlan, report: StatusReport) -> None:
+    """Adds the model's dictionary (one unit, `<model>/dictionary`) to the report, when selected."""
+    if not plan.has_dictionary:
+        return
+    state = dictionary_state(store, plan)
+    report.counts.setdefault(plan.name, {k: Counter() for k in KINDS})["dictionary"][state] += 1
+    if state == "failed":
+        report.failures.append((f"{plan.name}/dictionary", str(dictionary_record(store, plan.name).error)))  # type: ignore[union-attr]
+    elif state == "stale":
+        diff = settings_diff(dictionary_record(store, plan.name).settings, plan.dictionary)  # type: ignore[union-attr]
+        report.other_settings[f"dictionary {describe_settings(diff)}".strip()] += 1
+
+
 def collect_status(resolved: Resolved) -> StatusReport:
     """Every selected unit's state, judged against the request's settings and the files on disk."""
     store = resolved.store
     report = StatusReport(store=resolved.request.out, config=resolved.zoo.path)
     for plan in resolved.plans:
         unit_states(store, plan, report)
+        dictionary_states(store, plan, report)
     report.problems = list(store.problems)
     report.presets = _presets_with(resolved, report)
     return report
@@ -132,7 +147,7 @@ def _presets_with(resolved: Resolved, report: StatusReport) -> list[str]:
     """Presets of the config that hold the most common other settings of the stale units."""
     if not report.other_settings or not resolved.plans:
         return []
-    part, wanted = report._diffs[report.other_settings.most_common(1)[0][0]]
+    part, wanted = report._diffs.get(report.other_settings.most_common(1)[0][0], ("", {}))  # the dictionary's: none
     if not wanted:
         return []
     zoo, entry = resolved.zoo, resolved.plans[0].entry

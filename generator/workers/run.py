@@ -7,9 +7,10 @@ import logging
 import time
 
 from ..models import LoadedModel
-from ..plan import RenderJob, Resolved, pending_units
+from ..plan import TODO, RenderJob, Resolved, dictionary_state, pending_units
 from ..store import Store, store_errors
 from .control import Bars, StopFlag
+from .dictionary_unit import run_dictionaries
 from .in_process import run_in_process
 from .outcomes import RenderSummary
 from .processes import run_processes
@@ -37,9 +38,10 @@ def run_render(job: RenderJob, models: dict[str, LoadedModel] | None = None) -> 
     bars = Bars(job.progress)
     summary = RenderSummary()
     try:
-        if len(job.devices) == 1 or models:
+        run_dictionaries(job, store, summary, lambda: stop.stopped, models)  # model-wide units first (issue 19 §2)
+        if not stop.stopped and (len(job.devices) == 1 or models):
             run_in_process(job, store, stop, bars, summary, models)
-        else:
+        elif not stop.stopped:
             run_processes(job, store, stop, bars, summary)
     finally:
         bars.close()
@@ -56,4 +58,5 @@ def run_render(job: RenderJob, models: dict[str, LoadedModel] | None = None) -> 
 
 def undone_units(resolved: Resolved, store: Store) -> list[str]:
     """Selected units neither done, failed nor without images once the run ends (e.g. held by a run that died)."""
-    return [u.id for plan in resolved.plans for u in pending_units(store, plan, include_failed=False)]
+    dictionaries = [f"{p.name}/dictionary" for p in resolved.plans if p.has_dictionary and dictionary_state(store, p) in TODO]
+    return dictionaries + [u.id for plan in resolved.plans for u in pending_units(store, plan, include_failed=False)]

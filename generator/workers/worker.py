@@ -77,7 +77,7 @@ class Worker:
                 torch.cuda.empty_cache()
             entry = self.zoo.model(name)
             plain = entry.model_copy(update={"concept_layer": "features"})
-            if "craft" not in self.plans[name].parts:
+            if not {"craft", "dictionary"} & self.plans[name].parts:
                 entry = plain  # `--what maco`: the concept layer is not used, so it cannot stop the run
             try:
                 self._model = self._loaded.get(name) or load_model(entry, self.zoo.root, self.device)
@@ -120,6 +120,12 @@ class Worker:
             for photo, c in zip(photos, predicted):
                 self._demo_by_class.setdefault(c, []).append(photo)
         return self._demo_by_class.get(class_index, [])
+
+    def unload(self) -> None:
+        """Drop the loaded model (the heartbeat thread keeps this worker alive for the run, not its model)."""
+        self._model, self._demo_by_class = None, None
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
 
     @property
     def loaded(self) -> str | None:
