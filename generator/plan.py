@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from .spectrum import Spectrum
 
 PARTS = ("maco", "craft", "dictionary")
-METHOD_VERSION = {"maco": 2, "craft": 3, "dictionary": 1}  # bump when a change of code changes results (craft 3: exact Sobol totals for pool + linear heads)
+# Bump when a change of code changes results (craft 3: exact Sobol totals for pool + linear heads).
+METHOD_VERSION = {"maco": 2, "craft": 3, "dictionary": 1}
 
 
 def parse_shard(text: str) -> tuple[int, int]:

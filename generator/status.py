@@ -4,7 +4,8 @@ States (`plan.STATES`): done; pending (never rendered); stale (done with other s
 with the current settings redoes it); missing (done, but a file meta.json lists is gone: a render
 repairs it); failed (with the reason); no-images (CRAFT found no usable photo for the class).
 With `--what ...dictionary`, each model's dictionary unit (`<model>/dictionary`, part
-`dictionary`) is judged the same way, from `<model>/dictionary.json`. It names the store and config it reads and the unusable meta.json files it met, and
+`dictionary`) is judged the same way, from `<model>/dictionary.json`. It names the store and config it
+reads and the unusable meta.json files it met, and
 `--json` gives the same as one JSON object for scripts. Exit code: 0 when everything selected is
 done (no-images counts as finished), else 1.
 

@@ -30,7 +30,8 @@ def test_render_dictionary_records_it_and_a_second_run_skips_it(config, tmp_path
     out = tmp_path / "store"
     assert render(config, out, "--what", "dictionary") == 0
     r = record(out)
-    assert r["status"] == "done" and r["n_images"] == 6 and r["n_tokens"] + r["n_heldout"] == 6 * 4  # 2x2 tokens per photo, all of them (fewer than 8)
+    assert r["status"] == "done" and r["n_images"] == 6
+    assert r["n_tokens"] + r["n_heldout"] == 6 * 4  # 2x2 tokens per photo, all of them (fewer than 8)
     assert 0 <= r["dead_fraction"] <= 1 and r["l0"] <= 2 and r["epochs"] == 3 and r["resumed_from"] == 0
     atoms = load_file(out / "tiny" / r["files"]["atoms"])
     assert atoms["D"].shape[0] == 16 and atoms["frequency"].shape == (16,)
@@ -98,7 +99,7 @@ def test_a_failing_dictionary_is_recorded_failed_and_the_maco_units_still_render
 
 
 def test_a_stop_request_ends_training_after_the_epoch_and_records_nothing(config, tmp_path, tiny_images):
-    from generator.plan import Request, RenderJob, dictionary_state, parse_parts, resolve
+    from generator.plan import RenderJob, Request, dictionary_state, parse_parts, resolve
     from generator.store import Store
 
     out = tmp_path / "store"
