@@ -35,7 +35,6 @@ class Preprocess:
                                 mean=self.mean, std=self.std, crop_pct=self.crop_pct)
 
 
-
 def _torchvision_cfg(builder: str) -> dict | None:
     """The preprocessing of torchvision's default weights for a builder (metadata only, nothing
     downloaded), in timm's data-config terms; None where the builder has no weights listed."""

@@ -13,19 +13,7 @@ from ..images import ClassImages
 from ..paths import SourceError
 from ..reading import Unreadable
 from .figures import Chart, concept_order, importance_chart, ordered_concepts
-from .formatting import (
-    MISSING,
-    NO_CONCEPTS,
-    NO_IMAGES,
-    NOT_VISUALIZED,
-    UNAVAILABLE,
-    bar,
-    few_images,
-    finite,
-    fmt,
-    part_problem,
-    pct,
-)
+from .formatting import MISSING, NO_CONCEPTS, NO_IMAGES, NOT_VISUALIZED, UNAVAILABLE, bar, few_images, finite, fmt, part_problem, pct
 
 
 @dataclass
