@@ -21,7 +21,7 @@ network is never used unless timm hub weights are asked for; every user error ra
 `generator.errors.LensError` subclass with a one-line message. The settings are those of
 `models.yaml` (`MacoSettings`, `CraftSettings`); any of their fields can be given as a keyword
 (`steps=32`, `rank=5`). The CLI and this API share the same code (generator/maco/, craft.py,
-models.py), so a visualization made here equals the one
+models/), so a visualization made here equals the one
 `lens render` stores for the same model, settings and seed.
 """
 

@@ -28,7 +28,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .classes import parse_class_spec
 from .config import Zoo, load_zoo
@@ -568,6 +568,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     lines = "no progress bars; instead, a progress line per model every minute (for batch logs; $LENS_PROGRESS_EVERY seconds)"
 
+    _pipeline_commands(command, lines)
+    _tool_commands(command)
+    _site_commands(command)
+    return parser
+
+
+# `command(name, fn, help, progress)` of build_parser: a subcommand's parser, with --no-progress unless progress is None.
+Command = Callable[..., argparse.ArgumentParser]
+
+
+def _pipeline_commands(command: Command, lines: str) -> None:
+    """init, render, build, quality, status: making and inspecting the store."""
     p = command("init", cmd_init, "write a starter models.yaml (the embedded zoo, commented) into a folder", None)
     p.add_argument("folder", nargs="?", type=path_arg, default=Path("."), help="where to write models.yaml (default: here)")
     p.add_argument("--force", action="store_true", help="overwrite an existing models.yaml")
@@ -587,6 +599,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("status", cmd_status, "done, pending and failed units per model and part, with failure reasons", None)
     _add_selection(p)
     p.add_argument("--json", action="store_true", help="print the counts, failures and problems as one JSON object")
+
+
+def _tool_commands(command: Command) -> None:
+    """figure, models, layers, spectrum: tools beside the pipeline."""
     p = command("figure", cmd_figure, "a grid of classes x models (optionally overlays or top concepts) as PNG and PDF", None)
     _add_selection(p, what=False)
     p.add_argument("--output", "-o", type=path_arg, default=Path("lens-figure.png"), metavar="FILE",
@@ -615,6 +631,10 @@ def build_parser() -> argparse.ArgumentParser:
     _store_option(p)
     p.add_argument("--output", "-o", type=path_arg, default=None, metavar="FILE",
                    help="the .npy to write, or a folder to write <id>.npy into (default: STORE/spectra/<id>.npy)")
+
+
+def _site_commands(command: Command) -> None:
+    """site, publish, serve: the static site."""
     p = command("site", cmd_site, "build the static site from the artifact store")
     _config_option(p)
     _store_option(p, old_out=False)
@@ -637,7 +657,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     p.add_argument("--prefix", default="/", help="serve under this URL path, e.g. /repo/ as GitHub project pages do (default: /)")
-    return parser
 
 
 def _site_flags(p: argparse.ArgumentParser) -> None:

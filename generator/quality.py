@@ -222,18 +222,7 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
     judges = list(dict.fromkeys(judges or default_judges(zoo)))
     entries = {j: judge_entry(zoo, j) for j in judges}  # unknown names fail here, in one line
     reference = reference_images(images_dir, classes)
-    todo: dict[str, list[Meta]] = {}
-    keys: dict[tuple[str, int], str] = {}
-    for name in models:
-        for meta in store.iter_meta_records(name, classes, repair=False):  # `lens render` alone moves files aside
-            rec = meta.maco
-            if rec is None or not rec.done or store.missing_files(meta, Unit(name, meta.class_index, "maco")):
-                continue
-            key = quality_key(zoo, judges, reference.signature, rec.settings_hash)
-            if rec.quality is not None and rec.quality.key == key:
-                continue  # scored by the same judges with the same settings
-            keys[name, meta.class_index] = key
-            todo.setdefault(name, []).append(meta)
+    todo, keys = _unscored(store, zoo, models, classes, judges, reference.signature)
     for problem in store.problems:
         print(f"lens: {problem}")
     n = sum(len(v) for v in todo.values())
@@ -263,26 +252,8 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
             if reference.labelled_by_folder and labels:
                 _write_accuracy(store, judge_name, ref.predicted, labels, str(images_dir))
             for name, metas in todo.items():
-                plaus = _plausibility_judge(name, judges) == judge_name
-                for i in range(0, len(metas), CHUNK):
-                    loaded = [(m, _stored_picture(store, m, unreadable)) for m in metas[i : i + CHUNK]]
-                    bar.update(len(loaded))
-                    cls = [m.class_index for m, p in loaded if p is not None]
-                    pictures = [p for _, p in loaded if p is not None]
-                    if not pictures:
-                        continue
-                    with torch.no_grad():
-                        probs, ranks = classify(judge, pictures, cls)
-                    for c, p, r in zip(cls, probs, ranks):
-                        if judge_name == name:
-                            scores[name][c].update(self_prob=p, self_rank=r)
-                        else:
-                            scores[name][c]["transfer"][judge_name] = {"rank": r, "prob": p}
-                    if plaus:
-                        feats = penultimate(judge, model_inputs(judge, pictures))
-                        for c, pl in zip(cls, plausibility(feats, cls, ref.features, labels)):
-                            if pl is not None:
-                                scores[name][c]["plausibility"] = {"model": judge_name, **pl}
+                plaus = (ref.features, labels) if _plausibility_judge(name, judges) == judge_name else None
+                _judge_renders(judge, judge_name, name, metas, store, scores[name], unreadable, plaus, bar)
             del judge
     finally:
         bar.close()
@@ -296,6 +267,51 @@ def run_quality(zoo: Zoo, out: Path, models: list[str], classes: list[int], imag
     print(f"lens: quality: scored {scored} class visualizations of {len(todo)} models with judges {', '.join(judges)}"
           + ("" if code == 0 else " (a judge was skipped: these scores count as not done and are scored again next run)"))
     return code
+
+
+def _unscored(store: Store, zoo: Zoo, models: list[str], classes: list[int], judges: list[str],
+              signature: str) -> tuple[dict[str, list[Meta]], dict[tuple[str, int], str]]:
+    """The finished class visualizations not yet scored with these judges and settings, per model,
+    and the quality key each is to be scored under."""
+    todo: dict[str, list[Meta]] = {}
+    keys: dict[tuple[str, int], str] = {}
+    for name in models:
+        for meta in store.iter_meta_records(name, classes, repair=False):  # `lens render` alone moves files aside
+            rec = meta.maco
+            if rec is None or not rec.done or store.missing_files(meta, Unit(name, meta.class_index, "maco")):
+                continue
+            key = quality_key(zoo, judges, signature, rec.settings_hash)
+            if rec.quality is not None and rec.quality.key == key:
+                continue  # scored by the same judges with the same settings
+            keys[name, meta.class_index] = key
+            todo.setdefault(name, []).append(meta)
+    return todo, keys
+
+
+def _judge_renders(judge: LoadedModel, judge_name: str, name: str, metas: list[Meta], store: Store, scores: dict[int, dict],
+                   unreadable: set[tuple[str, int]], plaus: tuple[torch.Tensor, list] | None, bar: Any) -> None:
+    """One judge's scores of one model's renders, CHUNK pictures at a time, into `scores` (by class):
+    self rank and probability where the judge is the model, else transfer; plausibility where `plaus`
+    holds the judge's (reference features, labels)."""
+    for i in range(0, len(metas), CHUNK):
+        loaded = [(m, _stored_picture(store, m, unreadable)) for m in metas[i : i + CHUNK]]
+        bar.update(len(loaded))
+        cls = [m.class_index for m, p in loaded if p is not None]
+        pictures = [p for _, p in loaded if p is not None]
+        if not pictures:
+            continue
+        with torch.no_grad():
+            probs, ranks = classify(judge, pictures, cls)
+        for c, p, r in zip(cls, probs, ranks):
+            if judge_name == name:
+                scores[c].update(self_prob=p, self_rank=r)
+            else:
+                scores[c]["transfer"][judge_name] = {"rank": r, "prob": p}
+        if plaus is not None:
+            feats = penultimate(judge, model_inputs(judge, pictures))
+            for c, pl in zip(cls, plausibility(feats, cls, *plaus)):
+                if pl is not None:
+                    scores[c]["plausibility"] = {"model": judge_name, **pl}
 
 
 def _progress_bar(progress: bool, total: float) -> Any:

@@ -36,6 +36,7 @@ from pathlib import Path
 from .. import webp
 from ..config import Zoo
 from ..errors import SiteError, StoreError
+from ..records import Meta
 from ..store import Store
 from ..version import __version__
 from .atlas import write_atlas
@@ -57,7 +58,7 @@ from .paths import (
     write_if_changed,
 )
 from .publish import normalize_site_url, write_host_files
-from .reading import cap_concepts, class_info, read_metas, select_models
+from .reading import Unreadable, cap_concepts, class_info, read_metas, select_models
 from .relations import ClassRelations, ModelRelations, class_relations, model_relations
 from .report import SiteReport
 from .shell import build_shell, split_chrome, sync_shell, versions_tag
@@ -183,34 +184,16 @@ def _full_build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, model_na
     report.models, report.classes = model_names, len(indices)
     _say(progress, f"{len(indices)} classes x {len(model_names)} models from {store.root}")
 
-    relations: dict[str, ModelRelations] = {}
-    class_rel: dict[tuple[str, int], ClassRelations | None] = {}
     with _timed(report, "relations"):
-        for m in model_names:
-            rel = model_relations(m, store, {i: meta for (mm, i), meta in metas.items() if mm == m}, cache_dir)
-            relations[m] = rel
-            report.problems += [f"{m} {line}" for line in rel.problems]
-            if rel.recomputed:
-                report.relations_recomputed.append(m)
-            for i in rel.classes:
-                class_rel[(m, i)] = class_relations(rel, i)
+        relations, class_rel = _relations(store, model_names, metas, cache_dir, report)
     _say(progress, f"relations: recomputed for {', '.join(report.relations_recomputed) or 'no model (cached)'}")
 
     # Source hashes are per store (a cache may serve several); encoded images are shared by content.
     store_tag = hashlib.sha256(str(store.root).encode()).hexdigest()[:12]
     plan = ImagePlan(webp.WebpCache(cache_dir / "webp"), cache_dir / "hashes" / store_tag, options.full_res,
                      rehash=options.verify)
-    views: Views = {}
     with _timed(report, "plan images"):
-        for i in indices:
-            views[i] = []
-            for m in model_names:
-                meta = metas.get((m, i))
-                images = plan.for_class(store, m, i) if (m, i) in metas else None
-                view = model_class_view(m, meta, images, i, class_rel.get((m, i)))
-                report.placeholders += count_placeholders(view)
-                report.problems += [f"{m} {i:04d}: {p}" for p in view_problems(view)]
-                views[i].append(view)
+        views = _class_views(store, plan, model_names, indices, metas, class_rel, report)
         report.sources_hashed = plan.sources_hashed
     with _timed(report, "images"):
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -245,3 +228,36 @@ def _full_build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, model_na
                                "set `site_url:` in models.yaml or --site-url before publishing under a sub-path")
     with _timed(report, "prune"):
         report.files_removed = prune(out_dir, shell_files, pages | class_files, plan.folders, atlas_files)
+
+
+def _relations(store: Store, model_names: list[str], metas: dict[tuple[str, int], Meta | Unreadable | None], cache_dir: Path,
+               report: SiteReport) -> tuple[dict[str, ModelRelations], dict[tuple[str, int], ClassRelations | None]]:
+    """Each model's concept relations (cached unless its records changed), and each class's part of them."""
+    relations: dict[str, ModelRelations] = {}
+    class_rel: dict[tuple[str, int], ClassRelations | None] = {}
+    for m in model_names:
+        rel = model_relations(m, store, {i: meta for (mm, i), meta in metas.items() if mm == m}, cache_dir)
+        relations[m] = rel
+        report.problems += [f"{m} {line}" for line in rel.problems]
+        if rel.recomputed:
+            report.relations_recomputed.append(m)
+        for i in rel.classes:
+            class_rel[(m, i)] = class_relations(rel, i)
+    return relations, class_rel
+
+
+def _class_views(store: Store, plan: ImagePlan, model_names: list[str], indices: list[int],
+                 metas: dict[tuple[str, int], Meta | Unreadable | None],
+                 class_rel: dict[tuple[str, int], ClassRelations | None], report: SiteReport) -> Views:
+    """Every class's view for every model, its images planned; placeholders and their details go to the report."""
+    views: Views = {}
+    for i in indices:
+        views[i] = []
+        for m in model_names:
+            meta = metas.get((m, i))
+            images = plan.for_class(store, m, i) if (m, i) in metas else None
+            view = model_class_view(m, meta, images, i, class_rel.get((m, i)))
+            report.placeholders += count_placeholders(view)
+            report.problems += [f"{m} {i:04d}: {p}" for p in view_problems(view)]
+            views[i].append(view)
+    return views

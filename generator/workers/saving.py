@@ -106,30 +106,13 @@ def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_me
         record.credits = credits
     concepts: list[Concept] = []
     written: set[str] = set()
-    size = m.preprocess.input_size
     atlas = concept_data.class_files(store, m.name, class_index, result, tag)  # directions, per-image records, thumbnails, photos
     if result.concepts:
         record.files["directions"] = atlas.directions(concept_data.directions(result))
         record.files.update(atlas.write())
     for rank, concept in enumerate(result.concepts, start=1):
-        base = f"concepts/{concept.id}"
-        crops = []
-        for j, crop in enumerate(concept.crops):
-            view = result.views[crop.view]
-            rel = f"{base}/crop_{j}.{tag}.jpg"
-            store.write_file(m.name, class_index, rel, encode_jpeg(craft_method.crop_image(view, crop.box, size)))
-            written.add(rel)
-            crops.append(Crop(file=rel, source=view.source.source, box=list(craft_method.to_source_box(crop.box, view.region, size)),
-                              view_box=list(crop.box), coefficient=crop.coefficient))
-        attributions = []
-        vmax = float(result.maps[..., concept.id].max())
-        sources = list(dict.fromkeys(crop.view for crop in concept.crops))[: settings.attribution_images]
-        for j, v in enumerate(sources):
-            rel = f"{base}/attribution_{j}.{tag}.jpg"
-            overlay = craft_method.attribution_overlay(result.views[v], result.maps[v, ..., concept.id], vmax)
-            store.write_file(m.name, class_index, rel, encode_jpeg(overlay))
-            written.add(rel)
-            attributions.append(Attribution(file=rel, source=result.views[v].source.source, photo=atlas.photo(v)))
+        crops, attributions = _concept_pictures(store, m, class_index, result, concept, tag, settings.attribution_images,
+                                                atlas, written)
         concepts.append(Concept(id=concept.id, rank=rank, importance=concept.importance, logit_share=concept.logit_share,
                                 removal_drop=concept.removal_drop, crops=crops, attributions=attributions))
     class_dir = store.class_dir(m.name, class_index)
@@ -145,3 +128,30 @@ def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_me
     if no_images:
         store.log({"event": "craft_no_images", "unit": f"{m.name}/{class_index:04d}/craft", "images": record.images_source})
     return record.status
+
+
+def _concept_pictures(store: Store, m: LoadedModel, class_index: int, result: craft_method.CraftResult,
+                      concept: craft_method.Concept, tag: str, n_attributions: int, atlas: sidefiles.ClassFiles,
+                      written: set[str]) -> tuple[list[Crop], list[Attribution]]:
+    """Write one concept's crops and attribution overlays (the first `n_attributions` photos its crops
+    come from), adding each file to `written`; returns their records."""
+    size = m.preprocess.input_size
+    base = f"concepts/{concept.id}"
+    crops = []
+    for j, crop in enumerate(concept.crops):
+        view = result.views[crop.view]
+        rel = f"{base}/crop_{j}.{tag}.jpg"
+        store.write_file(m.name, class_index, rel, encode_jpeg(craft_method.crop_image(view, crop.box, size)))
+        written.add(rel)
+        crops.append(Crop(file=rel, source=view.source.source, box=list(craft_method.to_source_box(crop.box, view.region, size)),
+                          view_box=list(crop.box), coefficient=crop.coefficient))
+    attributions = []
+    vmax = float(result.maps[..., concept.id].max())
+    sources = list(dict.fromkeys(crop.view for crop in concept.crops))[:n_attributions]
+    for j, v in enumerate(sources):
+        rel = f"{base}/attribution_{j}.{tag}.jpg"
+        overlay = craft_method.attribution_overlay(result.views[v], result.maps[v, ..., concept.id], vmax)
+        store.write_file(m.name, class_index, rel, encode_jpeg(overlay))
+        written.add(rel)
+        attributions.append(Attribution(file=rel, source=result.views[v].source.source, photo=atlas.photo(v)))
+    return crops, attributions
