@@ -18,6 +18,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from .classes import imagenet_class
 from .images import _SKIMAGE_PHOTOS, IMAGE_SUFFIXES
@@ -39,25 +40,41 @@ STORE_BYTES_DEFAULT = 8.8e6
 SITE_BYTES_DEFAULT = 550e3  # with the 256 px concept views (benchmarks/README.md, issue 21)
 
 
+def _bare_network(arch: str | None) -> Any:
+    """The timm architecture with random weights (nothing loaded), built once per process for the
+    estimates; None where timm cannot build it bare (the estimates then fall back to lite0's figures)."""
+    if arch not in _BARE:
+        try:
+            import timm
+
+            _BARE[arch] = timm.create_model(arch, pretrained=False).eval()
+        except Exception:  # noqa: BLE001 - an arch timm cannot build bare: the estimate falls back to lite0's cost
+            _BARE[arch] = None
+    return _BARE[arch]
+
+
+_BARE: dict[str | None, Any] = {}
+
+
 def _forward_flops(plan: ModelPlan, side: int) -> float | None:
     """Forward FLOPs of one crop through the model's architecture (random weights, nothing loaded), or None."""
     key = (plan.entry.arch, side)
     if key not in _FLOPS:
-        try:
-            import timm
-            import torch
-            from torch.utils.flop_counter import FlopCounterMode
+        net, _FLOPS[key] = _bare_network(plan.entry.arch), None  # type: ignore[assignment]
+        if net is not None:
+            try:
+                import torch
+                from torch.utils.flop_counter import FlopCounterMode
 
-            net = timm.create_model(plan.entry.arch, pretrained=False).eval()
-            with FlopCounterMode(display=False) as counter, torch.no_grad():
-                net(torch.zeros(1, 3, side, side))
-            _FLOPS[key] = float(counter.get_total_flops())
-        except Exception:  # noqa: BLE001 - an arch timm cannot build bare: the estimate falls back to lite0's cost
-            _FLOPS[key] = None  # type: ignore[assignment]
+                with FlopCounterMode(display=False) as counter, torch.no_grad():
+                    net(torch.zeros(1, 3, side, side))
+                _FLOPS[key] = float(counter.get_total_flops())
+            except Exception:  # noqa: BLE001 - a network that cannot run at this side: the estimate falls back to lite0's cost
+                pass
     return _FLOPS[key]
 
 
-_FLOPS: dict[tuple[str, int], float] = {}
+_FLOPS: dict[tuple[str | None, int], float] = {}
 
 
 def photos_per_class(images: Path | None, classes: list[int], limit: int, sample: int = 50) -> float:
@@ -106,17 +123,8 @@ def _rough(plan: ModelPlan, photos: float, gpu: bool) -> tuple[float, float]:
 
 def _channels(plan: ModelPlan) -> int:
     """Channels of the features the dictionary reads (timm's `num_features`, built bare), else lite0's 1280."""
-    if plan.entry.arch not in _CHANNELS:
-        try:
-            import timm
-
-            _CHANNELS[plan.entry.arch] = int(timm.create_model(plan.entry.arch, pretrained=False).num_features)
-        except Exception:  # noqa: BLE001 - an arch timm cannot build bare: lite0's width
-            _CHANNELS[plan.entry.arch] = 1280
-    return _CHANNELS[plan.entry.arch]
-
-
-_CHANNELS: dict[str, int] = {}
+    net = _bare_network(plan.entry.arch)
+    return int(getattr(net, "num_features", 1280)) if net is not None else 1280
 
 
 def dictionary_estimate(plan: ModelPlan, images: Path | None, gpu: bool) -> tuple[float, float, str]:
