@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from .classes import imagenet_class
 from .config import CraftSettings, DictionarySettings, MacoSettings, ModelEntry, Zoo, load_zoo, settings_hash
 from .errors import PlanError
-from .records import DictionaryRecord, Meta, PartRecord, Unit, part_state
-from .store import Store
+from .records import Meta, PartRecord, Unit, part_state
+from .store import Store, dictionary_record
 
 if TYPE_CHECKING:
     from .spectrum import Spectrum
@@ -231,26 +231,6 @@ def unit_state(store: Store, plan: ModelPlan, meta: Meta | None, unit: Unit) -> 
     if state != "done":
         return state  # failed or no-images
     return "missing" if store.missing_files(meta, unit) else "done"  # type: ignore[arg-type]
-
-
-def dictionary_record(store: Store, model: str) -> DictionaryRecord | None:
-    """`<store>/<model>/dictionary.json`, or None if absent or unreadable (then it is planned again)."""
-    from .store import read_record
-
-    try:
-        return DictionaryRecord.from_json_obj(read_record((store.root / model / DICTIONARY_RECORD).read_bytes()))
-    except (OSError, ValueError):
-        return None
-
-
-DICTIONARY_RECORD = "dictionary.json"
-
-
-def write_dictionary_record(store: Store, model: str, record: DictionaryRecord) -> None:
-    """Replace `<store>/<model>/dictionary.json` atomically (the one writer of that file)."""
-    from .store import atomic_write_json
-
-    atomic_write_json(store.root / model / DICTIONARY_RECORD, record.model_dump(mode="json", exclude_none=True))
 
 
 def dictionary_state(store: Store, plan: ModelPlan) -> str:

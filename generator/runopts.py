@@ -22,10 +22,10 @@ from typing import Any
 
 from .classes import imagenet_class
 from .images import _SKIMAGE_PHOTOS, IMAGE_SUFFIXES
-from .plan import TODO, ModelPlan, Resolved, dictionary_record, dictionary_state, pending_units, write_dictionary_record
+from .plan import TODO, ModelPlan, Resolved, dictionary_state, pending_units
 from .progress import duration
 from .records import Meta, PartRecord
-from .store import Store
+from .store import Store, dictionary_record, write_dictionary_record
 
 # efficientnet-lite0 on two CPU cores: ~20 crops/s at 224 px, 8 crops per pass (benchmarks/bench_maco.py), at 0.77
 # forward GFLOP per crop (torch.utils.flop_counter): a crop-pass (forward and backward, ~3x forward) costs 3 x 0.77.

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .plan import STATES, ModelPlan, Resolved, class_units, describe_settings, dictionary_record, dictionary_state, settings_diff
-from .store import Store
+from .plan import STATES, ModelPlan, Resolved, class_units, describe_settings, dictionary_state, settings_diff
+from .store import Store, dictionary_record
 
 KINDS = ("maco", "craft", "concept", "dictionary")
 

@@ -45,7 +45,7 @@ from PIL import Image
 from .classes import imagenet_class
 from .config import RESERVED_NAMES
 from .errors import StoreError
-from .records import SCHEMA, Meta, ModelCard, Unit
+from .records import SCHEMA, DictionaryRecord, Meta, ModelCard, Unit
 
 __all__ = ["SCHEMA", "META", "Store", "Unit", "Claim", "StoreError", "UnsafePath", "ClassPaths", "atomic_write_bytes",
            "atomic_write_json", "checked_rel", "encode_png", "encode_jpeg", "file_lock", "resolves_inside"]
@@ -560,3 +560,21 @@ class Store:
         if not self.root.is_dir():
             return []
         return [p for p in self.root.rglob("*") if _TMP_MARK in p.name or p.name.startswith(".claim.")]
+
+
+# ----------------------------------------------------------------------------- the model's dictionary record
+
+DICTIONARY_RECORD = "dictionary.json"
+
+
+def dictionary_record(store: Store, model: str) -> DictionaryRecord | None:
+    """`<store>/<model>/dictionary.json`, or None if absent or unreadable (then it is planned again)."""
+    try:
+        return DictionaryRecord.from_json_obj(read_record((store.root / model / DICTIONARY_RECORD).read_bytes()))
+    except (OSError, ValueError):
+        return None
+
+
+def write_dictionary_record(store: Store, model: str, record: DictionaryRecord) -> None:
+    """Replace `<store>/<model>/dictionary.json` atomically (the one writer of that file)."""
+    atomic_write_json(store.root / model / DICTIONARY_RECORD, record.model_dump(mode="json", exclude_none=True))

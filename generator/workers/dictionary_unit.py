@@ -25,11 +25,11 @@ from ..errors import DictionaryError, StoreError
 from ..images import SourceImage, demo_photos, load_class_images
 from ..model_concepts import sample_tokens
 from ..models import LoadedModel
-from ..plan import ModelPlan, RenderJob, dictionary_record, dictionary_state, write_dictionary_record
+from ..plan import ModelPlan, RenderJob, dictionary_state
 from ..progress import LogBar
 from ..records import DictionaryRecord
 from ..sae import TopKSAE, quality, train_sae
-from ..store import Store, atomic_write_bytes, file_lock
+from ..store import Store, atomic_write_bytes, dictionary_record, file_lock, write_dictionary_record
 from .outcomes import Outcome, RenderSummary, record_batch
 from .saving import now_iso, versions
 from .worker import Worker, failure_reason
