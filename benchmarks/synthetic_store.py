@@ -26,12 +26,27 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from generator.config import CraftSettings, MacoSettings  # noqa: E402
+from generator.config import CraftSettings, DictionarySettings, MacoSettings  # noqa: E402
 from generator.images import CREDITS  # noqa: E402
-from generator.records import Meta, ModelCard  # noqa: E402
+from generator.records import (  # noqa: E402
+    TOP_CLASSES,
+    TOP_COOCCUR,
+    TOP_SHARED,
+    AtlasAtom,
+    AtlasRecord,
+    AtomMaco,
+    ClassAtoms,
+    DictionaryRecord,
+    MatchRecord,
+    Meta,
+    ModelCard,
+)
 from generator.sidefiles import (  # noqa: E402
     HEAD,
     THUMB_CELL,
+    TOP_REGIONS,
+    Codes,
+    atom_maco_names,
     directions_name,
     directions_npy,
     head_npz,
@@ -39,9 +54,23 @@ from generator.sidefiles import (  # noqa: E402
     per_image_npz,
     photo_name,
     thumbs_name,
+    write_codes,
+    write_region_strips,
 )
 from generator.site import class_info  # noqa: E402  (torch-free class names)
-from generator.store import META, SCHEMA, Store, atomic_write_bytes, encode_jpeg, encode_png  # noqa: E402
+from generator.store import (  # noqa: E402
+    META,
+    SCHEMA,
+    Store,
+    atomic_write_bytes,
+    encode_jpeg,
+    encode_png,
+    encode_webp,
+    update_atom_macos,
+    write_atlas_record,
+    write_dictionary_matches,
+    write_dictionary_record,
+)
 
 POOL = ".pool"  # a dot folder: Store.models() skips it
 VARIANTS = 8
@@ -259,13 +288,144 @@ def write_model_card(store: Store, model: str, m: int) -> None:
     atomic_write_bytes(store.root / model / "model.json", json.dumps(ModelCard.from_json_obj(card).to_json_obj(), indent=1).encode())
 
 
+# ----------------------------------------------------------------------------- the concept dictionary (issue 19)
+
+DICT_ATOMS, DICT_K = 48, 4  # a small dictionary: enough atoms for a map, pages and matches
+DICT_VIEWS = 16  # photo views in the codes files (the same ids in every model: matches have views to share)
+DICT_REGIONS = 6  # crops per shown atom's region strip (<= TOP_REGIONS)
+
+
+def dictionary_hash(model: str) -> str:
+    return _tag("dictionary", model)
+
+
+def _atoms_file(path: Path, rng: np.random.Generator) -> None:
+    from safetensors.numpy import save
+
+    D = rng.normal(0, 1, (DICT_ATOMS, CHANNELS)).astype(np.float32)
+    tensors = {"D": D / np.linalg.norm(D, axis=1, keepdims=True), "W_enc": D.T.copy(), "b_enc": np.zeros(DICT_ATOMS, np.float32),
+               "b_dec": np.zeros(CHANNELS, np.float32), "frequency": rng.uniform(0, 0.2, DICT_ATOMS).astype(np.float32),
+               "energy": rng.dirichlet(np.ones(DICT_ATOMS)).astype(np.float32)}
+    atomic_write_bytes(path, save(tensors))
+
+
+def _class_atoms(indices: Sequence[int], alive: np.ndarray, rng: np.random.Generator) -> tuple[dict[str, ClassAtoms], np.ndarray]:
+    """Each class's shares over the atoms (a few alive atoms carry it; one may be negative), bias and
+    residual: the parts add to 100 %. Returns the records and the (classes, atoms) share matrix."""
+    shares = np.zeros((len(indices), DICT_ATOMS))
+    out = {}
+    for row, index in enumerate(indices):
+        used = rng.choice(np.flatnonzero(alive), size=8, replace=False)
+        part = rng.dirichlet(np.ones(len(used))) * rng.uniform(60, 90)
+        if index % 4 == 1:
+            part[-1] = -part[-1] / 4  # an atom that lowers the logit
+        shares[row, used] = part
+        bias = float(rng.uniform(-5, 15))
+        residual = 100.0 - bias - float(part.sum())
+        top = np.argsort(-shares[row])[:TOP_SHARED]
+        out[str(index)] = ClassAtoms(n_images=1 + index % 3, top=[{"atom": int(k), "share": round(float(shares[row, k]), 4)} for k in top],
+                                     bias_share=round(bias, 4), residual_share=round(residual, 4))
+    return out, shares
+
+
+def _atlas_atoms(indices: Sequence[int], alive: np.ndarray, shares: np.ndarray, classes: dict[str, ClassAtoms],
+                 rng: np.random.Generator) -> list[AtlasAtom]:
+    shown = {t.atom for c in classes.values() for t in c.top}
+    frequency = np.where(alive, rng.uniform(0.002, 0.2, DICT_ATOMS), 0.0)
+    energy = frequency / frequency.sum()
+    atoms = []
+    for k in range(DICT_ATOMS):
+        users = [r for r in np.argsort(-shares[:, k]) if shares[r, k] != 0][:TOP_CLASSES]
+        partners = [j for j in rng.permutation(np.flatnonzero(alive)) if j != k][:TOP_COOCCUR] if alive[k] else []
+        jaccard = np.sort(rng.uniform(0.05, 0.6, len(partners)))[::-1]
+        atoms.append(AtlasAtom(
+            index=k, frequency=round(float(frequency[k]), 6), energy=round(float(energy[k]), 6), alive=bool(alive[k]),
+            shown=k in shown, xy=[round(float(v), 4) for v in rng.normal(0, 10, 2)] if alive[k] else None,
+            classes=[{"class_index": int(indices[r]), "share": round(float(shares[r, k]), 4)} for r in users],
+            cooccur=[{"atom": int(j), "score": round(float(s), 4)} for j, s in zip(partners, jaccard)]))
+    return atoms
+
+
+def _codes(m: int, rng: np.random.Generator) -> Codes:
+    """Top-k codes of DICT_VIEWS photo views (shared ids) on a grid that differs by model."""
+    side = 7 + m % 2
+    indices = np.stack([np.stack([rng.choice(DICT_ATOMS, DICT_K, replace=False) for _ in range(side * side)]) for _ in range(DICT_VIEWS)])
+    values = rng.gamma(1.0, 1.0, indices.shape)
+    sources = [f"n{1440764 + v // 2:08d}/photo_{v // 2}.JPEG" + ("#flip" if v % 2 else "") for v in range(DICT_VIEWS)]
+    return Codes(sources, (side, side), indices, values)
+
+
+def write_dictionary(store: Store, pool: Path, model: str, m: int, indices: Sequence[int], failures: bool) -> None:
+    """A done dictionary for one model through the store's writers: dictionary.json, its atlas, region
+    strips and MACOs of the shown atoms (one failed with `failures`), macos.json and the codes file."""
+    rng = np.random.default_rng(7000 + m)
+    h, model_dir = dictionary_hash(model), store.root / model
+    alive = np.arange(DICT_ATOMS) % 11 != 10  # a few dead atoms
+    classes, shares = _class_atoms(indices, alive, rng)
+    atoms = _atlas_atoms(indices, alive, shares, classes, rng)
+    views = [Image.open(pool / f"photo_{v}.jpg") for v in range(VARIANTS)]
+    for atom in (a for a in atoms if a.shown):
+        crops = [views[(atom.index + j) % VARIANTS] for j in range(min(DICT_REGIONS, TOP_REGIONS))]
+        y, x = np.mgrid[0:7, 0:7]
+        maps = [np.exp(-((x - (atom.index + j) % 7) ** 2 + (y - j % 7) ** 2) / 4.0) for j in range(len(crops))]
+        atom.regions = write_region_strips(model_dir, atom.index, h, crops, maps)
+    augmented = m % 2 == 0
+    atlas = AtlasRecord(settings_hash=h, head_kind="linear" if m != 2 else "gradient", n_images=DICT_VIEWS, n_tokens=DICT_VIEWS * 49,
+                        images_source="synthetic", augmented=augmented, atoms=atoms, classes=classes)
+    _atoms_file(model_dir / f"dictionary/atoms.{h}.safetensors", rng)
+    files = {"atoms": f"dictionary/atoms.{h}.safetensors", "atlas": write_atlas_record(store, model, atlas),
+             "codes": write_codes(model_dir, h, _codes(m, rng))}
+    settings = DictionarySettings(atoms=DICT_ATOMS, k=DICT_K)
+    write_dictionary_record(store, model, DictionaryRecord(
+        status="done", settings_hash=h, settings=settings.model_dump(mode="json"), files=files, wall_time_s=12.5,
+        versions=_versions(), finished_at="2025-01-01T00:00:00Z", device="synthetic", attempts=1, n_images=DICT_VIEWS,
+        n_tokens=DICT_VIEWS * 49, n_heldout=DICT_VIEWS * 5, images_source="synthetic", r2=0.71, l0=float(DICT_K),
+        dead_fraction=round(float(1 - alive.mean()), 4), frequency={"min": 0.0, "median": 0.05, "max": 0.2},
+        energy_top10=0.4, epochs=settings.epochs, resumed_from=0, augmented=augmented))
+    write_atom_macos(store, pool, model, [a.index for a in atoms if a.shown], h, failures)
+
+
+def write_atom_macos(store: Store, pool: Path, model: str, shown: Sequence[int], h: str, failures: bool) -> None:
+    macos_hash = _tag("atom-maco", model, h)
+    entries: dict[str, AtomMaco] = {}
+    for n, atom in enumerate(shown):
+        if failures and n == 1:
+            error = "FloatingPointError: NaN in the objective (synthetic failure)"
+            entries[str(atom)] = AtomMaco(status="failed", error=error, seconds=3.0)
+            continue
+        image, alpha = atom_maco_names(atom, h)
+        v = atom % VARIANTS
+        atomic_write_bytes(store.root / model / image, encode_webp(Image.open(pool / f"maco_{v}.png")))
+        atomic_write_bytes(store.root / model / alpha, encode_webp(Image.open(pool / f"alpha_{v}.png")))
+        entries[str(atom)] = AtomMaco(status="done", image=image, alpha=alpha, seconds=round(5.0 + atom % 7, 3))
+    update_atom_macos(store, model, macos_hash, lambda record: record.atoms.update(entries))
+
+
+def write_matches(store: Store, a: str, b: str) -> None:
+    """A well-formed match file between two synthetic dictionaries (random pairs, some mutual)."""
+    (a, ma), (b, mb) = sorted([(a, 0), (b, 1)])
+    rng = np.random.default_rng(4242)
+    threshold = 0.2
+    pairs = {int(i): int(j) for i, j in zip(rng.permutation(DICT_ATOMS)[:20], rng.permutation(DICT_ATOMS)[:20])}
+    back = {j: i for i, j in pairs.items()}
+    a_to_b = {str(i): {"atom": j, "score": round(float(rng.uniform(threshold, 0.9)), 4), "mutual": back.get(j) == i and i % 3 != 0}
+              for i, j in pairs.items()}
+    b_to_a = {str(j): {"atom": i, "score": a_to_b[str(i)]["score"], "mutual": a_to_b[str(i)]["mutual"]} for j, i in back.items()}
+    mutual = sum(v["mutual"] for v in a_to_b.values()) / len(a_to_b)
+    write_dictionary_matches(store, MatchRecord(models=[a, b], n_images=DICT_VIEWS, grid=[7, 7], threshold=threshold,
+                                                mutual_rate=round(mutual, 4), a_to_b=a_to_b, b_to_a=b_to_a))
+
+
 def write_synthetic_store(root: Path, classes: int | Sequence[int], models: Sequence[str] = DEFAULT_MODELS, *,
                           concepts: int = 10, crops: int = 10, attributions: int = 4, image_size: int = 96,
-                          failures: bool = True, link: bool = True, model_cards: bool = True) -> Path:
+                          failures: bool = True, link: bool = True, model_cards: bool = True,
+                          dictionary: bool = False) -> Path:
     """Write the store; `classes` is a count (the first N ImageNet classes) or a list of indices.
 
     With `failures`, a deterministic few parts are failed, missing or partial; with `model_cards`,
-    every model but the last gets a model.json (the last falls back to models.yaml).
+    every model but the last gets a model.json (the last falls back to models.yaml); with
+    `dictionary`, every model gets a done concept dictionary (atlas, regions, atom MACOs, codes) and
+    the first two models a match file.
     """
     root = Path(root)
     store = Store(root)
@@ -281,6 +441,10 @@ def write_synthetic_store(root: Path, classes: int | Sequence[int], models: Sequ
                 continue  # this class is not rendered for this model
             write_class(store, pool, model, m, models, index, p, concepts=concepts, crops=crops,
                         attributions=attributions, failures=failures, link=link)
+        if dictionary:
+            write_dictionary(store, pool, model, m, indices, failures)
+    if dictionary and len(models) >= 2:
+        write_matches(store, models[0], models[1])
     return root
 
 
@@ -290,9 +454,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS))
     ap.add_argument("--no-failures", action="store_true")
+    ap.add_argument("--dictionary", action="store_true", help="also a concept dictionary per model and a match file")
     args = ap.parse_args(argv)
     t = time.perf_counter()
-    write_synthetic_store(args.out, args.classes, args.models.split(","), failures=not args.no_failures)
+    write_synthetic_store(args.out, args.classes, args.models.split(","), failures=not args.no_failures, dictionary=args.dictionary)
     print(f"synthetic store: {args.classes} classes x {len(args.models.split(','))} models in {args.out} ({time.perf_counter() - t:.1f} s)")
     return 0
 

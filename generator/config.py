@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
-RESERVED_NAMES = ("spectra", "runs.jsonl")  # entries of the artifact store beside the model folders
+RESERVED_NAMES = ("spectra", "runs.jsonl", "dictionary-matches")  # entries of the artifact store beside the model folders
 CONFIG_FILENAME = "models.yaml"
 
 

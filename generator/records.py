@@ -41,6 +41,10 @@ On disk (JSON, `extra` keys are kept, so newer writers never lose older readers'
       "weights_used": WeightsUsed | absent. "arch" is the builder in words: a timm architecture,
       `torchvision:NAME` or `factory:module:function`.
 
+Per model, the concept dictionary (issue 19): `<model>/dictionary.json` (DictionaryRecord), its atlas
+`dictionary/atlas.<h>.json` (AtlasRecord), the atom MACOs' `dictionary/macos.json` (AtomMacos); across
+models, `<store>/dictionary-matches/<A>--<B>.json` (MatchRecord). Readers and writers: generator/store.py.
+
 A file that does not parse or does not fit these models is not silently trusted: the store moves
 it aside (`meta.json.corrupt-<UTC time>`) and its units count as not done.
 """
@@ -381,7 +385,9 @@ class ModelCard(_Record):
 class DictionaryRecord(PartRecord):
     """`<store>/<model>/dictionary.json`: the model-wide concept dictionary (issue 19 §2), its own file so
     that stores written before it read unchanged. `files` (relative to `<store>/<model>/`) holds `atoms`,
-    a safetensors file of the SAE (D, W_enc, b_enc, b_dec) with each atom's `frequency` and `energy`."""
+    a safetensors file of the SAE (D, W_enc, b_enc, b_dec) with each atom's `frequency` and `energy`; once its
+    atlas is computed, `atlas` (`dictionary/atlas.<h>.json`, `AtlasRecord`) and `codes`
+    (`dictionary/codes.<h>.npz`, generator/sidefiles.py) for cross-model matching."""
 
     n_images: int | None = None  # photo views the token pass saw
     n_tokens: int | None = None  # tokens trained on
@@ -394,7 +400,138 @@ class DictionaryRecord(PartRecord):
     energy_top10: float | None = None  # share of the coded energy held by the 10 most energetic atoms
     epochs: int | None = None
     resumed_from: int | None = None  # epoch the finishing session started from (0: fresh)
+    augmented: bool | None = None  # the photos were augmented (mirrors, crops) to give enough tokens
 
     @classmethod
     def from_json_obj(cls, obj: Any) -> DictionaryRecord:
         return cls.model_validate(obj)
+
+
+# ----------------------------------------------------------------------------- the dictionary's atlas (issue 19 §4-§5)
+#
+# Paths below are relative to `<store>/<model>/`; `<h>` is the dictionary's settings hash
+# (`plan.ModelPlan.dictionary_hash`). The side files they name (region strips, codes) are written and
+# read by generator/sidefiles.py.
+
+TOP_SHARED = 5  # a class's top shared concepts (`ClassAtoms.top`); atoms among them are `shown`
+TOP_CLASSES = 10  # classes listed per atom (`AtlasAtom.classes`)
+TOP_COOCCUR = 5  # co-occurring atoms listed per atom (`AtlasAtom.cooccur`)
+
+
+class ClassShare(_Record):
+    """A class using an atom: its share in % of that class's mean logit (signed)."""
+
+    class_index: int = Field(ge=0, le=999)
+    share: float
+
+
+class AtomScore(_Record):
+    """Another atom and a score: Jaccard over tokens (`cooccur`)."""
+
+    atom: int = Field(ge=0)
+    score: float
+
+
+class AtomShare(_Record):
+    """An atom and its share in % of a class's mean logit (signed)."""
+
+    atom: int = Field(ge=0)
+    share: float
+
+
+class AtlasAtom(_Record):
+    """One atom of the dictionary as the atlas describes it.
+
+    `frequency`: fraction of the tokens where it fires; `energy`: its share of the coded energy;
+    `shown`: alive and among some class's TOP_SHARED atoms (it gets a page and a MACO); `xy`: its
+    point on the 2-D map (seeded t-SNE of the alive atoms' decoder rows), None when dead; `classes`:
+    up to TOP_CLASSES classes using it most, by share; `cooccur`: up to TOP_COOCCUR atoms firing on the
+    same tokens most, by Jaccard; `regions`: the stem of its region strips
+    (`dictionary/regions/<NNNN>.<h>`, sidefiles.region_strips), None when it has none."""
+
+    index: int = Field(ge=0)
+    frequency: float
+    energy: float
+    alive: bool
+    shown: bool = False
+    xy: list[float] | None = None
+    classes: list[ClassShare] = Field(default_factory=list)
+    cooccur: list[AtomScore] = Field(default_factory=list)
+    regions: str | None = None
+
+
+class ClassAtoms(_Record):
+    """A class's part of the dictionary: its TOP_SHARED atoms by share, and the bias and residual shares
+    (in % of the class's mean logit over its `n_images` photos: every atom + bias + residual = 100)."""
+
+    n_images: int = Field(ge=0)
+    top: list[AtomShare] = Field(default_factory=list)
+    bias_share: float
+    residual_share: float
+
+
+class AtlasRecord(_Record):
+    """`<model>/dictionary/atlas.<h>.json` (dictionary.json `files["atlas"]`): what the dictionary's pages
+    show, from one encode pass of the dictionary's photos after training. `head_kind`: "linear" (Γ = D·W,
+    exact) or "gradient" (gradient x input on the codes); `classes` keyed by the class index as text."""
+
+    settings_hash: str
+    head_kind: Literal["linear", "gradient"]
+    n_images: int = Field(ge=0)
+    n_tokens: int = Field(ge=0)
+    images_source: str | None = None
+    augmented: bool = False
+    atoms: list[AtlasAtom] = Field(default_factory=list)
+    classes: dict[str, ClassAtoms] = Field(default_factory=dict)
+
+    def atom(self, index: int) -> AtlasAtom | None:
+        """The atom with this index, or None (atoms are listed by index: a direct look-up, checked)."""
+        if 0 <= index < len(self.atoms) and self.atoms[index].index == index:
+            return self.atoms[index]
+        return next((a for a in self.atoms if a.index == index), None)
+
+    @property
+    def shown(self) -> list[int]:
+        """The atoms that get a page and a MACO, in index order."""
+        return [a.index for a in self.atoms if a.shown]
+
+
+class AtomMaco(_Record):
+    """One atom's MACO: `image` and `alpha` (relative paths, when done), or the `error` (when failed)."""
+
+    status: Literal["done", "failed"]
+    image: str | None = None
+    alpha: str | None = None
+    error: str | None = None
+    seconds: float | None = None
+
+
+class AtomMacos(_Record):
+    """`<model>/dictionary/macos.json`: the atom MACO units' results, keyed by the atom index as text, with
+    the settings hash they were rendered with (the one writer: the atom MACO unit, under a lock)."""
+
+    settings_hash: str
+    atoms: dict[str, AtomMaco] = Field(default_factory=dict)
+
+
+class AtomMatch(_Record):
+    """The best atom of the other model for one atom: its Pearson score, and whether the match is mutual."""
+
+    atom: int = Field(ge=0)
+    score: float
+    mutual: bool
+
+
+class MatchRecord(_Record):
+    """`<store>/dictionary-matches/<A>--<B>.json` (A, B sorted by name): atoms of A and B matched by how
+    their code maps correlate over the `n_images` photo views both saw, resampled to the common `grid`.
+    Only matches with score >= `threshold` are listed (keys: the atom index as text); `mutual_rate` is the
+    share of A's matched atoms whose best in B has A's atom as its best."""
+
+    models: list[str] = Field(min_length=2, max_length=2)
+    n_images: int = Field(ge=0)
+    grid: list[int] = Field(min_length=2, max_length=2)
+    threshold: float
+    mutual_rate: float
+    a_to_b: dict[str, AtomMatch] = Field(default_factory=dict)
+    b_to_a: dict[str, AtomMatch] = Field(default_factory=dict)

@@ -22,6 +22,21 @@ Per model, `<model>/head.npz` (model.json `head`, records.HeadRecord): `weight` 
 "gradient" otherwise (a first-order linearisation, generator/concept_data.py says where). Written
 atomically under the model-card lock, and only when its key differs from the one model.json records.
 
+Per model, the concept dictionary's side files (issue 19; `<h>` = the dictionary's settings hash,
+paths relative to `<model>/`):
+
+- `dictionary/regions/<NNNN>.<h>.webp` (atlas `atoms[].regions` + ".webp"): a horizontal strip of up
+  to TOP_REGIONS photo crops of atom NNNN, each REGION_SIDE px square, centred on the tokens where its
+  code is largest (one per photo), high-quality WebP; `dictionary/regions/<NNNN>.<h>.heat.webp` the
+  same strip of RGBA heatmaps (the atom's code over each crop, upsampled, inferno-coloured, alpha =
+  intensity, one scale for the strip), lossless WebP, to lay over the crops under an opacity slider.
+- `dictionary/codes.<h>.npz` (dictionary.json `files.codes`), for cross-model matching: `sources` str
+  (V,) one identity per photo view, the same for the same photo in every model (its path relative to
+  `images:` or the demo photo's name, plus a view suffix such as `#flip`); `grid` int (2,) the token
+  grid (h, w); `indices` int16 (V, h*w, k) and `values` float16 (V, h*w, k), each token's top-k codes.
+- `dictionary/maco/<NNNN>.<h>.webp` and `dictionary/maco/<NNNN>.alpha.<h>.webp`: atom NNNN's MACO and
+  its attribution map (as a class MACO's `maco.png` / `maco_alpha.png`), lossless WebP.
+
 Readers raise `SideFileError` (a ValueError) for a file that is absent, not an npy/npz, or of the
 wrong shape; callers decide what a missing file means.
 """
@@ -41,7 +56,7 @@ from PIL import Image
 
 from .errors import StoreError
 from .records import HeadRecord, ModelCard
-from .store import Store, atomic_write_bytes, encode_jpeg
+from .store import Store, atomic_write_bytes, encode_jpeg, encode_webp
 
 log = logging.getLogger("lens")
 
@@ -52,6 +67,9 @@ HEAD_VERSION = 1
 DIRECTIONS_PATTERN = "concepts/directions.*.npy"
 # Files of earlier CRAFT versions to delete once meta.json points at the new ones (workers.save_craft).
 PRUNE_PATTERNS = ("concepts/per_image.*.npz", "concepts/thumbs.*.jpg", "concepts/photos/*")
+TOP_REGIONS, REGION_SIDE = 10, 128  # an atom's region strip: up to 10 crops of 128 px
+REGION_QUALITY = 90  # the photos of a region strip (its heatmaps are lossless: their alpha is the data)
+MAX_CODE_ATOMS = 2**15  # codes.npz stores atom indices as int16
 
 
 class SideFileError(ValueError):
@@ -75,6 +93,25 @@ def thumbs_name(tag: str) -> str:
 
 def photo_name(view: int, tag: str) -> str:
     return f"concepts/photos/photo_{view}.{tag}.jpg"
+
+
+def region_stem(atom: int, h: str) -> str:
+    return f"dictionary/regions/{atom:04d}.{h}"
+
+
+def region_names(atom: int, h: str) -> tuple[str, str]:
+    """The photos strip and the heat strip of an atom."""
+    stem = region_stem(atom, h)
+    return f"{stem}.webp", f"{stem}.heat.webp"
+
+
+def codes_name(h: str) -> str:
+    return f"dictionary/codes.{h}.npz"
+
+
+def atom_maco_names(atom: int, h: str) -> tuple[str, str]:
+    """An atom's MACO image and its attribution (alpha) map."""
+    return f"dictionary/maco/{atom:04d}.{h}.webp", f"dictionary/maco/{atom:04d}.alpha.{h}.webp"
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -115,6 +152,60 @@ def photo_image(picture: Image.Image) -> Image.Image:
 def head_npz(weight: np.ndarray, bias: np.ndarray, kind: str) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, weight=np.asarray(weight, dtype=np.float32), bias=np.asarray(bias, dtype=np.float32), kind=np.array(kind))
+    return buf.getvalue()
+
+
+def region_strip(crops: Sequence[Image.Image]) -> Image.Image:
+    """Up to TOP_REGIONS crops side by side, each resized to REGION_SIDE px square (RGB)."""
+    crops = list(crops)[:TOP_REGIONS]
+    if not crops:
+        raise ValueError("a region strip needs at least one crop")
+    strip = Image.new("RGB", (REGION_SIDE * len(crops), REGION_SIDE))
+    for i, crop in enumerate(crops):
+        strip.paste(crop.convert("RGB").resize((REGION_SIDE, REGION_SIDE), Image.Resampling.BICUBIC), (i * REGION_SIDE, 0))
+    return strip
+
+
+def heat_strip(maps: Sequence[np.ndarray]) -> Image.Image:
+    """The code maps (2-D, >= 0, any size) as RGBA heatmaps side by side: bilinear to REGION_SIDE px,
+    one scale for the whole strip (so crops compare), inferno colours, alpha = intensity."""
+    import matplotlib
+
+    maps = [np.asarray(m, dtype=np.float32) for m in list(maps)[:TOP_REGIONS]]
+    if not maps or any(m.ndim != 2 for m in maps):
+        raise ValueError("a heat strip needs at least one 2-D map")
+    vmax = max(float(m.max()) for m in maps)
+    strip = np.zeros((REGION_SIDE, REGION_SIDE * len(maps), 4), dtype=np.uint8)
+    for i, m in enumerate(maps):
+        big = np.asarray(Image.fromarray(np.clip(m, 0, None)).resize((REGION_SIDE, REGION_SIDE), Image.Resampling.BILINEAR))
+        heat = np.clip(big / vmax, 0, 1) if vmax > 0 else np.zeros_like(big)
+        rgba = matplotlib.colormaps["inferno"](heat)
+        rgba[..., 3] = heat
+        strip[:, i * REGION_SIDE:(i + 1) * REGION_SIDE] = (rgba * 255).round().astype(np.uint8)
+    return Image.fromarray(strip, "RGBA")
+
+
+@dataclass
+class Codes:
+    """`codes.<h>.npz` as held in memory: view ids (V,), the token grid (h, w), top-k codes per token."""
+
+    sources: list[str]
+    grid: tuple[int, int]
+    indices: np.ndarray  # int16 (V, h*w, k)
+    values: np.ndarray  # float16 (V, h*w, k)
+
+
+def codes_npz(codes: Codes) -> bytes:
+    """The codes file; refuses shapes that do not fit its format (one row per view, h*w tokens)."""
+    indices, values = np.asarray(codes.indices), np.asarray(codes.values)
+    views, tokens = len(codes.sources), codes.grid[0] * codes.grid[1]
+    if indices.shape != values.shape or indices.ndim != 3 or indices.shape[:2] != (views, tokens):
+        raise ValueError(f"codes of shape {indices.shape}/{values.shape} for {views} views of {tokens} tokens")
+    if indices.size and (indices.min() < 0 or indices.max() >= MAX_CODE_ATOMS):
+        raise ValueError(f"atom indices outside 0..{MAX_CODE_ATOMS - 1}")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, sources=np.array(codes.sources, dtype=str), grid=np.array(codes.grid, dtype=np.int64),
+                        indices=indices.astype(np.int16), values=values.astype(np.float16))
     return buf.getvalue()
 
 
@@ -164,6 +255,25 @@ class ClassFiles:
         if view not in self._photos:
             self._photos[view] = self._write(photo_name(view, self.tag), encode_jpeg(photo_image(self.pictures[view])))
         return self._photos[view]
+
+
+def write_region_strips(model_dir: Path, atom: int, h: str, crops: Sequence[Image.Image],
+                        maps: Sequence[np.ndarray]) -> str:
+    """An atom's two region strips (crops and their code maps, in the same order), written atomically;
+    returns their stem for `AtlasAtom.regions`."""
+    if len(crops) != len(maps):
+        raise ValueError(f"{len(crops)} crops but {len(maps)} code maps")
+    photos, heat = region_names(atom, h)
+    atomic_write_bytes(model_dir / photos, encode_webp(region_strip(crops), lossless=False, quality=REGION_QUALITY))
+    atomic_write_bytes(model_dir / heat, encode_webp(heat_strip(maps)))
+    return region_stem(atom, h)
+
+
+def write_codes(model_dir: Path, h: str, codes: Codes) -> str:
+    """`dictionary/codes.<h>.npz`, atomically; returns its entry for dictionary.json `files.codes`."""
+    rel = codes_name(h)
+    atomic_write_bytes(model_dir / rel, codes_npz(codes))
+    return rel
 
 
 def write_head(store: Store, model: str, key: str, compute: Callable[[], tuple[np.ndarray, np.ndarray, str]]) -> str | None:
@@ -244,3 +354,24 @@ def read_per_image(path: Path, concepts: int) -> PerImage:
     if coefficients.ndim != 2 or coefficients.shape[1] != concepts:
         raise SideFileError("ValueError")
     return PerImage(coefficients, importance, sources)
+
+
+def region_strips(model_dir: Path, atom: int, h: str) -> tuple[Path, Path] | None:
+    """An atom's (photos, heat) strips, or None unless both files exist."""
+    photos, heat = (model_dir / rel for rel in region_names(atom, h))
+    return (photos, heat) if photos.is_file() and heat.is_file() else None
+
+
+def read_codes(path: Path) -> Codes:
+    """A model's codes file, checked against its documented shapes."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            sources = [str(s) for s in z["sources"]]
+            grid = tuple(int(g) for g in z["grid"])
+            indices, values = np.asarray(z["indices"]), np.asarray(z["values"])
+    except (OSError, KeyError, ValueError) as e:
+        raise SideFileError(f"{path}: {type(e).__name__}") from None
+    if len(grid) != 2 or indices.shape != values.shape or indices.ndim != 3 \
+            or indices.shape[:2] != (len(sources), grid[0] * grid[1]):
+        raise SideFileError(f"{path}: codes of shape {indices.shape} do not fit {len(sources)} views of grid {grid}")
+    return Codes(sources, (grid[0], grid[1]), indices, values)

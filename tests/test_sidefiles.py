@@ -65,3 +65,49 @@ def test_the_head_is_written_once_per_key_and_recorded_in_model_json(tmp_path):
     assert head.kind == "gradient" and np.array_equal(head.weight, np.eye(3, 4)) and head.bias.shape == (3,)
     assert sidefiles.write_head(store, "m", "k2", lambda: 1 / 0) is None  # a head that fails is logged, not raised
     assert store.model_card("m").head.key == "k1"
+
+
+def test_region_strips_have_one_square_per_crop_and_read_back(tmp_path):
+    crops = [Image.new("RGB", (60 + 10 * i, 50), (30 * i, 80, 0)) for i in range(4)]
+    maps = [np.outer(np.arange(7), np.arange(7)).astype(np.float32) * (i + 1) for i in range(4)]
+    assert sidefiles.region_strips(tmp_path, 3, "h1") is None
+    stem = sidefiles.write_region_strips(tmp_path, 3, "h1", crops, maps)
+    assert stem == sidefiles.region_stem(3, "h1") == "dictionary/regions/0003.h1"
+    photos, heat = sidefiles.region_strips(tmp_path, 3, "h1")
+    assert (photos.name, heat.name) == ("0003.h1.webp", "0003.h1.heat.webp")
+    side = sidefiles.REGION_SIDE
+    with Image.open(photos) as p, Image.open(heat) as h:
+        assert (p.size, p.mode) == ((4 * side, side), "RGB")
+        assert (h.size, h.mode) == ((4 * side, side), "RGBA")
+        alpha = np.asarray(h)[..., 3]
+    # One scale for the strip: the last map is 4x the first, so its cell is the most opaque.
+    cells = [alpha[:, i * side:(i + 1) * side].mean() for i in range(4)]
+    assert cells == sorted(cells) and cells[0] < cells[-1] and alpha.max() == 255
+    with pytest.raises(ValueError):
+        sidefiles.write_region_strips(tmp_path, 4, "h1", crops, maps[:2])
+
+
+def test_a_region_strip_holds_at_most_top_regions_crops():
+    crops = [Image.new("RGB", (32, 32))] * (sidefiles.TOP_REGIONS + 3)
+    assert sidefiles.region_strip(crops).size == (sidefiles.TOP_REGIONS * sidefiles.REGION_SIDE, sidefiles.REGION_SIDE)
+
+
+def test_codes_round_trip_and_refuse_wrong_shapes(tmp_path):
+    rng = np.random.default_rng(1)
+    indices = rng.integers(0, 300, (3, 12, 4))
+    values = rng.random((3, 12, 4))
+    codes = sidefiles.Codes(["a.jpg", "a.jpg#flip", "b.jpg"], (3, 4), indices, values)
+    rel = sidefiles.write_codes(tmp_path, "h2", codes)
+    assert rel == sidefiles.codes_name("h2") == "dictionary/codes.h2.npz"
+    back = sidefiles.read_codes(tmp_path / rel)
+    assert back.sources == codes.sources and back.grid == (3, 4)
+    assert back.indices.dtype == np.int16 and back.values.dtype == np.float16
+    np.testing.assert_array_equal(back.indices, indices)
+    np.testing.assert_allclose(back.values, values, rtol=1e-3)
+    with pytest.raises(ValueError):
+        sidefiles.codes_npz(sidefiles.Codes(["a"], (3, 4), indices, values))  # 3 rows for 1 view
+    with pytest.raises(ValueError):
+        sidefiles.codes_npz(sidefiles.Codes(["a", "b", "c"], (3, 4), indices + 2**15, values))  # beyond int16
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(sidefiles.SideFileError):
+        sidefiles.read_codes(tmp_path / "bad.npz")

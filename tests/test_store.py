@@ -202,3 +202,68 @@ def test_store_models_skip_its_own_files(tmp_path):
         (tmp_path / name).mkdir()
     (tmp_path / "runs.jsonl").write_text("")
     assert Store(tmp_path).models() == ["m"]
+
+
+def test_the_synthetic_dictionary_reads_back_through_the_store_readers(tmp_path):
+    from benchmarks.synthetic_store import DICT_ATOMS, dictionary_hash, write_synthetic_store
+    from generator import sidefiles
+    from generator.records import TOP_SHARED
+
+    models = ["m-a", "m-b"]
+    root = write_synthetic_store(tmp_path, [1, 2, 5], models, concepts=3, crops=2, attributions=1, dictionary=True)
+    store = Store(root)
+    assert store.models() == models  # dictionary-matches/ is the store's own
+    for model in models:
+        h = dictionary_hash(model)
+        record = store_mod.dictionary_record(store, model)
+        assert record.done and record.files["atlas"] == f"dictionary/atlas.{h}.json" and record.augmented is not None
+        atlas = store_mod.atlas_record(store, model)
+        assert atlas is not None and len(atlas.atoms) == DICT_ATOMS and atlas.settings_hash == h
+        assert set(atlas.classes) == {"1", "2", "5"}
+        for c in atlas.classes.values():
+            assert len(c.top) == TOP_SHARED and [t.share for t in c.top] == sorted((t.share for t in c.top), reverse=True)
+        shown = atlas.shown
+        assert shown and all(atlas.atom(k).alive and atlas.atom(k).regions for k in shown)
+        assert all(a.xy is None for a in atlas.atoms if not a.alive)
+        assert sidefiles.region_strips(root / model, shown[0], h) is not None
+        macos = store_mod.atom_macos(store, model)
+        assert set(macos.atoms) == {str(k) for k in shown}
+        assert {m.status for m in macos.atoms.values()} == {"done", "failed"}
+        assert all((root / model / m.image).is_file() for m in macos.atoms.values() if m.status == "done")
+        codes = sidefiles.read_codes(root / model / record.files["codes"])
+        assert codes.indices.shape[0] == len(codes.sources)
+    match = store_mod.dictionary_matches(store, "m-b", "m-a")
+    assert match is not None and match.models == models and match == store_mod.dictionary_matches(store, "m-a", "m-b")
+    assert all(m.score >= match.threshold for m in match.a_to_b.values())
+
+
+def test_dictionary_readers_return_none_for_absent_stale_or_broken_files(tmp_path):
+    from benchmarks.synthetic_store import write_synthetic_store
+    from generator.records import MatchRecord
+
+    root = write_synthetic_store(tmp_path, [3], ["m-a", "m-b"], concepts=2, crops=1, attributions=1, dictionary=True)
+    store = Store(root)
+    assert store_mod.atlas_record(store, "m-c") is None and store_mod.atom_macos(store, "m-c") is None
+    assert store_mod.dictionary_matches(store, "m-a", "m-c") is None
+    record = store_mod.dictionary_record(store, "m-a")
+    (root / "m-a" / record.files["atlas"]).write_text('{"settings_hash": 3}')
+    assert store_mod.atlas_record(store, "m-a") is None
+    record.settings_hash = "other"  # an atlas of other settings than the dictionary's is not its atlas
+    store_mod.write_dictionary_record(store, "m-b", record.model_copy(update={"files": store_mod.dictionary_record(store, "m-b").files}))
+    assert store_mod.atlas_record(store, "m-b") is None
+    (root / "m-a" / store_mod.ATOM_MACOS).write_text("[")
+    assert store_mod.atom_macos(store, "m-a") is None
+    with pytest.raises(ValueError):
+        store_mod.write_dictionary_matches(store, MatchRecord(models=["z", "a"], n_images=1, grid=[1, 1], threshold=0.1, mutual_rate=0))
+
+
+def test_atom_macos_updates_keep_other_atoms_and_drop_other_settings(tmp_path):
+    from generator.records import AtomMaco
+
+    store = Store(tmp_path)
+    store_mod.update_atom_macos(store, "m", "s1", lambda r: r.atoms.update({"1": AtomMaco(status="failed", error="x")}))
+    store_mod.update_atom_macos(store, "m", "s1", lambda r: r.atoms.update({"2": AtomMaco(status="done", image="i", alpha="a")}))
+    assert set(store_mod.atom_macos(store, "m").atoms) == {"1", "2"}
+    store_mod.update_atom_macos(store, "m", "s2", lambda r: r.atoms.update({"3": AtomMaco(status="failed", error="y")}))
+    record = store_mod.atom_macos(store, "m")
+    assert record.settings_hash == "s2" and set(record.atoms) == {"3"}
