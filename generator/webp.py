@@ -52,6 +52,8 @@ VARIANTS = {
     "overlay": "RGB image with its alpha map as transparency, FULL_SIZE",
     "overlay-thumb": "RGB image with its alpha map as transparency, THUMB_SIZE",
     "strip": "images in CROP_CELL squares (centre-cropped), rows of at most STRIP_COLUMNS, transparent gaps",
+    "cells": "one horizontal strip of square cells (a dictionary atom's regions or their RGBA heatmaps), "
+             "each cell scaled to CROP_CELL, laid out as `strip` (alpha kept)",
     "png": "lossless PNG at the source's resolution, its alpha map (if any) as transparency (opt-in, for papers)",
     "sprite": "image as stored, longest side at most SPRITE_SIZE (a grid of small thumbnails)",
 }
@@ -77,6 +79,8 @@ def output_size(variant: str, source_size: tuple[int, int], n_sources: int = 1) 
     w, h = source_size
     if variant == "strip":
         return strip_geometry(n_sources)
+    if variant == "cells":
+        return strip_geometry(strip_cells(source_size))
     side = _FIT.get(variant)
     if side is None or max(w, h) <= side:
         return w, h
@@ -134,6 +138,26 @@ def _strip(crops: Sequence[Path]) -> Image.Image:
     return strip
 
 
+def strip_cells(size: tuple[int, int]) -> int:
+    """Square cells in a horizontal strip of `size` (w, h): w // h, at least 1."""
+    w, h = size
+    return max(1, w // max(1, h))
+
+
+def _cells(source: Path) -> Image.Image:
+    """A stored strip of square cells (side = its height), re-laid as a `strip` of CROP_CELL cells in rows
+    of STRIP_COLUMNS, transparency kept: the heatmap strip sits exactly over the photo strip."""
+    im = _open(source, "RGBA")
+    side = im.height
+    n = strip_cells(im.size)
+    out = Image.new("RGBA", strip_geometry(n), (0, 0, 0, 0))
+    for i in range(n):
+        cell = im.crop((i * side, 0, (i + 1) * side, side)).resize((CROP_CELL, CROP_CELL), Image.Resampling.LANCZOS)
+        row, col = divmod(i, STRIP_COLUMNS)
+        out.paste(cell, (col * (CROP_CELL + CROP_GAP), row * (CROP_CELL + CROP_GAP)))
+    return out
+
+
 def render_variant(variant: str, sources: Sequence[Path]) -> Image.Image:
     if variant == "full":
         return _fit(_open(sources[0], "RGB"), FULL_SIZE)
@@ -147,6 +171,8 @@ def render_variant(variant: str, sources: Sequence[Path]) -> Image.Image:
         return _overlay(sources[0], sources[1], THUMB_SIZE)
     if variant == "strip":
         return _strip(sources)
+    if variant == "cells":
+        return _cells(sources[0])
     if variant == "sprite":
         return _fit(_open(sources[0], "RGB"), SPRITE_SIZE)
     raise ValueError(f"unknown image variant {variant!r}")
@@ -154,7 +180,7 @@ def render_variant(variant: str, sources: Sequence[Path]) -> Image.Image:
 
 def unreadable_placeholder(variant: str) -> Image.Image:
     """Shown instead of a source that does not decode: a grey square with a cross."""
-    side = THUMB_SIZE if variant in ("thumb", "overlay-thumb", "strip") else FULL_SIZE // 2
+    side = THUMB_SIZE if variant in ("thumb", "overlay-thumb", "strip", "cells") else FULL_SIZE // 2
     im = Image.new("RGB", (side, side), (128, 128, 128))
     draw = ImageDraw.Draw(im)
     draw.line((0, 0, side, side), fill=(200, 60, 60), width=3)
@@ -177,7 +203,8 @@ def encode_variant(variant: str, sources: Sequence[Path]) -> tuple[bytes, str | 
     try:
         if variant == "png":
             return _png(sources[0], sources[1] if len(sources) > 1 else None), None
-        quality = PHOTO_QUALITY if variant in ("strip", "sprite") else OVERLAY_QUALITY if variant.startswith("overlay") else QUALITY
+        photo = variant in ("strip", "cells", "sprite")
+        quality = PHOTO_QUALITY if photo else OVERLAY_QUALITY if variant.startswith("overlay") else QUALITY
         return _webp(render_variant(variant, sources), quality), None
     except Exception as e:  # noqa: BLE001 - any decoder failure gives a placeholder, not a stopped build
         return _webp(unreadable_placeholder(variant)), f"{', '.join(str(s) for s in sources)}: {e}"

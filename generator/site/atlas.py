@@ -31,6 +31,7 @@ from .relations import ModelRelations
 from .report import SiteReport
 from .templating import jinja_env
 from .views import ConceptView, ModelClassView, concepts_page, short_name
+from .views.dictionary import shared_json
 
 MAP_GRID = 1000  # map coordinates are integers 0..MAP_GRID-1: small JSON, plenty of resolution
 
@@ -115,6 +116,8 @@ def class_json(index: int, per_model: list[ModelClassView], atlas: Atlas, strate
             "aligned_kind": atlas.head_kind(v.name), "concepts": concepts,
             "strategies": strategies.get(v.name),
         }
+        if v.shared is not None:  # only with a dictionary: a store without one gets the same JSON as before
+            models[v.name]["shared"] = shared_json(v.shared)
     return json.dumps({"class": index, "models": models}, separators=(",", ":"), ensure_ascii=False)
 
 

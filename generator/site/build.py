@@ -40,6 +40,7 @@ from ..records import Meta
 from ..store import Store
 from ..version import __version__
 from .atlas import write_atlas
+from .dictionary_pages import attach_shared, dictionary_views, write_dictionary_pages
 from .images import ImagePlan, place_images
 from .manifest import Manifest, code_digest, inputs_digest, tree_signature
 from .pagecache import PageCache, templates_digest
@@ -61,7 +62,7 @@ from .publish import normalize_site_url, write_host_files
 from .reading import Unreadable, cap_concepts, class_info, read_metas, select_models
 from .relations import ClassRelations, ModelRelations, class_relations, model_relations
 from .report import SiteReport
-from .shell import build_shell, split_chrome, sync_shell, versions_tag
+from .shell import DEEP_CHROME_PAGE, build_shell, split_chrome, sync_shell, versions_tag
 from .views import count_placeholders, model_class_view, view_problems
 
 
@@ -194,6 +195,9 @@ def _full_build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, model_na
                      rehash=options.verify)
     with _timed(report, "plan images"):
         views = _class_views(store, plan, model_names, indices, metas, class_rel, report)
+        dictionaries = dictionary_views(store, plan, model_names, set(indices), report)
+        attach_shared(views, dictionaries)
+        report.dictionaries = sorted(dictionaries)
         report.sources_hashed = plan.sources_hashed
     with _timed(report, "images"):
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +207,7 @@ def _full_build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, model_na
 
     infos = {i: class_info(i) for i in indices}
     with _timed(report, "shell (MkDocs)"):
-        context = shell_context(zoo, store, model_names, metas, infos, views)
+        context = shell_context(zoo, store, model_names, metas, infos, views, set(dictionaries))
         shell_site = build_shell(cache_dir / "shell", context, zoo.data.title, model_names, report, options.site_url)
         shell_files = sync_shell(shell_site, out_dir, class_search_docs(infos))
         head, tail = split_chrome(shell_site)
@@ -219,6 +223,11 @@ def _full_build(zoo: Zoo, store: Store, out_dir: Path, cache_dir: Path, model_na
     with _timed(report, "atlas pages"):
         class_files, atlas_files = write_atlas(out_dir, head, tail, model_names, infos, views, relations, class_rel, report,
                                                page_cache)
+        # The dictionary's pages and images (none without a dictionary); its images are pruned as pages are.
+        deep_head, deep_tail = split_chrome(shell_site, DEEP_CHROME_PAGE)
+        atlas_files |= write_dictionary_pages(out_dir, deep_head, deep_tail, head, tail, dictionaries, report, page_cache)
+        atlas_files |= {f"{folder}/{name}" for folder, names in plan.folders.items()
+                        if not folder.startswith("classes/") for name in names}
         page_cache.save()
         shell_pages = [p for p in shell_files if p.endswith(".html") and p != "404.html"]
         shell_files |= write_host_files(out_dir, options.site_url, shell_pages + [f"classes/{p}" for p in pages]

@@ -41,6 +41,16 @@ class ImagePlan:
             hashes.memo = {}
         return ClassImages(self, f"{slug}/{model}", names, hashes, store.class_paths(model, index).scan())
 
+    def for_dictionary(self, store: Store, model: str, paths: ClassPaths) -> ClassImages:
+        """The images of a model's dictionary pages (atom MACOs, region strips), in `dictionary/<model>/`;
+        URLs relative to the site root. `paths` checks the model folder's files (`reading.ModelPaths`)."""
+        folder = f"dictionary/{model}"
+        names = self.folders.setdefault(folder, {})
+        hashes = webp.SourceHashes(self.memo_root / model / "dictionary.json", store.root / model)
+        if self.rehash:
+            hashes.memo = {}
+        return ClassImages(self, folder, names, hashes, paths)
+
 
 class ClassImages:
     """Adds the images of one (model, class) to the plan; gives URLs relative to the class page.

@@ -6,7 +6,7 @@ modification time (ns); no file is read. It costs ~1 s per 100 000 files on this
 for a full no-change build at 1000 classes x 3 models (benchmarks/README.md, "Site").
 
 Guarantees:
-- inputs: every file under the selected models' folders of the store, the zoo (models.yaml as
+- inputs: every file under the selected models' folders of the store and its `dictionary-matches/`, the zoo (models.yaml as
   parsed), the build's options and selection, every template, and the versions of the generator,
   MkDocs and its theme; any change to any of them runs the full build;
 - outputs: every file of the site folder; a file changed, added or removed there runs the full
@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..store import atomic_write_bytes
+from ..store import MATCHES, atomic_write_bytes
 
 MANIFEST_VERSION = "1"
 
@@ -59,7 +59,9 @@ def inputs_digest(store_root: Path, models: list[str], parts: dict[str, Any]) ->
         digest, n = tree_signature(store_root / m, skip=frozenset({".meta.lock"}))
         h.update(f"{m}\0{digest}\n".encode())
         files += n
-    return h.hexdigest(), files
+    digest, n = tree_signature(store_root / MATCHES)  # cross-model dictionary matches (issue 19 §5)
+    h.update(f"{MATCHES}\0{digest}\n".encode())
+    return h.hexdigest(), files + n
 
 
 def code_digest() -> str:

@@ -27,11 +27,13 @@ Views = dict[int, list[ModelClassView]]  # class index -> one view per model, in
 
 
 def shell_context(zoo: Zoo, store: Store, model_names: list[str], metas: dict[tuple[str, int], Meta | Unreadable | None],
-                  infos: dict[int, ImageNetClass], views: Views) -> dict[str, Any]:
+                  infos: dict[int, ImageNetClass], views: Views, dictionaries: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+    """`dictionaries`: the models whose shared concept dictionary has pages (their model page links its map)."""
     summaries = []
     for pos, m in enumerate(model_names):
         ms = [meta for (mm, _), meta in sorted(metas.items()) if mm == m and isinstance(meta, Meta)]
         summary = model_summary(m, model_card(zoo, store, m), ms)
+        summary.dictionary_map = f"dictionary/{m}.html" if m in dictionaries else None
         summary.problem_classes = [infos[i].slug for i, vs in views.items() if view_problems(vs[pos])]
         summaries.append(summary)
     credits = sorted({c for meta in metas.values() if isinstance(meta, Meta) for c in photo_credits(meta)})

@@ -205,6 +205,8 @@ def prune(out_dir: Path, shell_files: set[str], pages: set[str], folders: dict[s
         return removed
     wanted_dirs: dict[str, set[str]] = {}
     for folder in folders:
+        if not folder.startswith("classes/"):  # other image folders (the dictionary's) are listed in `others`
+            continue
         _, slug, model = folder.split("/")
         wanted_dirs.setdefault(slug, set()).add(model)
     for entry in os.scandir(classes_dir):

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import sidefiles
+from .. import store as store_
 from ..classes import NUM_CLASSES, ImageNetClass, all_classes
 from ..config import ModelEntry, Zoo
-from ..records import Meta, ModelCard
+from ..records import AtlasRecord, AtomMacos, DictionaryRecord, MatchRecord, Meta, ModelCard, part_state
 from ..sidefiles import Head, PerImage, SideFileError
 from ..sidefiles import read_directions as _read_directions
 from ..sidefiles import read_head as _read_head
@@ -145,6 +147,74 @@ def read_directions(paths: ClassPaths, rel: str) -> np.ndarray:
 def read_per_image(paths: ClassPaths, rel: str, concepts: int) -> PerImage:
     """The per-image records at `rel` (meta `craft.files.per_image`); raises SideFileError."""
     return _read_per_image(_side_file(paths, rel), concepts)
+
+
+# ----------------------------------------------------------------------------- the shared dictionary (issue 19)
+
+
+class ModelPaths(ClassPaths):
+    """The files of a model's folder that its dictionary records name (atlas, MACOs, region strips),
+    each checked to stay inside the store exactly as a class's files are (`store.ClassPaths`)."""
+
+    def __init__(self, store: Store, model: str):
+        super().__init__(store, model, 0)
+        self.base = store.root / model
+        self.where = store.root / model / store_.DICTIONARY_RECORD
+
+
+@dataclass
+class Dictionary:
+    """What the site shows of one model's concept dictionary, as the store holds it."""
+
+    model: str
+    record: DictionaryRecord
+    atlas: AtlasRecord
+    macos: AtomMacos | None  # None: no atom MACO rendered yet (placeholders)
+    regions: dict[int, tuple[str, str]]  # shown atom -> (photo strip, heatmap strip), relative to the model folder
+
+
+def read_dictionary(store: Store, model: str, problems: list[str]) -> Dictionary | None:
+    """The model's done dictionary with its atlas, or None: absent (the site is as without dictionaries),
+    failed or without an atlas (one line in `problems`, for the build report; no page shows it)."""
+    record = store_.dictionary_record(store, model)
+    if record is None:
+        if (store.root / model / store_.DICTIONARY_RECORD).exists():
+            problems.append(f"{model} dictionary: {store_.DICTIONARY_RECORD} unreadable")
+        return None
+    state = part_state(record)
+    if state != "done":
+        if state == "failed":
+            problems.append(f"{model} dictionary failed: {record.error or 'no error message recorded'}")
+        return None
+    atlas = store_.atlas_record(store, model)
+    if atlas is None:
+        problems.append(f"{model} dictionary: no readable atlas yet (`lens render --what dictionary` writes it)")
+        return None
+    model_dir = store.root / model
+    regions: dict[int, tuple[str, str]] = {}
+    for a in atlas.atoms:
+        if not (a.shown and a.regions):
+            continue
+        found = sidefiles.region_strips(model_dir, a.index, atlas.settings_hash)
+        if found is None:
+            continue
+        try:
+            regions[a.index] = tuple(Path(p).relative_to(model_dir).as_posix() for p in found)  # type: ignore[assignment]
+        except ValueError:
+            problems.append(f"{model} dictionary: region strips of atom {a.index} lie outside the model folder")
+    return Dictionary(model, record, atlas, store_.atom_macos(store, model), regions)
+
+
+def read_matches(store: Store, models: list[str]) -> dict[tuple[str, str], MatchRecord]:
+    """The cross-model matches of every pair of `models` (keys sorted by name, as the store names them)."""
+    found = {}
+    for n, a in enumerate(models):
+        for b in models[n + 1:]:
+            pair = tuple(sorted((a, b)))
+            record = store_.dictionary_matches(store, pair[0], pair[1])
+            if record is not None:
+                found[pair] = record
+    return found
 
 
 def weights_label(weights: str | None) -> str | None:

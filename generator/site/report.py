@@ -31,6 +31,10 @@ class SiteReport:
     largest_class_json_bytes: int = 0
     largest_map_bytes: int = 0
     relations_recomputed: list[str] = field(default_factory=list)  # models whose global relations were recomputed
+    dictionaries: list[str] = field(default_factory=list)  # models whose shared concept dictionary has pages
+    dictionary_written: int = 0  # atom pages, maps and map data written (changed)
+    dictionary_unchanged: int = 0  # atom pages kept as they were
+    largest_dictionary_map_bytes: int = 0
     up_to_date: bool = False  # inputs and site as the last build left them: nothing was done
     files_checked: int = 0  # store and site files whose size and mtime were compared with the last build's
     seconds: dict[str, float] = field(default_factory=dict)
@@ -55,6 +59,9 @@ class SiteReport:
             f"  atlas: {self.atlas_written} files written; largest class relations {self.largest_class_json_bytes / kb:.1f} KB,"
             f" largest map {self.largest_map_bytes / kb:.1f} KB; relations recomputed for"
             f" {', '.join(self.relations_recomputed) or 'no model (cached)'}",
+            *([f"  dictionary: {', '.join(self.dictionaries)}; {self.dictionary_written} files written, "
+               f"{self.dictionary_unchanged} pages unchanged; largest map {self.largest_dictionary_map_bytes / kb:.1f} KB"]
+              if self.dictionaries else []),
             "  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.seconds.items()),
         ]
         if self.links_removed:

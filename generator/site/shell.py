@@ -23,6 +23,10 @@ from .report import SiteReport
 from .templating import render
 
 CHROME_PAGE = "classes/_chrome.md"
+# The same chrome two folders deep, for the dictionary's atom pages (`dictionary/<model>/<NNNN>.html`): MkDocs
+# makes every relative URL of it right for that depth, as it does for the class pages' chrome.
+DEEP_CHROME_PAGE = "dictionary/_chrome/_chrome.md"
+CHROME_PAGES = (CHROME_PAGE, DEEP_CHROME_PAGE)
 TITLE_MARK = "LENSTITLEMARK"
 BODY_MARK = "<!--LENSBODYMARK-->"
 SHELL_VERSION = "2"  # bump when the shell templates change shape, to force a MkDocs rebuild
@@ -75,7 +79,7 @@ def mkdocs_config(title: str, models: list[str], docs_dir: Path, site_dir: Path,
         "extra_css": ["lens/lens.css"],
         "extra_javascript": ["lens/lens.js"],
         "nav": nav,
-        "not_in_nav": "/" + CHROME_PAGE,
+        "not_in_nav": "\n".join("/" + p for p in CHROME_PAGES),
         "validation": {"nav": {"omitted_files": "ignore"}, "links": {"unrecognized_links": "ignore"}},
     }
 
@@ -88,8 +92,9 @@ def write_shell_docs(docs_dir: Path, context: dict[str, Any]) -> dict[str, bytes
         "method.md": render("docs/method.md", **context).encode(),
         "adding-a-model.md": render("docs/adding-a-model.md", **context).encode(),
         "credits.md": render("docs/credits.md", **context).encode(),
-        CHROME_PAGE: render("docs/chrome.md", title_mark=TITLE_MARK, body_mark=BODY_MARK).encode(),
     }
+    for page in CHROME_PAGES:
+        files[page] = render("docs/chrome.md", title_mark=TITLE_MARK, body_mark=BODY_MARK).encode()
     for m in context["models"]:
         files[f"models/{m.name}.md"] = render("docs/model.md", model=m, **context).encode()
     for asset in sorted((TEMPLATES / "assets").iterdir()):
@@ -135,7 +140,7 @@ def build_shell(shell_dir: Path, context: dict[str, Any], title: str, models: li
 
 def _output_digest(site_dir: Path) -> str:
     """Every file MkDocs wrote, by path and content ("" when the chrome page is missing)."""
-    if not (site_dir / CHROME_PAGE.replace(".md", ".html")).is_file():
+    if not all((site_dir / p.replace(".md", ".html")).is_file() for p in CHROME_PAGES):
         return ""
     h = hashlib.sha256()
     for path in sorted(p for p in site_dir.rglob("*") if p.is_file()):
@@ -170,9 +175,9 @@ def _run_mkdocs(config_path: Path, report: SiteReport) -> None:
         mk_log.propagate = old_propagate
 
 
-def split_chrome(shell_site: Path) -> tuple[str, str]:
-    """The chrome of the page MkDocs rendered for class pages, cut around its body mark."""
-    html = (shell_site / CHROME_PAGE.replace(".md", ".html")).read_text(encoding="utf-8")
+def split_chrome(shell_site: Path, page: str = CHROME_PAGE) -> tuple[str, str]:
+    """The chrome of the page MkDocs rendered for class pages (or `page`: DEEP_CHROME_PAGE), cut around its body mark."""
+    html = (shell_site / page.replace(".md", ".html")).read_text(encoding="utf-8")
     if html.count(BODY_MARK) != 1:
         raise SiteError("the class page chrome lost its body mark; check templates/docs/chrome.md")
     head, tail = html.split(BODY_MARK)
@@ -186,7 +191,7 @@ def sync_shell(shell_site: Path, out_dir: Path, search_docs: list[dict[str, str]
     """Copy the MkDocs output into the site, writing only files whose bytes changed. `search_docs`
     (the class pages, which MkDocs never sees) are added to the header search's index."""
     # MkDocs' sitemap lists shell pages only: the build writes one with every page (`publish`).
-    skip = {CHROME_PAGE.replace(".md", ".html"), "sitemap.xml", "sitemap.xml.gz"}
+    skip = {p.replace(".md", ".html") for p in CHROME_PAGES} | {"sitemap.xml", "sitemap.xml.gz"}
     copied = set()
     for path in shell_site.rglob("*"):
         rel = path.relative_to(shell_site).as_posix()
@@ -195,7 +200,8 @@ def sync_shell(shell_site: Path, out_dir: Path, search_docs: list[dict[str, str]
         data = path.read_bytes()
         if rel == SEARCH_INDEX and search_docs:
             index = json.loads(data)
-            index["docs"] = [d for d in index.get("docs", []) if not d.get("location", "").startswith(CHROME_PAGE[:-3])]
+            index["docs"] = [d for d in index.get("docs", [])
+                             if not d.get("location", "").startswith(tuple(p[:-3] for p in CHROME_PAGES))]
             index["docs"] += search_docs
             data = json.dumps(index, separators=(",", ":"), ensure_ascii=False).encode()
         write_if_changed(site_path(out_dir, rel), data)

@@ -90,12 +90,18 @@
     return key.indexOf(query) !== -1;
   }
 
-  /* Filter as you type: `show(el, ok)` shows or hides each element by its data-key; the count says how many match. */
+  /* Filter as you type: `show(el, ok)` shows or hides each element by its data-key (or any of its
+     data-keys, "|"-separated: a shared concept used by several classes); the count says how many match. */
+  function matchesAny(el, query) {
+    if (el.dataset.keys === undefined) return matches(el.dataset.key, query);
+    if (el.dataset.keys === "") return !query;  // used by no class: shown only unfiltered
+    return el.dataset.keys.split("|").some(function (k) { return matches(k, query); });
+  }
   function liveFilter(input, count, elements, noun, show) {
     function apply() {
       var q = input.value.trim().toLowerCase(), shown = 0;
       elements.forEach(function (el) {
-        var ok = matches(el.dataset.key, q);
+        var ok = matchesAny(el, q);
         show(el, ok);
         if (ok) shown++;
       });
@@ -313,6 +319,48 @@
     box.appendChild(legend);
   }
 
+  /* A class's "Shared concepts" for one model, from its class JSON: the top concepts of the model's
+     dictionary with their share of the class logit, each linking to its page. */
+  function sharedSection(box, s, root, index) {
+    // s: {map, n, few, photos, augmented, bias, residual, items: [{atom, page, thumb, share, negative}]}
+    box.textContent = "";
+    box.appendChild(el("h3", null, "Shared concepts"));
+    var intro = el("p", "lens-sub", "The top concepts of this model's shared concept dictionary (learned once from " +
+      s.photos + (s.photos === 1 ? " photo" : " photos") + (s.augmented ? ", augmented" : "") + ", and used by every class), by their share of " +
+      "this class's logit over " + s.n + (s.n === 1 ? " photo" : " photos") + " of it. Bias " + s.bias + ", reconstruction residual " + s.residual + ". ");
+    var map = el("a", null, "Dictionary map");
+    map.href = root + s.map + "#c=" + index;
+    intro.appendChild(map);
+    box.appendChild(intro);
+    if (s.few) {
+      var few = el("p", "lens-few");
+      few.setAttribute("role", "note");
+      few.appendChild(el("b", null, "Few photos. "));
+      few.appendChild(document.createTextNode("These shares come from " + s.n + (s.n === 1 ? " photo" : " photos") + " of this class only: they are unreliable."));
+      box.appendChild(few);
+    }
+    var list = el("ol", "lens-shared-list");
+    s.items.forEach(function (it) {
+      var li = el("li");
+      var a = el(it.page ? "a" : "span", "lens-shared-link");
+      if (it.page) a.href = root + it.page;
+      if (it.thumb) {
+        var img = el("img");
+        img.src = root + it.thumb;
+        img.alt = "Shared concept " + it.atom;
+        img.loading = "lazy";
+        a.appendChild(img);
+      } else {
+        a.appendChild(el("span", "lens-missing", "No visualization yet."));
+      }
+      a.appendChild(el("b", null, "Shared concept " + it.atom));
+      li.appendChild(a);
+      li.appendChild(el("span", "lens-sub", it.share + " of the logit" + (it.negative ? " (lowers the class score)" : "")));
+      list.appendChild(li);
+    });
+    box.appendChild(list);
+  }
+
   function setupRelations(page) {
     var src = page.getAttribute("data-relations");
     if (!src) return;
@@ -331,9 +379,11 @@
         });
         var strat = section.querySelector(".lens-strategies");
         if (strat && m.strategies) strategiesPlot(strat, m.strategies, "../");
+        var shared = section.querySelector(".lens-shared");
+        if (shared && m.shared) sharedSection(shared, m.shared, "../", data["class"]);
       });
     }).catch(function (e) {
-      page.querySelectorAll(".lens-strategies").forEach(function (b) {
+      page.querySelectorAll(".lens-strategies, .lens-shared").forEach(function (b) {
         b.textContent = "Relations could not be loaded (" + e.message + "). Serve the site over HTTP, e.g. with `lens serve`.";
       });
     });
@@ -341,8 +391,9 @@
 
   function setupOpacity(page) {
     page.querySelectorAll(".lens-opacity-slider").forEach(function (slider) {
-      var layer = slider.closest("section").querySelector(".lens-heatlayer");
-      function apply() { if (layer) layer.style.opacity = String(slider.value / 100); }
+      // Every heatmap layer of the slider's section (a shared concept's page also shows them side by side).
+      var layers = slider.closest("section").querySelectorAll(".lens-heatlayer");
+      function apply() { layers.forEach(function (layer) { layer.style.opacity = String(slider.value / 100); }); }
       slider.addEventListener("input", apply);
       apply();
     });
@@ -355,7 +406,7 @@
     var order = [], colour = {};
     items.forEach(function (a) {
       var c = a.dataset.cls;
-      if (!a.classList.contains("lens-off") && !(c in colour)) { colour[c] = order.length; order.push(c); }
+      if (!a.classList.contains("lens-off") && c && !(c in colour)) {  // "": a shared concept no class uses colour[c] = order.length; order.push(c); }
     });
     var distinct = order.length <= PALETTE.length;
     items.forEach(function (a) {
@@ -376,55 +427,103 @@
     });
   }
 
-  function setupMap(box) {
-    var root = box.getAttribute("data-root") || "";
-    var model = box.getAttribute("data-model");
-    var plot = box.querySelector(".lens-map");
-    var count = box.querySelector(".lens-count");
-    var input = box.querySelector(".lens-map-filter");
-    var tip = box.querySelector(".lens-tip");
+  /* A map point's tooltip (its thumbnail, if any, and its label) on hover and on keyboard focus; x, y in 0..999. */
+  function mapTip(point, tip, x, y, thumb, label) {
+    function show() {
+      tip.textContent = "";
+      if (thumb) {
+        var img = el("img");
+        img.alt = "";
+        img.src = thumb;
+        tip.appendChild(img);
+      }
+      tip.appendChild(el("span", null, label));
+      tip.style.left = (x / 10) + "%";
+      tip.style.top = (y / 10) + "%";
+      tip.hidden = false;
+    }
+    point.addEventListener("mouseenter", show);
+    point.addEventListener("focus", show);
+    point.addEventListener("mouseleave", function () { tip.hidden = true; });
+    point.addEventListener("blur", function () { tip.hidden = true; });
+  }
+
+  /* A map page: loads its points (data-map), makes one SVG element per point with `point(pt, data, m)`,
+     then `done(items, data, m)` sets up the filter; m: the page's parts (root, model, plot, count, input, tip, legend). */
+  function setupMapPage(box, point, done) {
+    var m = {root: box.getAttribute("data-root") || "", model: box.getAttribute("data-model"), plot: box.querySelector(".lens-map"),
+             count: box.querySelector(".lens-count"), input: box.querySelector(".lens-map-filter"), tip: box.querySelector(".lens-tip"),
+             legend: box.querySelector(".lens-map-legend")};
     loadJSON(box.getAttribute("data-map")).then(function (data) {
       var items = [];
       var frag = document.createDocumentFragment();
       data.points.forEach(function (pt) {
-        // pt: [x, y, class, concept id, rank, thumbnail hash | 0]
-        var slug = pad(pt[2]), name = data.classes[pt[2]] || "";
-        var a = svg("a", {href: root + "concepts/" + model + "-" + slug + ".html#c" + pt[3], "class": "lens-pt"});
-        var label = "concept " + pt[4] + " of " + name + " (" + pt[2] + ")";
-        a.setAttribute("aria-label", label);
-        a.appendChild(svg("circle", {cx: pt[0], cy: pt[1], r: 5, fill: "#999"}));
-        function show() {
-          tip.textContent = "";
-          if (pt[5]) {
-            var img = el("img");
-            img.alt = "";
-            img.src = root + "classes/" + slug + "/" + model + "/c" + pt[3] + "-t." + pt[5] + ".webp";
-            tip.appendChild(img);
-          }
-          tip.appendChild(el("span", null, label));
-          tip.style.left = (pt[0] / 10) + "%";
-          tip.style.top = (pt[1] / 10) + "%";
-          tip.hidden = false;
-        }
-        a.addEventListener("mouseenter", show);
-        a.addEventListener("focus", show);
-        a.addEventListener("mouseleave", function () { tip.hidden = true; });
-        a.addEventListener("blur", function () { tip.hidden = true; });
-        a.dataset.key = (slug + " " + pt[2] + " " + name).toLowerCase();
-        a.dataset.id = pt[2] + "-" + pt[3];
-        a.dataset.cls = String(pt[2]);
+        var a = point(pt, data, m);
         items.push(a);
         frag.appendChild(a);
       });
-      plot.appendChild(frag);
-      var legend = box.querySelector(".lens-map-legend");
-      liveFilter(input, count, items, "concepts", function (a, ok) { a.classList.toggle("lens-off", !ok); });
-      colourClasses(items, legend, data);
-      input.addEventListener("input", function () { colourClasses(items, legend, data); });
-      var want = /#c=(\d+-\d+)/.exec(window.location.hash);
-      if (want) items.forEach(function (a) { if (a.dataset.id === want[1]) { a.classList.add("lens-here"); plot.appendChild(a); } });
+      m.plot.appendChild(frag);
+      done(items, data, m);
     }).catch(function (e) {
-      count.textContent = "Could not load the map (" + e.message + "). Serve the site over HTTP, e.g. with `lens serve`.";
+      m.count.textContent = "Could not load the map (" + e.message + "). Serve the site over HTTP, e.g. with `lens serve`.";
+    });
+  }
+
+  function setupMap(box) {
+    setupMapPage(box, function (pt, data, m) {
+      // pt: [x, y, class, concept id, rank, thumbnail hash | 0]
+      var slug = pad(pt[2]), name = data.classes[pt[2]] || "";
+      var a = svg("a", {href: m.root + "concepts/" + m.model + "-" + slug + ".html#c" + pt[3], "class": "lens-pt"});
+      var label = "concept " + pt[4] + " of " + name + " (" + pt[2] + ")";
+      a.setAttribute("aria-label", label);
+      a.appendChild(svg("circle", {cx: pt[0], cy: pt[1], r: 5, fill: "#999"}));
+      mapTip(a, m.tip, pt[0], pt[1], pt[5] ? m.root + "classes/" + slug + "/" + m.model + "/c" + pt[3] + "-t." + pt[5] + ".webp" : null, label);
+      a.dataset.key = (slug + " " + pt[2] + " " + name).toLowerCase();
+      a.dataset.id = pt[2] + "-" + pt[3];
+      a.dataset.cls = String(pt[2]);
+      return a;
+    }, function (items, data, m) {
+      liveFilter(m.input, m.count, items, "concepts", function (a, ok) { a.classList.toggle("lens-off", !ok); });
+      colourClasses(items, m.legend, data);
+      m.input.addEventListener("input", function () { colourClasses(items, m.legend, data); });
+      var want = /#c=(\d+-\d+)/.exec(window.location.hash);
+      if (want) items.forEach(function (a) { if (a.dataset.id === want[1]) { a.classList.add("lens-here"); m.plot.appendChild(a); } });
+    });
+  }
+
+  /* The shared concept dictionary's map: every alive concept; those with a page link to it. Filtering by a
+     class highlights the concepts it uses (the others are dimmed), coloured per class as the concept map's
+     points are (colourClasses). #c=INDEX opens it filtered by that class, #a=ATOM marks that concept. */
+  function setupDictMap(box) {
+    setupMapPage(box, function (pt, data, m) {
+      // pt: [x, y, atom, has a page (1/0), thumbnail hash | 0, [classes using it]]
+      var label = "shared concept " + pt[2] + (pt[5].length ? ", used by " + pt[5].slice(0, 3).map(function (c) {
+        return (data.classes[c] || "") + " (" + c + ")"; }).join(", ") : "");
+      var a = pt[3] ? svg("a", {href: m.root + "dictionary/" + m.model + "/" + pad(pt[2]) + ".html", "class": "lens-pt"})
+                    : svg("g", {"class": "lens-pt lens-nopage", tabindex: "0"});
+      a.setAttribute("aria-label", label + (pt[3] ? "" : " (no page)"));
+      a.appendChild(svg("circle", {cx: pt[0], cy: pt[1], r: pt[3] ? 6 : 3, fill: "#999"}));
+      mapTip(a, m.tip, pt[0], pt[1], pt[4] ? m.root + "dictionary/" + m.model + "/a" + pad(pt[2]) + "-t." + pt[4] + ".webp" : null, label);
+      a.dataset.keys = pt[5].map(function (c) { return (pad(c) + " " + c + " " + (data.classes[c] || "")).toLowerCase(); }).join("|");
+      a.dataset.atom = String(pt[2]);
+      a.dataset.cls = pt[5].length ? String(pt[5][0]) : "";
+      return a;
+    }, function (items, data, m) {
+      function byClass() {  // each point shown takes the colour of the first of its classes the filter matches
+        var q = m.input.value.trim().toLowerCase();
+        items.forEach(function (a, n) {
+          var cls = data.points[n][5], keys = a.dataset.keys.split("|");
+          for (var k = 0; k < cls.length; k++) {
+            if (matches(keys[k], q)) { a.dataset.cls = String(cls[k]); break; }
+          }
+        });
+        colourClasses(items, m.legend, data);
+      }
+      liveFilter(m.input, m.count, items, "shared concepts", function (a, ok) { a.classList.toggle("lens-off", !ok); });
+      m.input.addEventListener("input", byClass);
+      var want = /#c=(\d+)/.exec(window.location.hash), here = /#a=(\d+)/.exec(window.location.hash);
+      if (want) { m.input.value = String(parseInt(want[1], 10)); m.input.dispatchEvent(new Event("input")); } else byClass();
+      if (here) items.forEach(function (a) { if (a.dataset.atom === here[1]) { a.classList.add("lens-here"); m.plot.appendChild(a); } });
     });
   }
 
@@ -511,6 +610,7 @@
       setupLargeViews(page);
     });
     document.querySelectorAll(".lens-mappage").forEach(setupMap);
+    document.querySelectorAll(".lens-dictmap").forEach(setupDictMap);
     document.querySelectorAll(".lens-compare").forEach(setupCompare);
   }
 

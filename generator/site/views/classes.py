@@ -83,6 +83,7 @@ class ModelClassView:
     rendered: bool
     maco: ImageView
     craft: CraftView
+    shared: Any = None  # views.dictionary.SharedView: the class's top shared concepts; None without a dictionary
 
 
 def maco_view(record: MacoRecord | None, images: ClassImages, role: str = "maco", what: str = "MACO",
@@ -94,7 +95,17 @@ def maco_view(record: MacoRecord | None, images: ClassImages, role: str = "maco"
         state, detail = problem or (MISSING, f"{what} not rendered yet")
         return ImageView(detail, state)
     files = record.files
-    sources = [files.get("image")] + ([files["alpha"]] if files.get("alpha") else [])
+    view = image_view(images, role, what, files.get("image"), files.get("alpha"), overlay_variant, full_variant)
+    view.self_prob, view.self_rank = finite(record.self_prob), record.self_rank
+    return view
+
+
+def image_view(images: ClassImages, role: str, what: str, image: object, alpha: object | None,
+               overlay_variant: str = "overlay", full_variant: str | None = "full") -> ImageView:
+    """The views of one MACO picture (store paths of its image and alpha map) planned under `role`:
+    full view (None: the thumbnail is the only view), thumbnail and RGBA overlay; UNAVAILABLE where a
+    file is missing or unsafe. Shared by class, concept and dictionary-atom MACOs."""
+    sources = [image] + ([alpha] if alpha else [])
     try:
         thumb = images.add(f"{role}-t", "thumb", sources[:1])
         return ImageView(
@@ -105,8 +116,6 @@ def maco_view(record: MacoRecord | None, images: ClassImages, role: str = "maco"
             png=images.add(f"{role}-png", "png", sources) if images.plan.full_res else None,
             size=images.size(full_variant or "thumb", sources[:1]),
             thumb_size=images.size("thumb", sources[:1]),
-            self_prob=finite(record.self_prob),
-            self_rank=record.self_rank,
         )
     except SourceError as e:
         return ImageView(f"{what} image unavailable: {e}", UNAVAILABLE)

@@ -37,6 +37,7 @@ class ModelSummary:
     maco_settings: list[Item]
     craft_settings: list[Item]
     problem_classes: list[str] = field(default_factory=list)  # slugs of classes with a placeholder (no detail: see the build report)
+    dictionary_map: str | None = None  # the shared concept dictionary's map, relative to the site root
 
 
 def model_summary(model: str, card: ModelCard, metas: list[Meta]) -> ModelSummary:
