@@ -406,7 +406,8 @@
     var order = [], colour = {};
     items.forEach(function (a) {
       var c = a.dataset.cls;
-      if (!a.classList.contains("lens-off") && c && !(c in colour)) {  // "": a shared concept no class uses colour[c] = order.length; order.push(c); }
+      // c is "" for a shared concept no class uses: it takes no colour
+      if (!a.classList.contains("lens-off") && c && !(c in colour)) { colour[c] = order.length; order.push(c); }
     });
     var distinct = order.length <= PALETTE.length;
     items.forEach(function (a) {
@@ -522,7 +523,17 @@
       liveFilter(m.input, m.count, items, "shared concepts", function (a, ok) { a.classList.toggle("lens-off", !ok); });
       m.input.addEventListener("input", byClass);
       var want = /#c=(\d+)/.exec(window.location.hash), here = /#a=(\d+)/.exec(window.location.hash);
-      if (want) { m.input.value = String(parseInt(want[1], 10)); m.input.dispatchEvent(new Event("input")); } else byClass();
+      if (want) {  // from a class page: exactly that class's concepts (typing in the filter goes on from there)
+        var c = String(parseInt(want[1], 10)), n = 0;
+        m.input.value = data.classes[c] || c;
+        items.forEach(function (a, k) {
+          var ok = data.points[k][5].map(String).indexOf(c) !== -1;
+          a.classList.toggle("lens-off", !ok);
+          if (ok) { a.dataset.cls = c; n++; }
+        });
+        m.count.textContent = n + " of " + items.length + " shared concepts";
+        colourClasses(items, m.legend, data);
+      } else byClass();
       if (here) items.forEach(function (a) { if (a.dataset.atom === here[1]) { a.classList.add("lens-here"); m.plot.appendChild(a); } });
     });
   }
