@@ -187,11 +187,16 @@ def shuffled_views(m: sp.csr_matrix, cells: int, seed: int = 0) -> sp.csr_matrix
     return m[rows]
 
 
+def null_scores(a: sp.csr_matrix, b: sp.csr_matrix, cells: int, seed: int = 0) -> np.ndarray:
+    """A's best-match correlations with B's views shuffled (`shuffled_views`), for A's atoms that fire at all."""
+    _, score, _, _ = _best_both_ways(a, shuffled_views(b, cells, seed))
+    return score[np.asarray((a != 0).sum(0)).ravel() > 0]
+
+
 def null_threshold(a: sp.csr_matrix, b: sp.csr_matrix, cells: int, seed: int = 0,
                    quantile: float = NULL_QUANTILE) -> float:
-    """The `quantile` of A's best-match correlations with B's views shuffled, floored at MIN_THRESHOLD."""
-    _, score, _, _ = _best_both_ways(a, shuffled_views(b, cells, seed))
-    alive = score[np.asarray((a != 0).sum(0)).ravel() > 0]
+    """The `quantile` of the null's best-match correlations (`null_scores`), floored at MIN_THRESHOLD."""
+    alive = null_scores(a, b, cells, seed)
     value = float(np.quantile(alive, quantile)) if len(alive) else 1.0
     return max(value, MIN_THRESHOLD)
 
