@@ -556,3 +556,4 @@ class MatchRecord(_Record):
     mutual_rate: float
     a_to_b: dict[str, AtomMatch] = Field(default_factory=dict)
     b_to_a: dict[str, AtomMatch] = Field(default_factory=dict)
+    dictionaries: list[str] | None = None  # the settings hashes of A's and B's dictionaries it was computed from
