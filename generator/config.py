@@ -108,6 +108,8 @@ class DictionarySettings(_Strict):
     aux_weight: float = Field(1 / 32, ge=0, description="AuxK loss weight (0: off)")
     dead_after: int = Field(100_000, ge=1, description="tokens without firing after which a latent counts as dead")
     seed: int = Field(0)
+    visualize: int | None = Field(None, ge=0, description="atoms given a MACO visualization: those among some class's "
+                                  "`visualize` top shared atoms (null: all 5; the others' pages show a placeholder)")
     augment: bool = Field(False, description="also train on each photo's mirror and four corner crops (10 views per photo), "
                                              "for few photos (the demo's); the pages say so")
 

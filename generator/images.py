@@ -139,11 +139,12 @@ def demo_photos() -> list[SourceImage]:
 
 
 CROP_FRACTION = 0.75  # the augmentation's corner crops: this fraction of each side of the photo
+VIEWS_PER_PHOTO = 10  # `augmented`: the photo and its 4 corner crops, each also mirrored
 
 
 def augmented(photos: Sequence[SourceImage]) -> list[SourceImage]:
     """Each photo, its mirror, and its four corner crops (CROP_FRACTION of each side) with their mirrors:
-    10 views per photo, for a dictionary that must learn from few photos (the demo's). A view's source
+    VIEWS_PER_PHOTO views per photo, for a dictionary that must learn from few photos (the demo's). A view's source
     id is the photo's plus a suffix (`#flip`, `#crop2`, `#crop2+flip`), the same for every model, and
     the crops are fractions of the photo, so views of one photo cover the same regions in every model."""
     out = []

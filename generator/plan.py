@@ -107,6 +107,7 @@ class ModelPlan:
         photos = ("demo-photos" if self.images_dir is None else
                   [images_identity(self.images_dir, imagenet_class(c).wnid) for c in self.dictionary_classes])
         settings = self.dictionary.model_dump(mode="json")
+        del settings["visualize"]  # which atoms get a MACO: not the dictionary's concern
         if not settings["augment"]:  # added later: dictionaries trained before it keep their hash
             del settings["augment"]
         return settings_hash("dictionary", METHOD_VERSION["dictionary"], model_identity(self.entry), settings, photos)
@@ -281,7 +282,8 @@ def class_units(store: Store, plan: ModelPlan, meta: Meta | None, class_index: i
 
 
 def atom_units(store: Store, plan: ModelPlan) -> list[tuple[Unit, str]]:
-    """The MACO units of the dictionary's shown atoms with their states, once the dictionary is done
+    """The MACO units of the dictionary's shown atoms (those among some class's `dictionary.visualize`
+    top atoms, all by default) with their states, once the dictionary is done
     (by the plan that owes it), as concept units follow their class's CRAFT. An atom is `done` when
     `macos.json` has it done with the current hash and its files exist; `stale` when done with other
     settings; `failed` when it failed with these; else `pending` (`missing`: its files are gone)."""
@@ -291,8 +293,10 @@ def atom_units(store: Store, plan: ModelPlan) -> list[tuple[Unit, str]]:
     if atlas is None:
         return []
     macos, h = atom_macos(store, plan.name), plan.atom_hash()
+    top = plan.dictionary.visualize
+    visualized = set(atlas.shown) if top is None else {t.atom for c in atlas.classes.values() for t in c.top[:top]}
     out = []
-    for k in atlas.shown:
+    for k in (k for k in atlas.shown if k in visualized):
         entry = macos.atoms.get(str(k)) if macos is not None else None
         if entry is None:
             state = "pending"

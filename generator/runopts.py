@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .classes import imagenet_class
-from .images import _SKIMAGE_PHOTOS, IMAGE_SUFFIXES
+from .images import _SKIMAGE_PHOTOS, IMAGE_SUFFIXES, VIEWS_PER_PHOTO
 from .plan import TODO, ModelPlan, Resolved, atom_units, dictionary_state, pending_units
 from .progress import duration
 from .records import TOP_SHARED, Meta, PartRecord
@@ -136,13 +136,14 @@ def dictionary_estimate(plan: ModelPlan, images: Path | None, gpu: bool) -> tupl
     s = plan.dictionary
     photos = (len(_SKIMAGE_PHOTOS) + 3 if images is None else
               photos_per_class(images, plan.dictionary_classes, s.max_images) * len(plan.dictionary_classes))
+    photos *= VIEWS_PER_PHOTO if s.augment else 1  # views, each through the model
     side = plan.entry.input_size or 224
     forward = _forward_flops(plan, side) or 0.77e9 * (side / 224) ** 2
     tokens = photos * s.tokens_per_image
     flops = photos * forward + tokens * s.epochs * 12 * _channels(plan) * s.atoms
     seconds = flops / (GPU_FLOPS if gpu else CPU_FLOPS)
     store_bytes = 2 * 4 * s.atoms * _channels(plan)
-    return seconds, store_bytes, (f"{plan.name:24s} dictionary: ~{duration(seconds)} (estimate from FLOPs: {photos:.0f} photos, "
+    return seconds, store_bytes, (f"{plan.name:24s} dictionary: ~{duration(seconds)} (estimate from FLOPs: {photos:.0f} photo views, "
                                   f"~{tokens:.0f} tokens x {s.epochs} epochs, {s.atoms} atoms; {_bytes(store_bytes)} in the store)")
 
 
@@ -205,7 +206,8 @@ def dry_run(resolved: Resolved, force: bool = False, device: str = "auto") -> st
             total_s, total_store = total_s + seconds, total_store + store_b
             lines.append(line)
         if plan.has_dictionary:  # the shown atoms' visualizations: counted once the dictionary is done, else at most
-            atoms = (min(plan.dictionary.atoms, TOP_SHARED * len(plan.dictionary_classes)) if retrain else
+            per_class = TOP_SHARED if plan.dictionary.visualize is None else min(plan.dictionary.visualize, TOP_SHARED)
+            atoms = (min(plan.dictionary.atoms, per_class * len(plan.dictionary_classes)) if retrain else
                      sum(state in (*TODO, "failed") for _, state in atom_units(st, plan)))
             measured = _measured(st, plan, gpu)[0]
             seconds = atoms * (measured if measured is not None else _rough(plan, 1.0, gpu)[0])

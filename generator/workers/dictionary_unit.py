@@ -25,7 +25,7 @@ from ..classes import imagenet_class
 from ..craft import patch_side
 from ..dictionary_atlas import Atlas, compute_atlas, regions
 from ..errors import DictionaryError, StoreError
-from ..images import SourceImage, augmented, demo_photos, load_class_images
+from ..images import VIEWS_PER_PHOTO, SourceImage, augmented, demo_photos, load_class_images
 from ..model_concepts import sample_tokens
 from ..models import LoadedModel
 from ..plan import ModelPlan, RenderJob, dictionary_state
@@ -130,8 +130,7 @@ def dictionary_views(worker: Worker, plan: ModelPlan) -> tuple[list[SourceImage]
     if not plan.dictionary.augment:
         return photos, classes, len(photos)
     views = augmented(photos)
-    per = len(views) // max(len(photos), 1)
-    return views, [classes[i // per] for i in range(len(views))], len(photos)
+    return views, [classes[i // VIEWS_PER_PHOTO] for i in range(len(views))], len(photos)
 
 
 def _train(worker: Worker, plan: ModelPlan, h: str, stopped: Callable[[], bool]) -> DictionaryRecord:
