@@ -47,6 +47,7 @@ from generator.sidefiles import (  # noqa: E402
     TOP_REGIONS,
     Codes,
     atom_maco_names,
+    atoms_name,
     directions_name,
     directions_npy,
     head_npz,
@@ -371,9 +372,10 @@ def write_dictionary(store: Store, pool: Path, model: str, m: int, indices: Sequ
         atom.regions = write_region_strips(model_dir, atom.index, h, crops, maps)
     augmented = m % 2 == 0
     atlas = AtlasRecord(settings_hash=h, head_kind="linear" if m != 2 else "gradient", n_images=DICT_VIEWS, n_tokens=DICT_VIEWS * 49,
-                        images_source="synthetic", augmented=augmented, atoms=atoms, classes=classes)
-    _atoms_file(model_dir / f"dictionary/atoms.{h}.safetensors", rng)
-    files = {"atoms": f"dictionary/atoms.{h}.safetensors", "atlas": write_atlas_record(store, model, atlas),
+                        images_source="synthetic", augmented=augmented, n_photos=DICT_VIEWS // 2 if augmented else DICT_VIEWS,
+                        atoms=atoms, classes=classes)
+    _atoms_file(model_dir / atoms_name(h), rng)
+    files = {"atoms": atoms_name(h), "atlas": write_atlas_record(store, model, atlas),
              "codes": write_codes(model_dir, h, _codes(m, rng))}
     settings = DictionarySettings(atoms=DICT_ATOMS, k=DICT_K)
     write_dictionary_record(store, model, DictionaryRecord(

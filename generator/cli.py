@@ -142,9 +142,10 @@ def _add_selection(p: argparse.ArgumentParser, what: bool = True) -> None:
     g.add_argument("--spectrum", default=None, metavar="KIND",
                    help="MACO magnitude spectrum: photos | powerlaw | images | a .npy from `lens spectrum` (default: `spectrum:`)")
     if what:
-        g.add_argument("--what", type=_what, default="maco,craft", metavar="PARTS",
+        g.add_argument("--what", type=_what, default=None, metavar="PARTS",
                        help="parts: maco (class visualizations), craft (concepts and their visualizations), maco,craft "
-                            "(default; `both` is accepted), dictionary (the model-wide concept dictionary) or maco,craft,dictionary")
+                            "(default, or the preset's `what`; `both` is accepted), dictionary (the model-wide concept "
+                            "dictionary and its atom visualizations) or maco,craft,dictionary")
     s = p.add_argument_group("settings (override the preset, the model's entry and `defaults:`)")
     s.add_argument("--steps", type=int, default=None, help="MACO optimisation steps")
     s.add_argument("--image-size", type=int, default=None, help="MACO image side in pixels")
@@ -220,15 +221,18 @@ def _selection(args: argparse.Namespace) -> tuple[Zoo, Request]:
     craft.update({k: v for k, v in {"rank": args.rank, "seed": args.seed}.items() if v is not None})
     if getattr(args, "settings", None) == "last":
         maco, craft = _last_settings(zoo, args.store or zoo.resolve_path(zoo.data.out), models, maco, craft, given, args.rank)
+    dictionary = dict(preset.dictionary) if preset else {}
     for m in models:  # validate overrides now, with their names in the message
         zoo.maco_settings(zoo.model(m), maco)
         zoo.craft_settings(zoo.model(m), craft)
+        zoo.dictionary_settings(zoo.model(m), dictionary)
+    what = getattr(args, "what", None) or (preset.what if preset and preset.what else "maco,craft")
     spectrum = args.spectrum or zoo.data.spectrum
     if spectrum not in ("photos", "powerlaw", "images"):
         spectrum = str(zoo.resolve_path(spectrum)) if args.spectrum is None else spectrum
     shard = getattr(args, "shard", None)
     return zoo, Request(config=zoo.path, out=args.store or zoo.resolve_path(zoo.data.out), models=models, classes=classes,
-                        parts=parse_parts(getattr(args, "what", "maco,craft")), maco_overrides=maco, craft_overrides=craft,
+                        parts=parse_parts(what), maco_overrides=maco, craft_overrides=craft, dictionary_overrides=dictionary,
                         images=images, spectrum=spectrum, shard=parse_shard(shard) if shard is not None else None,
                         preset=preset_name)
 

@@ -108,6 +108,10 @@ class DictionarySettings(_Strict):
     aux_weight: float = Field(1 / 32, ge=0, description="AuxK loss weight (0: off)")
     dead_after: int = Field(100_000, ge=1, description="tokens without firing after which a latent counts as dead")
     seed: int = Field(0)
+    visualize: int | None = Field(None, ge=0, description="atoms given a MACO visualization: those among some class's "
+                                  "`visualize` top shared atoms (null: all 5; the others' pages show a placeholder)")
+    augment: bool = Field(False, description="also train on each photo's mirror and four corner crops (10 views per photo), "
+                                             "for few photos (the demo's); the pages say so")
 
     @model_validator(mode="after")
     def _k_below_atoms(self) -> DictionarySettings:
@@ -267,6 +271,10 @@ class Preset(_Strict):
     images: str | None = None
     maco: dict[str, Any] = Field(default_factory=dict)
     craft: dict[str, Any] = Field(default_factory=dict)
+    dictionary: dict[str, Any] = Field(
+        default_factory=dict, description="concept dictionary overrides applied on top of `defaults.dictionary` and each model's")
+    what: str | None = Field(None, description="parts the preset renders when `--what` is not given, e.g. `maco,craft,dictionary` "
+                                               "(default: maco,craft)")
     description: str | None = None
 
     _paths = field_validator("images")(_path_value)
@@ -479,6 +487,9 @@ def load_zoo(path: str | os.PathLike[str] | None = None) -> Zoo:
                 raise ConfigError(f"{path}: preset '{pname}': unknown model '{mname}'{_did_you_mean(mname, zoo.models)}")
         _merge(MacoSettings, data.defaults.maco, p.maco, where=f"{path}: preset '{pname}'", prefix="maco")
         _merge(CraftSettings, data.defaults.craft, p.craft, where=f"{path}: preset '{pname}'", prefix="craft")
+        _merge(DictionarySettings, data.defaults.dictionary, p.dictionary, where=f"{path}: preset '{pname}'", prefix="dictionary")
+        if p.what is not None and not {x.strip() for x in p.what.split(",")} <= {"maco", "craft", "dictionary"}:
+            raise ConfigError(f"{path}: preset '{pname}': key 'what': '{p.what}' is not a list of maco, craft, dictionary")
     return zoo
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,3 +136,26 @@ def demo_photos() -> list[SourceImage]:
     if im is not None:
         photos.append(SourceImage("demo/grace_hopper", im, CREDITS["grace_hopper"]))
     return photos
+
+
+CROP_FRACTION = 0.75  # the augmentation's corner crops: this fraction of each side of the photo
+VIEWS_PER_PHOTO = 10  # `augmented`: the photo and its 4 corner crops, each also mirrored
+
+
+def augmented(photos: Sequence[SourceImage]) -> list[SourceImage]:
+    """Each photo, its mirror, and its four corner crops (CROP_FRACTION of each side) with their mirrors:
+    VIEWS_PER_PHOTO views per photo, for a dictionary that must learn from few photos (the demo's). A view's source
+    id is the photo's plus a suffix (`#flip`, `#crop2`, `#crop2+flip`), the same for every model, and
+    the crops are fractions of the photo, so views of one photo cover the same regions in every model."""
+    out = []
+    for photo in photos:
+        w, h = photo.image.size
+        cw, ch = round(w * CROP_FRACTION), round(h * CROP_FRACTION)
+        crops = [(f"#crop{i}", photo.image.crop((x, y, x + cw, y + ch)))
+                 for i, (x, y) in enumerate([(0, 0), (w - cw, 0), (0, h - ch), (w - cw, h - ch)])]
+        for suffix, image in [("", photo.image), *crops]:
+            mirror = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            flip = "+flip" if suffix else "#flip"
+            out += [SourceImage(photo.source + suffix, image, photo.credit),
+                    SourceImage(photo.source + suffix + flip, mirror, photo.credit)]
+    return out

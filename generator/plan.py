@@ -21,14 +21,14 @@ from .classes import imagenet_class
 from .config import CraftSettings, DictionarySettings, MacoSettings, ModelEntry, Zoo, load_zoo, settings_hash
 from .errors import PlanError
 from .records import Meta, PartRecord, Unit, part_state
-from .store import Store, dictionary_record
+from .store import Store, atlas_record, atom_macos, dictionary_record
 
 if TYPE_CHECKING:
     from .spectrum import Spectrum
 
 PARTS = ("maco", "craft", "dictionary")
 # Bump when a change of code changes results (craft 3: exact Sobol totals for pool + linear heads).
-METHOD_VERSION = {"maco": 2, "craft": 3, "dictionary": 1}
+METHOD_VERSION = {"maco": 2, "craft": 3, "dictionary": 1, "atom": 1}
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -106,7 +106,16 @@ class ModelPlan:
         """The dictionary's settings hash: its settings, the model, and the photos of every class it reads."""
         photos = ("demo-photos" if self.images_dir is None else
                   [images_identity(self.images_dir, imagenet_class(c).wnid) for c in self.dictionary_classes])
-        return settings_hash("dictionary", METHOD_VERSION["dictionary"], model_identity(self.entry), self.dictionary, photos)
+        settings = self.dictionary.model_dump(mode="json")
+        del settings["visualize"]  # which atoms get a MACO: not the dictionary's concern
+        if not settings["augment"]:  # added later: dictionaries trained before it keep their hash
+            del settings["augment"]
+        return settings_hash("dictionary", METHOD_VERSION["dictionary"], model_identity(self.entry), settings, photos)
+
+    def atom_hash(self) -> str:
+        """The settings hash of the dictionary's atom MACOs (all of them: `macos.json` holds one):
+        the class MACOs' settings and the dictionary's."""
+        return settings_hash("atom", METHOD_VERSION["atom"], self.maco_hash(), self.dictionary_hash())
 
     @property
     def has_dictionary(self) -> bool:
@@ -117,6 +126,8 @@ class ModelPlan:
         """The settings hash of a unit: the one definition used to plan, record and judge it."""
         if unit.kind == "maco":
             return self.maco_hash()
+        if unit.kind == "atom":
+            return self.atom_hash()
         craft = self.craft_hash(imagenet_class(unit.class_index).wnid, unit.class_index)
         return craft if unit.kind == "craft" else self.concept_hash(craft, unit.concept)  # type: ignore[arg-type]
 
@@ -134,6 +145,7 @@ class Request:
     parts: frozenset[str]
     maco_overrides: dict[str, Any] = field(default_factory=dict)
     craft_overrides: dict[str, Any] = field(default_factory=dict)
+    dictionary_overrides: dict[str, Any] = field(default_factory=dict)
     images: Path | None = None
     spectrum: str = "photos"
     shard: tuple[int, int] | None = None
@@ -205,7 +217,7 @@ def model_plans(request: Request, zoo: Zoo, spectrum_id: str) -> list[ModelPlan]
             craft=zoo.craft_settings(entry, request.craft_overrides),
             classes=[c for c in request.classes if in_shard(name, c, request.shard)],
             spectrum_id=spectrum_id, images_dir=request.images, parts=request.parts,
-            dictionary=zoo.dictionary_settings(entry),
+            dictionary=zoo.dictionary_settings(entry, request.dictionary_overrides),
             # one model-wide unit: trained over all the request's classes, by shard 0 alone
             dictionary_classes=list(request.classes) if request.shard is None or request.shard[0] == 0 else [],
         ))
@@ -243,7 +255,7 @@ def dictionary_state(store: Store, plan: ModelPlan) -> str:
     if record.status != "done":
         return record.status
     gone = [f for f in record.files.values() if not (store.root / plan.name / f).is_file()]
-    return "missing" if gone else "done"
+    return "missing" if gone or "atlas" not in record.files else "done"  # a dictionary trained before its atlas
 
 
 def visualized_concepts(meta: Meta, craft: CraftSettings) -> list[int]:
@@ -269,9 +281,40 @@ def class_units(store: Store, plan: ModelPlan, meta: Meta | None, class_index: i
     return out
 
 
+def atom_units(store: Store, plan: ModelPlan) -> list[tuple[Unit, str]]:
+    """The MACO units of the dictionary's shown atoms (those among some class's `dictionary.visualize`
+    top atoms, all by default) with their states, once the dictionary is done
+    (by the plan that owes it), as concept units follow their class's CRAFT. An atom is `done` when
+    `macos.json` has it done with the current hash and its files exist; `stale` when done with other
+    settings; `failed` when it failed with these; else `pending` (`missing`: its files are gone)."""
+    if not plan.has_dictionary or dictionary_state(store, plan) != "done":
+        return []
+    atlas = atlas_record(store, plan.name)
+    if atlas is None:
+        return []
+    macos, h = atom_macos(store, plan.name), plan.atom_hash()
+    top = plan.dictionary.visualize
+    visualized = set(atlas.shown) if top is None else {t.atom for c in atlas.classes.values() for t in c.top[:top]}
+    out = []
+    for k in (k for k in atlas.shown if k in visualized):
+        entry = macos.atoms.get(str(k)) if macos is not None else None
+        if entry is None:
+            state = "pending"
+        elif macos.settings_hash != h:  # type: ignore[union-attr]
+            state = "stale" if entry.status == "done" else "pending"
+        elif entry.status == "failed":
+            state = "failed"
+        else:
+            files = [f for f in (entry.image, entry.alpha) if f]
+            state = "done" if files and all((store.root / plan.name / f).is_file() for f in files) else "missing"
+        out.append((Unit.atom(plan.name, k), state))
+    return out
+
+
 def pending_units(store: Store, plan: ModelPlan, include_failed: bool = True) -> list[Unit]:
     """Units of this model not yet done with the current settings, in the order they should run:
-    CRAFT first (it creates the concept units), then class and concept visualizations.
+    CRAFT first (it creates the concept units), then class and concept visualizations, then the
+    dictionary's atom visualizations.
 
     Units recorded as failed with the same settings are included only if `include_failed`.
     """
@@ -281,7 +324,7 @@ def pending_units(store: Store, plan: ModelPlan, include_failed: bool = True) ->
         for u, state in class_units(store, plan, store.meta(plan.name, c), c):
             if state in todo:
                 (craft_units if u.kind == "craft" else maco_units).append(u)
-    return craft_units + maco_units
+    return craft_units + maco_units + [u for u, state in atom_units(store, plan) if state in todo]
 
 
 def settings_diff(recorded: dict[str, Any] | None, current: MacoSettings | CraftSettings) -> dict[str, Any]:

@@ -4,7 +4,9 @@ Every reader and writer of the store goes through these models: plan, status, wo
 the site, the Python API (`lens.open_store`), `lens figure` and `lens render --dry-run/--force`.
 
 The unit of work is `Unit(model, class_index, kind, concept)`: kind `maco` (class visualization),
-`craft` (the class's concepts) or `concept` (MACO of concept `concept`'s direction). Its text form
+`craft` (the class's concepts), `concept` (MACO of concept `concept`'s direction) or `atom` (MACO of
+atom `concept` of the model's dictionary, `Unit.atom(model, k)`, class_index NO_CLASS, id
+`<model>/dictionary/atom-<NNNN>`, recorded in `<model>/dictionary/macos.json`). Its text form
 `<model>/<class, 4 digits>/<part>` with part `maco`, `craft` or `concept/<k>` is parsed in one place,
 `Unit.parse`. Its settings hash is computed in one place, `plan.ModelPlan.unit_hash`.
 
@@ -61,9 +63,11 @@ from .config import WeightsUsed
 
 SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)
-Kind = Literal["maco", "craft", "concept"]
+Kind = Literal["maco", "craft", "concept", "atom"]
 Status = Literal["done", "failed", "no-images"]
 _UNIT_ID = re.compile(r"^(?P<model>[^/]+)/(?P<cls>\d{1,4})/(?P<part>maco|craft|concept/(?P<k>\d+))$")
+_ATOM_ID = re.compile(r"^(?P<model>[^/]+)/dictionary/atom-(?P<k>\d{4,5})$")
+NO_CLASS = -1  # the class_index of a model-wide unit (an atom of the dictionary)
 
 
 @dataclass(frozen=True, order=True)
@@ -76,8 +80,15 @@ class Unit:
     concept: int | None = None
 
     def __post_init__(self) -> None:
-        if (self.kind == "concept") != (self.concept is not None):
+        if (self.kind in ("concept", "atom")) != (self.concept is not None):
             raise ValueError(f"unit {self.model}/{self.class_index}: kind {self.kind!r} with concept {self.concept!r}")
+        if (self.kind == "atom") != (self.class_index == NO_CLASS):
+            raise ValueError(f"unit {self.model}: kind {self.kind!r} with class {self.class_index}")
+
+    @classmethod
+    def atom(cls, model: str, atom: int) -> Unit:
+        """The MACO of atom `atom` of the model's dictionary: `<model>/dictionary/atom-<NNNN>`."""
+        return cls(model, NO_CLASS, "atom", atom)
 
     @classmethod
     def of(cls, model: str, class_index: int, part: str) -> Unit:
@@ -86,7 +97,10 @@ class Unit:
 
     @classmethod
     def parse(cls, unit_id: str) -> Unit:
-        """The one parser of `<model>/<class>/<part>` strings."""
+        """The one parser of `<model>/<class>/<part>` and `<model>/dictionary/atom-<NNNN>` strings."""
+        atom = _ATOM_ID.match(unit_id)
+        if atom is not None:
+            return cls.atom(atom.group("model"), int(atom.group("k")))
         m = _UNIT_ID.match(unit_id)
         if m is None:
             raise ValueError(f"not a unit id: {unit_id!r}")
@@ -96,10 +110,14 @@ class Unit:
 
     @property
     def part(self) -> str:
+        if self.kind == "atom":
+            return f"atom-{self.concept:04d}"
         return f"concept/{self.concept}" if self.kind == "concept" else self.kind
 
     @property
     def id(self) -> str:
+        if self.kind == "atom":
+            return f"{self.model}/dictionary/{self.part}"
         return f"{self.model}/{self.class_index:04d}/{self.part}"
 
     @property
@@ -401,6 +419,8 @@ class DictionaryRecord(PartRecord):
     epochs: int | None = None
     resumed_from: int | None = None  # epoch the finishing session started from (0: fresh)
     augmented: bool | None = None  # the photos were augmented (mirrors, crops) to give enough tokens
+    n_photos: int | None = None  # photos behind the `n_images` views (fewer when augmented)
+    timings_s: dict[str, float] | None = None  # `atlas`: the atlas pass after training
 
     @classmethod
     def from_json_obj(cls, obj: Any) -> DictionaryRecord:
@@ -481,6 +501,7 @@ class AtlasRecord(_Record):
     n_tokens: int = Field(ge=0)
     images_source: str | None = None
     augmented: bool = False
+    n_photos: int | None = None  # photos behind the `n_images` views (fewer when augmented)
     atoms: list[AtlasAtom] = Field(default_factory=list)
     classes: dict[str, ClassAtoms] = Field(default_factory=dict)
 
@@ -535,3 +556,4 @@ class MatchRecord(_Record):
     mutual_rate: float
     a_to_b: dict[str, AtomMatch] = Field(default_factory=dict)
     b_to_a: dict[str, AtomMatch] = Field(default_factory=dict)
+    dictionaries: list[str] | None = None  # the settings hashes of A's and B's dictionaries it was computed from

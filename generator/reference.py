@@ -17,12 +17,13 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .config import CraftSettings, MacoSettings, ModelEntry, Preset, WeightsSource, ZooFile
+from .config import CraftSettings, DictionarySettings, MacoSettings, ModelEntry, Preset, WeightsSource, ZooFile
 
 SECTIONS: list[tuple[str, str, type[BaseModel]]] = [
     ("top", "Top level", ZooFile), ("model", "Each entry of `models`", ModelEntry),
     ("weights", "`weights` of a model", WeightsSource), ("maco", "`defaults.maco`, a model's `maco`", MacoSettings),
-    ("craft", "`defaults.craft`, a model's `craft`", CraftSettings), ("preset", "Each entry of `presets`", Preset),
+    ("craft", "`defaults.craft`, a model's `craft`", CraftSettings),
+    ("dictionary", "`defaults.dictionary`, a model's `dictionary`", DictionarySettings), ("preset", "Each entry of `presets`", Preset),
 ]
 
 # Meanings of the keys whose schema field carries no description (config.py is not this module's to

@@ -6,10 +6,12 @@
   same settings on that kind of device when the store has some, else from the model's forward
   FLOPs (labelled an estimate), scaled by the photos found per class; and the bytes the store
   and the site grow by at these settings; with `--what ...dictionary`, each model's dictionary
-  unit from FLOPs (always labelled an estimate). It writes nothing (a spectrum not cached yet is
+  unit from FLOPs (always labelled an estimate), and its atoms' visualizations (counted once the
+  dictionary is done, else at most TOP_SHARED per class). It writes nothing (a spectrum not cached yet is
   computed in a temporary folder).
 - `force_parts` marks the selected parts of existing records as stale (their settings hash is
-  prefixed with `forced:`; the dictionary's in `<model>/dictionary.json`), so that the render that follows re-renders them; until then the
+  prefixed with `forced:`; the dictionary's in `<model>/dictionary.json`, its atoms' visualizations'
+  in `<model>/dictionary/macos.json`), so that the render that follows re-renders them; until then the
   site keeps showing the old pictures, and an interrupted forced run is resumed by a plain one.
 """
 
@@ -21,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from .classes import imagenet_class
-from .images import _SKIMAGE_PHOTOS, IMAGE_SUFFIXES
-from .plan import TODO, ModelPlan, Resolved, dictionary_state, pending_units
+from .images import _SKIMAGE_PHOTOS, IMAGE_SUFFIXES, VIEWS_PER_PHOTO
+from .plan import TODO, ModelPlan, Resolved, atom_units, dictionary_state, pending_units
 from .progress import duration
-from .records import Meta, PartRecord
-from .store import Store, dictionary_record, write_dictionary_record
+from .records import TOP_SHARED, Meta, PartRecord
+from .store import Store, dictionary_record, force_atom_macos, write_dictionary_record
 
 # efficientnet-lite0 on two CPU cores: ~20 crops/s at 224 px, 8 crops per pass (benchmarks/bench_maco.py), at 0.77
 # forward GFLOP per crop (torch.utils.flop_counter): a crop-pass (forward and backward, ~3x forward) costs 3 x 0.77.
@@ -134,13 +136,14 @@ def dictionary_estimate(plan: ModelPlan, images: Path | None, gpu: bool) -> tupl
     s = plan.dictionary
     photos = (len(_SKIMAGE_PHOTOS) + 3 if images is None else
               photos_per_class(images, plan.dictionary_classes, s.max_images) * len(plan.dictionary_classes))
+    photos *= VIEWS_PER_PHOTO if s.augment else 1  # views, each through the model
     side = plan.entry.input_size or 224
     forward = _forward_flops(plan, side) or 0.77e9 * (side / 224) ** 2
     tokens = photos * s.tokens_per_image
     flops = photos * forward + tokens * s.epochs * 12 * _channels(plan) * s.atoms
     seconds = flops / (GPU_FLOPS if gpu else CPU_FLOPS)
     store_bytes = 2 * 4 * s.atoms * _channels(plan)
-    return seconds, store_bytes, (f"{plan.name:24s} dictionary: ~{duration(seconds)} (estimate from FLOPs: {photos:.0f} photos, "
+    return seconds, store_bytes, (f"{plan.name:24s} dictionary: ~{duration(seconds)} (estimate from FLOPs: {photos:.0f} photo views, "
                                   f"~{tokens:.0f} tokens x {s.epochs} epochs, {s.atoms} atoms; {_bytes(store_bytes)} in the store)")
 
 
@@ -197,10 +200,21 @@ def dry_run(resolved: Resolved, force: bool = False, device: str = "auto") -> st
         lines.append(f"{plan.name:24s} {counts['craft']:6d} {counts['maco']:6d} {concepts:8d} {photos:7.0f} "
                      f"{_bytes(store_b):>9s} {_bytes(site_b):>9s}  ~{duration(seconds)} ({basis})")
     for plan in resolved.plans:
-        if plan.has_dictionary and (force or dictionary_state(st, plan) in (*TODO, "failed")):
+        retrain = plan.has_dictionary and (force or dictionary_state(st, plan) in (*TODO, "failed"))
+        if retrain:
             seconds, store_b, line = dictionary_estimate(plan, request.images, gpu)
             total_s, total_store = total_s + seconds, total_store + store_b
             lines.append(line)
+        if plan.has_dictionary:  # the shown atoms' visualizations: counted once the dictionary is done, else at most
+            per_class = TOP_SHARED if plan.dictionary.visualize is None else min(plan.dictionary.visualize, TOP_SHARED)
+            atoms = (min(plan.dictionary.atoms, per_class * len(plan.dictionary_classes)) if retrain else
+                     sum(state in (*TODO, "failed") for _, state in atom_units(st, plan)))
+            measured = _measured(st, plan, gpu)[0]
+            seconds = atoms * (measured if measured is not None else _rough(plan, 1.0, gpu)[0])
+            total_s += seconds
+            if atoms:
+                lines.append(f"{plan.name:24s} atom visualizations: {'at most ' if retrain else ''}{atoms}, ~{duration(seconds)} "
+                             f"({'measured per class visualization' if measured is not None else 'estimate from FLOPs'})")
     lines.append(f"total: ~{duration(total_s)} on {where} (several GPUs or shards divide it); the store grows by about "
                  f"{_bytes(total_store)} and the site by {_bytes(total_site)}; nothing was rendered")
     if estimated:
@@ -235,5 +249,7 @@ def force_parts(resolved: Resolved) -> int:
         if record is not None and not record.settings_hash.startswith("forced:"):
             record.settings_hash = f"forced:{record.settings_hash}"
             write_dictionary_record(st, model, record)
+            marked += 1
+        if plan.has_dictionary and force_atom_macos(st, model):  # the atoms' visualizations: redone after it
             marked += 1
     return marked

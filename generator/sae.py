@@ -24,7 +24,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -206,3 +206,28 @@ def stability(a: TopKSAE, b: TopKSAE) -> float:
     cos = (a.D.detach() @ b.D.detach().T).numpy()  # rows are unit-norm
     rows, cols = linear_sum_assignment(cos, maximize=True)
     return float(cos[rows, cols].mean())
+
+
+def atoms_bytes(sae: TopKSAE, frequency: Sequence[float], energy: Sequence[float]) -> bytes:
+    """A finished dictionary as safetensors: its parameters (D, W_enc, b_enc, b_dec) and each atom's
+    `frequency` and `energy` (no pickle: `load_atoms` reads it back)."""
+    from safetensors.torch import save
+
+    tensors = {name: p.detach().float().contiguous() for name, p in sae.state_dict().items()}
+    tensors["frequency"] = torch.tensor(list(frequency), dtype=torch.float32)
+    tensors["energy"] = torch.tensor(list(energy), dtype=torch.float32)
+    return save(tensors)
+
+
+def load_atoms(path: Path, k: int) -> TopKSAE:
+    """The dictionary `atoms_bytes` wrote (CPU, eval mode); DictionaryError for a file that is not one."""
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+        D = tensors["D"]
+        sae = TopKSAE(D.shape[1], D.shape[0], k, torch.Generator().manual_seed(0), tensors["b_dec"])
+        sae.load_state_dict({name: tensors[name] for name in ("D", "W_enc", "b_enc", "b_dec")})
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same one-line error
+        raise DictionaryError(f"{path}: unreadable dictionary ({type(e).__name__}); delete it to train again") from None
+    return sae.eval()

@@ -95,6 +95,11 @@ def photo_name(view: int, tag: str) -> str:
     return f"concepts/photos/photo_{view}.{tag}.jpg"
 
 
+def atoms_name(h: str) -> str:
+    """dictionary.json `files.atoms`: the trained SAE (safetensors, generator/sae.py `atoms_bytes`)."""
+    return f"dictionary/atoms.{h}.safetensors"
+
+
 def region_stem(atom: int, h: str) -> str:
     return f"dictionary/regions/{atom:04d}.{h}"
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .plan import STATES, ModelPlan, Resolved, class_units, describe_settings, dictionary_state, settings_diff
-from .store import Store, dictionary_record
+from .plan import STATES, ModelPlan, Resolved, atom_units, class_units, describe_settings, dictionary_state, settings_diff
+from .store import Store, atom_macos, dictionary_record
 
-KINDS = ("maco", "craft", "concept", "dictionary")
+KINDS = ("maco", "craft", "concept", "dictionary", "atom")
 
 
 @dataclass
@@ -80,7 +80,10 @@ class StatusReport:
                                  f"{c['failed']:7d} {c['no-images']:10d}")
         lines.append(f"{'total':24s} {'':8s} " + " ".join(f"{self.total(s):{w}d}" for s, w in
                      zip(STATES, (6, 8, 6, 8, 7, 10))))
-        lines.append("(concept visualizations are counted once CRAFT of their class is done)")
+        lines.append("(concept visualizations are counted once CRAFT of their class is done, atom visualizations once "
+                     "the dictionary is)" if any(k.get("atom") for k in self.counts.values()) or any(
+                         k.get("dictionary") for k in self.counts.values()) else
+                     "(concept visualizations are counted once CRAFT of their class is done)")
         if self.total("stale"):
             lines.append(f"stale: done with other settings ({self.total('stale')} units); "
                          "`lens render` with these settings renders them again")
@@ -130,6 +133,12 @@ def dictionary_states(store: Store, plan: ModelPlan, report: StatusReport) -> No
     elif state == "stale":
         diff = settings_diff(dictionary_record(store, plan.name).settings, plan.dictionary)  # type: ignore[union-attr]
         report.other_settings[f"dictionary {describe_settings(diff)}".strip()] += 1
+    atoms = atom_units(store, plan)  # the atoms' visualizations, once the dictionary is done
+    macos = atom_macos(store, plan.name) if atoms else None
+    for unit, state in atoms:
+        report.counts[plan.name]["atom"][state] += 1
+        if state == "failed":
+            report.failures.append((unit.id, str(macos.atoms[str(unit.concept)].error)))  # type: ignore[union-attr]
 
 
 def collect_status(resolved: Resolved) -> StatusReport:

@@ -486,6 +486,8 @@ class Store:
 
     # ---------------------------------------------------------------- claims
     def _claim_path(self, unit: Unit) -> Path:
+        if unit.kind == "atom":  # a model-wide unit: beside the dictionary's files
+            return self.root / unit.model / "dictionary" / f".claim.{unit.part}"
         return self.class_dir(unit.model, unit.class_index) / f".claim.{unit.part.replace('/', '-')}"
 
     def claim(self, unit: Unit) -> Claim | None:
@@ -651,6 +653,21 @@ def update_atom_macos(store: Store, model: str, settings_hash: str, change: Call
             change(record)
             atomic_write_json(path, record.model_dump(mode="json", exclude_none=True))
     return record
+
+
+def force_atom_macos(store: Store, model: str) -> bool:
+    """Mark `macos.json` forced (its hash prefixed `forced:`, as `--force` marks records), so every atom
+    visualization counts as stale and is redone; False when there is none, or it is marked already."""
+    path = store.root / model / ATOM_MACOS
+    if not path.is_file():
+        return False
+    with store_errors(path), file_lock(path.with_name(".macos.lock")):
+        record = atom_macos(store, model)
+        if record is None or record.settings_hash.startswith("forced:"):
+            return False
+        record.settings_hash = f"forced:{record.settings_hash}"
+        atomic_write_json(path, record.model_dump(mode="json", exclude_none=True))
+    return True
 
 
 def match_path(store: Store, a: str, b: str) -> Path:

@@ -49,6 +49,13 @@ models:
     return path
 
 
+def write_dictionary_zoo(folder: Path, images: Path, dictionary: str) -> Path:
+    """The tiny zoo with `dictionary` (a flow mapping, e.g. `{atoms: 16, k: 2}`) as its default dictionary settings."""
+    path = write_tiny_zoo(folder, images=images)
+    path.write_text(path.read_text().replace("defaults:\n", f"defaults:\n  dictionary: {dictionary}\n"))
+    return path
+
+
 def write_class_folder(root: Path, classes=TINY_CLASSES, per_class: int = 2) -> Path:
     """An ImageNet-layout folder of small smooth random images (plus one bad file per class)."""
     from generator.classes import imagenet_class

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file
 
 from generator.cli import main
 from generator.workers import dictionary_unit
-from tests.conftest import write_tiny_zoo
+from tests.conftest import write_dictionary_zoo
 from tests.rendering import done_events, render
 
-SMALL = "  dictionary: {atoms: 16, k: 2, epochs: 3, batch_size: 64, tokens_per_image: 8, max_images: 4}\n"
+SMALL = "{atoms: 16, k: 2, epochs: 3, batch_size: 64, tokens_per_image: 8, max_images: 4}"
 
 
 @pytest.fixture()
 def config(tmp_path, tiny_images):
-    path = write_tiny_zoo(tmp_path / "zoo", images=tiny_images)
-    path.write_text(path.read_text().replace("defaults:\n", "defaults:\n" + SMALL))
-    return path
+    return write_dictionary_zoo(tmp_path / "zoo", tiny_images, SMALL)
 
 
 def record(out):
@@ -37,10 +36,13 @@ def test_render_dictionary_records_it_and_a_second_run_skips_it(config, tmp_path
     assert atoms["D"].shape[0] == 16 and atoms["frequency"].shape == (16,)
     assert not list((out / "tiny" / "dictionary").glob("checkpoint.*"))  # removed once done
     assert not (out / "tiny" / "0001").exists()  # --what dictionary renders no class unit
+    shown = len(json.loads((out / "tiny" / r["files"]["atlas"]).read_text())["atoms"] and
+                [a for a in json.loads((out / "tiny" / r["files"]["atlas"]).read_text())["atoms"] if a["shown"]])
+    assert shown and done_events(out) == 1 + shown  # the dictionary, then its shown atoms' visualizations
     assert render(config, out, "--what", "dictionary") == 0
-    assert done_events(out) == 1  # skipped: done with these settings
+    assert done_events(out) == 1 + shown  # skipped: done with these settings
     assert render(config, out, "--what", "dictionary", "--force") == 0
-    assert done_events(out) == 2 and record(out)["settings_hash"] == r["settings_hash"]  # trained again
+    assert done_events(out) == 2 * (1 + shown) and record(out)["settings_hash"] == r["settings_hash"]  # all again
     capsys.readouterr()
     assert main(["status", "--config", str(config), "--classes", "1-3", "--store", str(out), "--what", "dictionary"]) == 0
     assert "dictionary" in capsys.readouterr().out
@@ -113,3 +115,70 @@ def test_a_stop_request_ends_training_after_the_epoch_and_records_nothing(config
     assert outcome.status == "skipped" and "resumes" in outcome.error
     assert dictionary_state(Store(out), resolved.plans[0]) == "pending"
     assert len(list((out / "tiny" / "dictionary").glob("checkpoint.*.pt"))) == 1
+
+
+def atoms_of(out):
+    from generator.store import Store, atlas_record, atom_macos
+
+    return atlas_record(Store(out), "tiny").shown, atom_macos(Store(out), "tiny")
+
+
+def test_atom_visualizations_follow_the_dictionary_and_count_in_status(config, tmp_path, capsys):
+    out = tmp_path / "store"
+    capsys.readouterr()
+    assert main(["render", "--config", str(config), "--classes", "1-3", "--store", str(out), "--what", "dictionary",
+                 "--dry-run"]) == 0
+    assert "atom visualizations: at most 15" in capsys.readouterr().out  # 5 per class, 16 atoms
+    assert render(config, out, "--what", "dictionary") == 0
+    shown, macos = atoms_of(out)
+    assert sorted(int(k) for k in macos.atoms) == shown and {m.status for m in macos.atoms.values()} == {"done"}
+    from PIL import Image
+
+    for entry in macos.atoms.values():
+        with Image.open(out / "tiny" / entry.image) as im, Image.open(out / "tiny" / entry.alpha) as alpha:
+            assert im.size == alpha.size == (64, 64) and im.mode == "RGB"  # WebP has no grey mode: alpha is grey RGB
+            grey = np.asarray(alpha)
+            assert (grey[..., 0] == grey[..., 2]).all() and grey.max() > 0
+    capsys.readouterr()
+    assert main(["status", "--config", str(config), "--classes", "1-3", "--store", str(out), "--what", "dictionary", "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)["models"]["tiny"]
+    assert counts["atom"]["done"] == len(shown) and counts["dictionary"]["done"] == 1
+    assert not [p for p in out.rglob(".claim.*")]
+
+
+def test_a_failing_atom_visualization_is_recorded_and_the_others_finish(config, tmp_path, monkeypatch, capsys):
+    from generator import maco
+
+    real = maco.atom_objective
+    broken: list[int] = []
+
+    def objective(atom, row):
+        if not broken:
+            broken.append(atom)
+        if atom == broken[0]:
+            raise RuntimeError("broken atom")
+        return real(atom, row)
+
+    monkeypatch.setattr(maco, "atom_objective", objective)
+    out = tmp_path / "store"
+    assert render(config, out, "--what", "dictionary") == 1
+    shown, macos = atoms_of(out)
+    assert macos.atoms[str(broken[0])].status == "failed" and "broken atom" in macos.atoms[str(broken[0])].error
+    assert all(m.status == "done" for k, m in macos.atoms.items() if k != str(broken[0])) and len(macos.atoms) == len(shown)
+    capsys.readouterr()
+    assert main(["status", "--config", str(config), "--classes", "1-3", "--store", str(out), "--what", "dictionary"]) == 1
+    assert f"tiny/dictionary/atom-{broken[0]:04d}: RuntimeError: broken atom" in capsys.readouterr().out
+    monkeypatch.setattr(maco, "atom_objective", real)
+    assert render(config, out, "--what", "dictionary") == 0  # retried by the next run
+    assert atoms_of(out)[1].atoms[str(broken[0])].status == "done"
+
+
+def test_atom_visualizations_do_not_depend_on_the_batch(config, tmp_path):
+    one, many = tmp_path / "one", tmp_path / "many"
+    assert render(config, one, "--what", "dictionary", "--batch-size", "1") == 0
+    assert render(config, many, "--what", "dictionary", "--batch-size", "8") == 0
+    (shown, a), (_, b) = atoms_of(one), atoms_of(many)
+    assert len(shown) > 1 and a.atoms.keys() == b.atoms.keys()
+    for k, entry in a.atoms.items():
+        assert (one / "tiny" / entry.image).read_bytes() == (many / "tiny" / b.atoms[k].image).read_bytes()
+        assert (one / "tiny" / entry.alpha).read_bytes() == (many / "tiny" / b.atoms[k].alpha).read_bytes()

@@ -34,7 +34,7 @@ from .loop import (
     render,
     step_mode,
 )
-from .objectives import Objective, class_objective, direction_objective, dot_cossim, objective_scores, objective_seed
+from .objectives import Objective, atom_objective, class_objective, direction_objective, dot_cossim, objective_scores, objective_seed
 from .parameterization import initial_phase, phase_to_image, standardize
 from .rng import (
     GOLDEN,
@@ -57,6 +57,7 @@ from .transforms import crop_noise, random_crops, sample_boxes
 # The package's names, as generator/maco.py exported them before it became a package.
 __all__ = [
     "_signed",
+    "atom_objective",
     "class_objective",
     "classify",
     "COLOR_CORRELATION",

@@ -31,6 +31,13 @@ def direction_objective(key: str, direction: torch.Tensor) -> Objective:
     return Objective(key, direction=direction.detach().float().cpu())
 
 
+def atom_objective(atom: int, decoder_row: torch.Tensor) -> Objective:
+    """Atom `atom` of the model-wide dictionary: dot-cos with its decoder row, as a concept MACO uses
+    its CRAFT direction. On the pooled concept layer: the pooled dot is the mean over tokens of each
+    token's dot with the atom (pooling is a mean), so the image is driven to show the atom everywhere."""
+    return direction_objective(f"dictionary/atom/{atom:04d}", decoder_row)
+
+
 def objective_seed(base_seed: int, model_name: str, key: str) -> int:
     """A seed per (base seed, model, objective), independent of how objectives are batched."""
     digest = hashlib.sha256(f"{base_seed}:{model_name}:{key}".encode()).digest()

@@ -10,6 +10,7 @@ from ..models import LoadedModel
 from ..plan import TODO, RenderJob, Resolved, dictionary_state, pending_units
 from ..store import Store, store_errors
 from .control import Bars, StopFlag
+from .dictionary_matches import run_matches
 from .dictionary_unit import run_dictionaries
 from .in_process import run_in_process
 from .outcomes import RenderSummary
@@ -39,6 +40,8 @@ def run_render(job: RenderJob, models: dict[str, LoadedModel] | None = None) -> 
     summary = RenderSummary()
     try:
         run_dictionaries(job, store, summary, lambda: stop.stopped, models)  # model-wide units first (issue 19 §2)
+        if not stop.stopped:
+            run_matches(job, store, summary)  # the same concept in other models (issue 19 §5)
         if not stop.stopped and (len(job.devices) == 1 or models):
             run_in_process(job, store, stop, bars, summary, models)
         elif not stop.stopped:

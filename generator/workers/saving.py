@@ -15,8 +15,8 @@ from .. import concept_data, maco, sidefiles
 from .. import craft as craft_method
 from ..models import LoadedModel
 from ..plan import ModelPlan, part_done
-from ..records import Attribution, Concept, CraftRecord, Crop, MacoRecord, Meta, Unit
-from ..store import Store, encode_jpeg, encode_png
+from ..records import AtomMaco, AtomMacos, Attribution, Concept, CraftRecord, Crop, MacoRecord, Meta, Unit
+from ..store import Store, atomic_write_bytes, encode_jpeg, encode_png, encode_webp, update_atom_macos
 from ..version import __version__
 
 
@@ -81,6 +81,30 @@ def save_maco(store: Store, plan: ModelPlan, unit: Unit, r: maco.MacoRender, m: 
         _prune(class_dir / folder, {class_dir / f for f in files.values()}, ["maco.*.png", "maco_alpha.*.png"])
 
     store.update_meta(unit.model, unit.class_index, change)
+
+
+def save_atom_maco(store: Store, plan: ModelPlan, unit: Unit, r: maco.MacoRender, seconds: float) -> None:
+    """An atom's MACO: its image and attribution map (lossless WebP), then its done entry in
+    `dictionary/macos.json` (under that file's lock)."""
+    from PIL import Image
+
+    image, alpha = sidefiles.atom_maco_names(unit.concept, plan.dictionary_hash())  # type: ignore[arg-type]
+    model_dir = store.root / unit.model
+    atomic_write_bytes(model_dir / image, encode_webp(Image.fromarray(r.image)))
+    atomic_write_bytes(model_dir / alpha, encode_webp(Image.fromarray(r.alpha)))
+    entry = AtomMaco(status="done", image=image, alpha=alpha, seconds=round(seconds, 3))
+    update_atom_macos(store, unit.model, plan.atom_hash(), lambda record: record.atoms.__setitem__(str(unit.concept), entry))
+
+
+def record_atom_failures(store: Store, plan: ModelPlan, units: list[Unit], error: str) -> None:
+    """Atom MACO units recorded failed in `macos.json` (one never overwrites a done entry of these settings)."""
+    def change(record: AtomMacos) -> None:
+        for u in units:
+            old = record.atoms.get(str(u.concept))
+            if old is None or old.status != "done":
+                record.atoms[str(u.concept)] = AtomMaco(status="failed", error=error)
+
+    update_atom_macos(store, plan.name, plan.atom_hash(), change)
 
 
 def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_method.CraftResult, m: LoadedModel,

@@ -20,13 +20,14 @@ from ..errors import LensError, StoreError
 from ..images import SourceImage, demo_photos, load_class_images
 from ..models import LoadedModel, load_model
 from ..pipeline import Pending, Writer
-from ..plan import ModelPlan, RenderJob, part_done, unit_state
-from ..records import CraftRecord, MacoRecord, Meta, ModelCard, Unit
+from ..plan import ModelPlan, RenderJob, atom_units, part_done, unit_state
+from ..records import NO_CLASS, CraftRecord, MacoRecord, Meta, ModelCard, Unit
+from ..sae import load_atoms
 from ..sidefiles import read_directions
 from ..spectrum import Spectrum
-from ..store import Claim, Store
+from ..store import Claim, Store, checked_rel, dictionary_record
 from .outcomes import Outcome
-from .saving import now_iso, save_craft, save_maco, self_scores
+from .saving import now_iso, record_atom_failures, save_atom_maco, save_craft, save_maco, self_scores
 
 log = logging.getLogger("lens")
 
@@ -59,6 +60,7 @@ class Worker:
         # Deterministic load errors, kept for the run: a model is tried once, not once per unit.
         self._load_errors: dict[str, str] = {}
         self._concept_errors: dict[str, str] = {}  # loads without its concept layer: MACO only
+        self._decoders: dict[tuple[str, str], torch.Tensor] = {}  # the dictionaries' atoms, by (model, settings)
         self.writer = Writer()  # PNG encoding and meta.json writes, off the thread that drives the device
         self._heartbeat = threading.Thread(target=self._beat, daemon=True)
         self._heartbeat.start()
@@ -175,6 +177,8 @@ class Worker:
     def _still_needed(self, unit: Unit) -> bool:
         """Re-checked after claiming: another worker may have finished it since planning."""
         plan = self.plans[unit.model]
+        if unit.kind == "atom":  # still a shown atom of the done dictionary, and not done
+            return dict(atom_units(self.store, plan)).get(unit, "done") != "done"
         meta = self.store.meta(unit.model, unit.class_index)
         if unit.kind == "concept":  # its concept must still exist under a done CRAFT
             craft = Unit(unit.model, unit.class_index, "craft")
@@ -243,7 +247,7 @@ class Worker:
     def _maco_claimed(self, units: list[Unit]) -> Callable[[], list[Outcome]]:
         plan = self.plans[units[0].model]
         try:
-            m = self.model(plan.name, "concept" if any(u.kind == "concept" for u in units) else "maco")
+            m = self.model(plan.name, "concept" if any(u.kind in ("concept", "atom") for u in units) else "maco")
         except ModelUnavailable as e:
             failed = self.record_failures(units, str(e))
             return lambda: failed
@@ -272,7 +276,8 @@ class Worker:
                 if r is not None and r.finite:
                     writes.add((u, attempt, seconds), self.writer.submit(
                         save_maco, self.store, plan, u, r, m, objectives[u], seconds, len(todo), self.device, attempt,
-                        scored.get(u.id)))
+                        scored.get(u.id)) if u.kind != "atom" else self.writer.submit(
+                        save_atom_maco, self.store, plan, u, r, seconds))
                 elif attempt <= self.job.retries:
                     retry.append(u)
                 else:
@@ -300,6 +305,8 @@ class Worker:
     def _objective(self, unit: Unit, m: LoadedModel) -> maco.Objective:
         if unit.kind == "maco":
             return maco.class_objective(unit.class_index)
+        if unit.kind == "atom":
+            return maco.atom_objective(unit.concept, self._decoder(unit.model)[unit.concept])  # type: ignore[index]
         k = unit.concept
         meta = self.store.meta(unit.model, unit.class_index)
         if meta is None or meta.craft is None or "directions" not in meta.craft.files:
@@ -308,6 +315,18 @@ class Worker:
         path = self.store.file_path(unit.model, unit.class_index, meta.craft.files["directions"])
         directions = read_directions(path)
         return maco.direction_objective(f"concept/{unit.class_index:04d}/{k}", torch.from_numpy(directions[k]))
+
+    def _decoder(self, name: str) -> torch.Tensor:
+        """The decoder rows (atoms, C) of the model's done dictionary, read once per run and settings."""
+        plan = self.plans[name]
+        key = (name, plan.dictionary_hash())
+        if key not in self._decoders:
+            record = dictionary_record(self.store, name)
+            if record is None or not record.done or record.settings_hash != key[1]:
+                raise RuntimeError("the dictionary is not done with these settings")
+            path = self.store.root / name / checked_rel(record.files["atoms"], f"{name}/dictionary.json")
+            self._decoders[key] = load_atoms(path, plan.dictionary.k).D.detach()
+        return self._decoders[key]
 
     def _render_backoff(self, m: LoadedModel, plan: ModelPlan, objectives: list[maco.Objective]) -> list[maco.MacoRender]:
         """Render in batches of the device's size; out of memory halves the batch and retries."""
@@ -349,10 +368,13 @@ class Worker:
         return self.record_failures([unit], error, attempts)[0]
 
     def record_failures(self, units: list[Unit], error: str, attempts: int = 1) -> list[Outcome]:
-        """Record units as failed with the reason, one meta.json update per class."""
+        """Record units as failed with the reason, one meta.json update per class (atoms: one macos.json update)."""
         by_class: dict[tuple[str, int], list[Unit]] = {}
         for u in units:
             by_class.setdefault((u.model, u.class_index), []).append(u)
+        for (model, _), group in [(key, g) for key, g in by_class.items() if key[1] == NO_CLASS]:
+            record_atom_failures(self.store, self.plans[model], group, error)
+            del by_class[(model, NO_CLASS)]
         for (model, class_index), group in by_class.items():
             plan = self.plans[model]
 
