@@ -18,8 +18,8 @@ from generator import site
 from generator.config import load_zoo
 from generator.records import TOP_SHARED, MatchRecord
 from generator.site.views import FEW_IMAGES
-from generator.site.views.dictionary import signed_pct
-from generator.store import Store, atlas_record, atom_macos, write_atlas_record, write_dictionary_matches
+from generator.site.views.dictionary import learned_from, signed_pct
+from generator.store import Store, atlas_record, atom_macos, dictionary_matches, write_atlas_record, write_dictionary_matches
 
 from .test_site import urls_of
 
@@ -42,6 +42,11 @@ def built(zoo, store, tmp_path_factory):
     out = tmp_path_factory.mktemp("site") / "site"
     report = site.build_site(zoo, store, out, progress=False, cache_dir=tmp_path_factory.mktemp("cache"))
     return out, report
+
+
+def small_store(root: Path, models=DEFAULT_MODELS, classes: int = 2) -> Path:
+    """A store with dictionaries and few, small classes: a test that builds several sites stays quick."""
+    return write_synthetic_store(root, classes, models, concepts=3, crops=3, attributions=2, dictionary=True)
 
 
 def _resolves(out: Path, page: Path, url: str) -> bool:
@@ -78,9 +83,10 @@ def test_every_shown_atom_has_a_page_with_its_parts(built, store):
                 assert f"({c.class_index})" in html
             for c in atom.cooccur:
                 assert f"shared concept {c.atom}" in html
-            assert f"{atlas.n_images} photos" in html
-            assert ("augmented with mirrors and crops" in html) == atlas.augmented
-            assert "Few photos" not in html  # 16 photo views: not few
+            learned = learned_from(atlas.n_photos, atlas.n_images, atlas.augmented)
+            assert f"learned from the concept-layer activations of {learned}, shared" in html
+            assert ("(augmented into 16 views: mirrors and crops)" in learned) == atlas.augmented
+            assert ("Few photos" in html) == (atlas.n_photos < FEW_IMAGES)  # 8 photos augmented into 16 views are few
             for url in _local_urls(html):
                 assert _resolves(out, page, url), f"{page.relative_to(out)}: {url}"
 
@@ -112,7 +118,8 @@ def test_class_pages_list_the_top_shared_concepts_with_shares_and_links(built, s
                 assert it["thumb"] is None or (out / it["thumb"]).is_file()
             assert (shared["bias"], shared["residual"]) == (signed_pct(entry.bias_share), signed_pct(entry.residual_share))
             assert shared["map"] == f"dictionary/{m}.html" and shared["n"] == entry.n_images
-            assert shared["few"] == (entry.n_images < FEW_IMAGES) and shared["photos"] == atlas.n_images
+            assert shared["few"] == (entry.n_images < FEW_IMAGES)
+            assert shared["learned"] == learned_from(atlas.n_photos, atlas.n_images, atlas.augmented)
             seen += 1
         for url in _local_urls(html):
             assert _resolves(out, page, url), f"{page.relative_to(out)}: {url}"
@@ -150,7 +157,7 @@ def _same_concepts(html: str) -> list[tuple[str, int, str]]:
 
 
 def test_the_same_concept_in_another_model_only_above_the_threshold(zoo, tmp_path):
-    store = write_synthetic_store(tmp_path / "store", 4, DEFAULT_MODELS, dictionary=True)
+    store = small_store(tmp_path / "store", classes=4)
     a, b = sorted(DEFAULT_MODELS[:2])
     sa, sb = (atlas_record(Store(store), m).shown for m in (a, b))
     unshown_b = next(k.index for k in atlas_record(Store(store), b).atoms if not k.shown)
@@ -190,16 +197,17 @@ def test_the_same_concept_in_another_model_only_above_the_threshold(zoo, tmp_pat
 
 
 def test_a_changed_atlas_rerenders_its_pages_and_an_unchanged_one_does_not(zoo, tmp_path):
-    store = write_synthetic_store(tmp_path / "store", 3, DEFAULT_MODELS, dictionary=True)
+    store = small_store(tmp_path / "store", DEFAULT_MODELS[:2])
+    shutil.rmtree(store / "dictionary-matches")  # unmatched: each model's pages depend on its own atlas only
     out, cache = tmp_path / "site", tmp_path / "cache"
     first = site.build_site(zoo, store, out, progress=False, cache_dir=cache)
-    n_pages = sum(len(atlas_record(Store(store), m).shown) for m in DEFAULT_MODELS)
+    n_pages = sum(len(atlas_record(Store(store), m).shown) for m in DEFAULT_MODELS[:2])
     assert first.dictionary_written >= n_pages
     shutil.rmtree(cache / "manifest")  # a full build that finds every page as it left it
     second = site.build_site(zoo, store, out, progress=False, cache_dir=cache)
     assert (second.dictionary_written, second.dictionary_unchanged) == (0, n_pages)
     assert second.images_encoded == 0
-    m = DEFAULT_MODELS[2]  # matched with no other model: only its own pages depend on its atlas
+    m, other = DEFAULT_MODELS[1], DEFAULT_MODELS[0]
     atlas = atlas_record(Store(store), m)
     k = atlas.shown[0]
     atlas.atoms[k].frequency = 0.4321
@@ -210,12 +218,13 @@ def test_a_changed_atlas_rerenders_its_pages_and_an_unchanged_one_does_not(zoo, 
     assert "43.21 % of the image regions" in (out / "dictionary" / m / f"{k:04d}.html").read_text()
     changed = {p.relative_to(out).as_posix() for p, t in mtimes.items() if p.stat().st_mtime_ns != t}
     assert f"dictionary/{m}/{k:04d}.html" in changed
-    assert not any(c.startswith(tuple(f"dictionary/{o}/" for o in DEFAULT_MODELS[:2])) for c in changed), changed
+    assert not any(c.startswith(f"dictionary/{other}/") for c in changed), changed
 
 
 def test_a_store_without_dictionaries_builds_as_before_and_their_pages_go_with_them(zoo, tmp_path):
-    plain = write_synthetic_store(tmp_path / "plain", 3, DEFAULT_MODELS)
-    with_dict = write_synthetic_store(tmp_path / "dict", 3, DEFAULT_MODELS, dictionary=True)
+    models = DEFAULT_MODELS[:2]
+    plain = write_synthetic_store(tmp_path / "plain", 2, models, concepts=3, crops=3, attributions=2)
+    with_dict = small_store(tmp_path / "dict", models)
     reference = tmp_path / "reference"
     report = site.build_site(zoo, plain, reference, progress=False, cache_dir=tmp_path / "c0")
     assert report.dictionaries == [] and not (reference / "dictionary").exists()
@@ -224,7 +233,7 @@ def test_a_store_without_dictionaries_builds_as_before_and_their_pages_go_with_t
     out = tmp_path / "site"
     site.build_site(zoo, with_dict, out, progress=False, cache_dir=tmp_path / "c1")
     assert (out / "dictionary").is_dir() and "lens-shared" in (out / "classes" / "0000.html").read_text()
-    for m in DEFAULT_MODELS:  # the dictionaries removed: the same store as `plain`
+    for m in models:  # the dictionaries removed: the same store as `plain`
         (with_dict / m / "dictionary.json").unlink()
         shutil.rmtree(with_dict / m / "dictionary")
     shutil.rmtree(with_dict / "dictionary-matches")
@@ -236,11 +245,17 @@ def test_a_store_without_dictionaries_builds_as_before_and_their_pages_go_with_t
 
 
 def test_missing_atom_macos_are_placeholders_and_no_page_shows_operator_text(zoo, tmp_path):
-    store = write_synthetic_store(tmp_path / "store", 3, DEFAULT_MODELS, dictionary=True)
+    store = small_store(tmp_path / "store", DEFAULT_MODELS[:2])
     m = DEFAULT_MODELS[1]
     (store / m / "dictionary" / "macos.json").unlink()  # no atom MACO rendered yet
+    a, b = sorted(DEFAULT_MODELS[:2])
+    record = dictionary_matches(Store(store), a, b)
+    record.dictionaries = ["an older dictionary", "another"]  # matches of dictionaries since replaced
+    write_dictionary_matches(Store(store), record)
     out = tmp_path / "site"
     report = site.build_site(zoo, store, out, progress=False, cache_dir=tmp_path / "cache")
+    assert any("from older dictionaries" in p for p in report.problems)
+    assert not any('class="lens-same"' in p.read_text() for p in (out / "dictionary").rglob("*.html"))
     shown = atlas_record(Store(store), m).shown
     for k in shown:
         html = (out / "dictionary" / m / f"{k:04d}.html").read_text()
@@ -256,10 +271,10 @@ def test_missing_atom_macos_are_placeholders_and_no_page_shows_operator_text(zoo
 
 
 def test_few_photos_make_the_dictionary_say_its_concepts_are_unreliable(zoo, tmp_path):
-    store = write_synthetic_store(tmp_path / "store", 2, DEFAULT_MODELS[:1], dictionary=True)
+    store = small_store(tmp_path / "store", DEFAULT_MODELS[:1], classes=1)
     m = DEFAULT_MODELS[0]
     atlas = atlas_record(Store(store), m)
-    atlas.n_images = 3
+    atlas.n_photos = 3
     write_atlas_record(Store(store), m, atlas)
     out = tmp_path / "site"
     site.build_site(zoo, store, out, progress=False, cache_dir=tmp_path / "cache")

@@ -47,12 +47,13 @@ def dictionary_views(store: Store, plan: ImagePlan, model_names: list[str], rend
         if d is None:
             continue
         images = plan.for_dictionary(store, m, ModelPaths(store, m))
-        n_images = d.atlas.n_images if d.atlas.n_images else d.record.n_images
+        n_views = d.atlas.n_images or d.record.n_images
+        n_photos = d.atlas.n_photos or d.record.n_photos or n_views  # written before n_photos: photos = views
         augmented = bool(d.atlas.augmented or d.record.augmented)
-        views[m] = dictionary_view(m, d.atlas, n_images, augmented, d.macos, d.regions, images, rendered, names)
+        views[m] = dictionary_view(m, d.atlas, n_photos, n_views, augmented, d.macos, d.regions, images, rendered, names)
         report.problems += [f"{m} dictionary: {p}" for p in views[m].problems]
         report.placeholders += sum(bool(a.vis.problem) for a in views[m].atoms.values())
-    attach_matches(views, read_matches(store, list(views)))
+    attach_matches(views, read_matches(store, {m: v.atlas.settings_hash for m, v in views.items()}, report.problems))
     return views
 
 
@@ -99,7 +100,7 @@ def write_dictionary_pages(out_dir: Path, deep_head: str, deep_tail: str, head: 
     files: set[str] = set()
     for m, d in dictionaries.items():
         matched = sorted({mv.model for a in d.atoms.values() for mv in a.matches})
-        facts = {"n_atoms": d.n_atoms, "n_alive": d.n_alive, "n_images": d.n_images, "augmented": d.augmented,
+        facts = {"n_atoms": d.n_atoms, "n_alive": d.n_alive, "n_photos": d.n_photos, "learned": d.learned,
                  "few": d.few, "head_kind": d.head_kind}
         for index, atom in d.atoms.items():
             rel = atom_page(m, index)

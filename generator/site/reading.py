@@ -205,15 +205,22 @@ def read_dictionary(store: Store, model: str, problems: list[str]) -> Dictionary
     return Dictionary(model, record, atlas, store_.atom_macos(store, model), regions)
 
 
-def read_matches(store: Store, models: list[str]) -> dict[tuple[str, str], MatchRecord]:
-    """The cross-model matches of every pair of `models` (keys sorted by name, as the store names them)."""
+def read_matches(store: Store, hashes: dict[str, str], problems: list[str]) -> dict[tuple[str, str], MatchRecord]:
+    """The cross-model matches of every pair of models in `hashes` (model -> its dictionary's settings hash),
+    keyed by the pair sorted by name as the store names them. A match file computed from other
+    dictionaries than these (`MatchRecord.dictionaries`) is left out, with a line in `problems`."""
     found = {}
+    models = sorted(hashes)
     for n, a in enumerate(models):
         for b in models[n + 1:]:
-            pair = tuple(sorted((a, b)))
-            record = store_.dictionary_matches(store, pair[0], pair[1])
-            if record is not None:
-                found[pair] = record
+            record = store_.dictionary_matches(store, a, b)
+            if record is None:
+                continue
+            if record.dictionaries is not None and list(record.dictionaries) != [hashes[a], hashes[b]]:
+                problems.append(f"{a} and {b}: their dictionary matches are from older dictionaries (not shown; "
+                                f"`lens render --what dictionary` matches them again)")
+                continue
+            found[(a, b)] = record
     return found
 
 

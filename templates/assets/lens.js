@@ -322,11 +322,11 @@
   /* A class's "Shared concepts" for one model, from its class JSON: the top concepts of the model's
      dictionary with their share of the class logit, each linking to its page. */
   function sharedSection(box, s, root, index) {
-    // s: {map, n, few, photos, augmented, bias, residual, items: [{atom, page, thumb, share, negative}]}
+    // s: {map, n, few, learned, bias, residual, items: [{atom, page, thumb, share, negative}]}
     box.textContent = "";
     box.appendChild(el("h3", null, "Shared concepts"));
     var intro = el("p", "lens-sub", "The top concepts of this model's shared concept dictionary (learned once from " +
-      s.photos + (s.photos === 1 ? " photo" : " photos") + (s.augmented ? ", augmented" : "") + ", and used by every class), by their share of " +
+      s.learned + ", and used by every class), by their share of " +
       "this class's logit over " + s.n + (s.n === 1 ? " photo" : " photos") + " of it. Bias " + s.bias + ", reconstruction residual " + s.residual + ". ");
     var map = el("a", null, "Dictionary map");
     map.href = root + s.map + "#c=" + index;

@@ -15,7 +15,7 @@ from ...webp import strip_cells
 from ..images import ClassImages
 from ..paths import SourceError
 from .classes import ImageView, image_view
-from .formatting import FAILED, MISSING, few_images, finite, short_name
+from .formatting import FAILED, MISSING, few_images, finite, plural, short_name
 
 
 def atom_page(model: str, atom: int) -> str:
@@ -102,8 +102,7 @@ class SharedView:
     map: str
     n_images: int
     few: bool
-    dictionary_images: Any
-    augmented: bool
+    learned: str  # the dictionary's photos, in words (`learned_from`)
     items: list[SharedItem]
     bias: str
     residual: str
@@ -114,8 +113,8 @@ class DictionaryView:
     """One model's dictionary as the site shows it."""
 
     model: str
-    n_images: Any  # photo views the dictionary saw
-    augmented: bool
+    n_photos: Any  # photos the dictionary saw (before augmentation)
+    learned: str  # the same in words, with the augmentation (`learned_from`)
     few: bool  # fewer than FEW_IMAGES photos: its concepts are unreliable
     head_kind: str
     n_atoms: int
@@ -167,12 +166,23 @@ def _cells(images: ClassImages, rel: str) -> int:
         return 0
 
 
-def dictionary_view(model: str, atlas: AtlasRecord, n_images: Any, augmented: bool, macos: AtomMacos | None,
+def learned_from(n_photos: Any, n_views: Any, augmented: bool) -> str:
+    """What the dictionary was learned from, as its pages say it: "9 photos (augmented into 36 views:
+    mirrors and crops)", "200 photos"."""
+    text = plural(n_photos, "photo")
+    if augmented:
+        views = f" into {plural(n_views, 'view')}" if n_views is not None and n_views != n_photos else ""
+        text += f" (augmented{views}: mirrors and crops)"
+    return text
+
+
+def dictionary_view(model: str, atlas: AtlasRecord, n_photos: Any, n_views: Any, augmented: bool, macos: AtomMacos | None,
                     regions: dict[int, tuple[str, str]], images: ClassImages, rendered: set[int], names: Any) -> DictionaryView:
-    """The views of every shown atom of a model's dictionary; `rendered`: classes with a page in this site."""
+    """The views of every shown atom of a model's dictionary; `rendered`: classes with a page in this site.
+    `n_photos`: the photos it saw, `n_views` the views made of them (more when `augmented`)."""
     shown = set(atlas.shown)
-    view = DictionaryView(model, n_images, augmented, few_images(n_images), atlas.head_kind, len(atlas.atoms),
-                          sum(a.alive for a in atlas.atoms), atlas)
+    view = DictionaryView(model, n_photos, learned_from(n_photos, n_views, augmented), few_images(n_photos), atlas.head_kind,
+                          len(atlas.atoms), sum(a.alive for a in atlas.atoms), atlas)
     try:
         for a in atlas.atoms:
             if a.index in shown:
@@ -208,8 +218,8 @@ def shared_view(view: DictionaryView, index: int) -> SharedView | None:
     if entry is None:
         return None
     items = [SharedItem(t.atom, view.atoms.get(t.atom), signed_pct(t.share), t.share < 0) for t in entry.top]
-    return SharedView(view.model, map_page(view.model), entry.n_images, few_images(entry.n_images), view.n_images,
-                      view.augmented, items, signed_pct(entry.bias_share), signed_pct(entry.residual_share))
+    return SharedView(view.model, map_page(view.model), entry.n_images, few_images(entry.n_images), view.learned,
+                      items, signed_pct(entry.bias_share), signed_pct(entry.residual_share))
 
 
 def shared_json(view: SharedView) -> dict[str, Any]:
@@ -218,5 +228,5 @@ def shared_json(view: SharedView) -> dict[str, Any]:
     items = [{"atom": it.atom, "page": it.view.page if it.view else None,
               "thumb": it.view.vis.thumb if it.view and not it.view.vis.problem else None,
               "share": it.share, "negative": it.negative} for it in view.items]
-    return {"map": view.map, "n": view.n_images, "few": view.few, "photos": view.dictionary_images,
-            "augmented": view.augmented, "bias": view.bias, "residual": view.residual, "items": items}
+    return {"map": view.map, "n": view.n_images, "few": view.few, "learned": view.learned,
+            "bias": view.bias, "residual": view.residual, "items": items}
