@@ -17,6 +17,7 @@ from benchmarks.synthetic_store import DEFAULT_MODELS, write_synthetic_store
 from generator import site
 from generator.config import load_zoo
 from generator.records import TOP_SHARED, MatchRecord
+from generator.site.publish import check_site
 from generator.site.views import FEW_IMAGES
 from generator.site.views.dictionary import learned_from, signed_pct
 from generator.store import Store, atlas_record, atom_macos, dictionary_matches, write_atlas_record, write_dictionary_matches
@@ -276,8 +277,13 @@ def test_few_photos_make_the_dictionary_say_its_concepts_are_unreliable(zoo, tmp
     atlas = atlas_record(Store(store), m)
     atlas.n_photos = 3
     write_atlas_record(Store(store), m, atlas)
-    out = tmp_path / "site"
-    site.build_site(zoo, store, out, progress=False, cache_dir=tmp_path / "cache")
-    html = (out / "dictionary" / m / f"{atlas.shown[0]:04d}.html").read_text()
+    out, url = tmp_path / "site", "https://example.org/gallery/"
+    site.build_site(zoo, store, out, progress=False, cache_dir=tmp_path / "cache", site_url=url)
+    rel = f"dictionary/{m}/{atlas.shown[0]:04d}.html"
+    html = (out / rel).read_text()
     assert "Few photos" in html and "3 photos" in html and "unreliable" in html
     assert "Few photos" in (out / "dictionary" / f"{m}.html").read_text()
+    # published under a sub-path: the atom page's canonical link is its own, the sitemap lists it, nothing leaks
+    assert f'<link rel="canonical" href="{url}{rel}">' in html and "_chrome" not in html
+    assert f"<loc>{url}{rel}</loc>" in (out / "sitemap.xml").read_text()
+    assert check_site(out, url) == []

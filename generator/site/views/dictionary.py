@@ -125,14 +125,16 @@ class DictionaryView:
 
 
 def atom_maco_view(macos: AtomMacos | None, atom: int, images: ClassImages) -> ImageView:
-    """An atom's MACO, as a concept's is shown (256 px view, thumbnail, overlay thumbnail), or a placeholder."""
+    """An atom's MACO, as a concept's is shown (256 px view and thumbnail), or a placeholder."""
     what = f"MACO of shared concept {atom}"
     entry = macos.atoms.get(str(atom)) if macos is not None else None
     if entry is None:
         return ImageView(f"{what} not rendered yet", MISSING)
     if entry.status != "done" or not entry.image:
         return ImageView(f"{what} failed: {entry.error or 'no error message recorded'}", FAILED)
-    return image_view(images, f"a{atom:04d}", what, entry.image, entry.alpha, "overlay-thumb", "medium")
+    # Its attribution map (entry.alpha) is not published: the atom page has no overlay toggle, and an
+    # unreferenced overlay would cost ~5 KB per atom.
+    return image_view(images, f"a{atom:04d}", what, entry.image, None, "overlay-thumb", "medium")
 
 
 def _atom_view(model: str, atom: AtlasAtom, macos: AtomMacos | None, regions: tuple[str, str] | None,
