@@ -84,6 +84,27 @@ def test_preset_with_unknown_model(tmp_path):
         load_zoo(_zoo_text(tmp_path, body))
 
 
+def test_a_preset_sets_the_dictionary_and_the_parts_it_renders(tmp_path):
+    from generator.plan import Request, resolve
+
+    models = "models:\n" + ENTRY.format(name="m", arch="a", weights="{timm: ''}", extra="")
+    body = "presets: {p: {classes: '1', what: 'maco,dictionary', dictionary: {atoms: 32, augment: true}}}\n" + models
+    zoo = load_zoo(_zoo_text(tmp_path, body))
+    assert zoo.preset("p").what == "maco,dictionary"
+    settings = zoo.dictionary_settings(zoo.model("m"), zoo.preset("p").dictionary)
+    assert settings.atoms == 32 and settings.augment and settings.k == 8
+    plain = resolve(Request(config=zoo.path, out=tmp_path / "s", models=["m"], classes=[1], parts=frozenset({"dictionary"}), spectrum="powerlaw"))
+    tuned = resolve(Request(config=zoo.path, out=tmp_path / "s", models=["m"], classes=[1], parts=frozenset({"dictionary"}),
+                            dictionary_overrides={"visualize": 1}, spectrum="powerlaw"))
+    # which atoms get a MACO is not the dictionary's concern: the same dictionary, other atom units
+    assert plain.plans[0].dictionary_hash() == tuned.plans[0].dictionary_hash()
+    assert plain.plans[0].atom_hash() == tuned.plans[0].atom_hash()
+    for bad, match in (("{classes: '1', what: 'maco,nope'}", "preset 'p': key 'what'"),
+                       ("{classes: '1', dictionary: {atoms: 1}}", "preset 'p': .*dictionary.atoms")):
+        with pytest.raises(ConfigError, match=match):
+            load_zoo(_zoo_text(tmp_path, f"presets: {{p: {bad}}}\n" + models))
+
+
 def test_not_yaml_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_zoo(_zoo_text(tmp_path, "models: [\n"))
