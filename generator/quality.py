@@ -170,6 +170,58 @@ def plausibility(viz_features: torch.Tensor, viz_classes: Sequence[int], ref_fea
     return out
 
 
+def plausibility_ranks(viz_features: torch.Tensor, viz_classes: Sequence[int], ref_features: torch.Tensor,
+                       ref_labels: Sequence[int]) -> list[int | None]:
+    """Rank (1 = top) of each visualization's class among the reference classes, ordered by their nearest reference
+    image (cosine): 1 when the photo nearest to the render is of its class. None where the class has no reference."""
+    labels = torch.tensor(list(ref_labels))
+    classes = labels.unique()
+    sims = viz_features @ ref_features.T  # (V, R)
+    nearest = torch.full((len(viz_classes), len(classes)), -2.0).scatter_reduce(
+        1, torch.searchsorted(classes, labels).expand(len(viz_classes), -1), sims, reduce="amax")  # (V, classes)
+    out: list[int | None] = []
+    for i, c in enumerate(viz_classes):
+        hit = (classes == c).nonzero()
+        out.append(None if len(hit) == 0 else int(1 + (nearest[i] > nearest[i, hit[0, 0]]).sum()))
+    return out
+
+
+# ----------------------------------------------------------------------------- image statistics (issue 22)
+
+
+def color_statistics(image: np.ndarray) -> tuple[float, float]:
+    """(mean blue minus red, mean HSV saturation) of an (H, W, 3) uint8 image, both in 0-255 units.
+
+    Photos are warm (ImageNet: blue minus red about -19) and coloured; a grey haze shows as values near 0 and a low
+    saturation."""
+    rgb = np.asarray(image, dtype=np.float64)
+    saturation = np.asarray(Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("HSV"), dtype=np.float64)[..., 1]
+    return float((rgb[..., 2] - rgb[..., 0]).mean()), float(saturation.mean())
+
+
+BLOCKINESS_SIDE = 256  # images are compared at one side, so the figure does not depend on the render's size
+
+
+def blockiness(image: np.ndarray) -> float:
+    """Excess of axis-aligned structure: log10 of the mean power on the horizontal and vertical frequency axes
+    (|f| <= 1 cycle per image on one axis) over that of the bands next to them (3-6 cycles), at 8-96 cycles per
+    image, in the Hann-windowed luminance at 256 px (the window keeps the image's own borders out of the axes).
+
+    Rectangular blocks and straight streaks put their energy on the axes; natural textures spread theirs. Photos of
+    ImageNet: median about 0.17, interquartile range 0.03 to 0.31 (benchmarks/README.md, issue 22)."""
+    side = BLOCKINESS_SIDE
+    grey = np.asarray(Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("L").resize((side, side), Image.Resampling.BICUBIC),
+                      dtype=np.float64)
+    window = np.hanning(side)
+    power = np.abs(np.fft.fft2((grey - grey.mean()) * np.outer(window, window))) ** 2
+    f = np.abs(np.fft.fftfreq(side) * side)
+    fy, fx = f[:, None], f[None, :]
+    ring = (np.maximum(fx, fy) >= 8) & (np.maximum(fx, fy) <= 96)
+    on_axis = ring & ((fx <= 1) | (fy <= 1))
+    beside = ring & (((fx >= 3) & (fx <= 6)) | ((fy >= 3) & (fy <= 6)))
+    return float(np.log10(power[on_axis].mean() / max(power[beside].mean(), 1e-12)))
+
+
 def packaged_zoo() -> Zoo:
     """The embedded default zoo, whose models' weights ship inside installed packages."""
     from .resources import default_zoo_path
