@@ -46,6 +46,9 @@ class MacoSettings(_Strict):
     seed: int = Field(0, description="base seed; each objective derives its own from it")
     cossim_power: float = Field(2.0, ge=0, description="p in dot x cos^p (direction objectives)")
     image_percentile: float = Field(1.0, ge=0, lt=50, description="percentile clipped at each end of the image")
+    mean_color: tuple[float, float, float] | None = Field(
+        None, description="mean RGB in (0, 1) the image is drawn around (null: grey)"
+    )
     alpha_percentile: float = Field(90.0, gt=0, le=100, description="percentile at which the alpha map is capped")
     input_size: int | None = Field(None, ge=32, description="side of the crops fed to the model (default: model input)")
 
@@ -54,6 +57,13 @@ class MacoSettings(_Strict):
     def _ordered_scale(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not (0 < v[0] <= v[1] <= 1.5):
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1.5, got {list(v)}")
+        return v
+
+    @field_validator("mean_color")
+    @classmethod
+    def _open_unit(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if v is not None and not all(0 < c < 1 for c in v):
+            raise ValueError(f"mean_color must lie strictly between 0 and 1, got {list(v)}")
         return v
 
 
