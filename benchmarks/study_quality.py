@@ -120,7 +120,7 @@ def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
 
 def photo_statistics(refs) -> dict:  # noqa: ANN001
     """Quartiles of the colour and blockiness figures over the reference photos (cached under results/)."""
-    cache = RESULTS / "reference-cache" / f"photo-statistics-{refs.signature.rsplit(':', 1)[-1]}.json"
+    cache = RESULTS / "reference-cache" / f"photo-statistics-v2-{refs.signature.rsplit(':', 1)[-1]}.json"
     if cache.is_file():
         return {k: tuple(v) for k, v in json.loads(cache.read_text()).items()}
     stats = []
@@ -191,6 +191,7 @@ def main() -> int:
             row, images = run_row(model, judges, feature_model, classes, zoo.maco_settings(model.entry, base, variant), spectrum,
                                   args.batch_size, (ref.features, ref_labels))
         rows.append({"variant": label, **row})
+        save_renders(tag, len(rows) - 1, images)
         print(json.dumps({k: v for k, v in rows[-1].items() if not isinstance(v, (list, dict))}), flush=True)
         sheets.append((label, images))
         write_results(tag, classes, args.model, photos, rows)
@@ -203,6 +204,12 @@ def main() -> int:
     (RESULTS / f"{tag}.md").write_text(md + f"\nContact sheet (rows in table order): benchmarks/results/{tag}.png\n")
     print(md)
     return 0
+
+
+def save_renders(tag: str, row: int, images: list[np.ndarray]) -> None:
+    """The row's renders side by side, lossless, under results/ (never committed): figures can be recomputed from them."""
+    (RESULTS / tag).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(images, axis=1)).save(RESULTS / tag / f"row{row:02d}.png")
 
 
 def write_results(tag: str, classes: list[int], model: str, photos: dict, rows: list[dict]) -> None:
