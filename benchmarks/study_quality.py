@@ -155,12 +155,18 @@ def main() -> int:
     p.add_argument("--only", default=None, help="comma-separated row numbers (0-based) to run")
     p.add_argument("--variant", action="append", default=[], metavar="LABEL=JSON",
                    help="a row of your own: settings and `spectrum` as JSON (repeatable; replaces the study's rows)")
-    p.add_argument("--sheet", type=Path, default=None, help="also write the contact sheet here (e.g. docs/quality/x.jpg)")
+    p.add_argument("--sheet", type=Path, default=None,
+                   help="also write the contact sheet here (e.g. docs/quality/x.jpg), without rows whose spectrum comes from the samples")
+    p.add_argument("--thumb", type=int, default=96, help="side of the --sheet's thumbnails")
+    p.add_argument("--sheet-from", default=None, metavar="TAG",
+                   help="only write --sheet from the renders a previous run kept (results/TAG/), rows --only")
     p.add_argument("--tag", default=None, help="results name (default: study_<study>)")
     args = p.parse_args()
     if not args.references.is_dir():
         raise SystemExit(f"{args.references}: reference images are needed (an ImageNet-layout folder)")
     torch.manual_seed(0)
+    if args.sheet_from:
+        return sheet_from(args.sheet_from, args.sheet, args.only, args.thumb)
 
     classes = parse_class_list(args.classes or (CLEAN_CLASSES if args.study == "clean" else CLASSES))
     base = json.loads(args.settings) if args.settings else dict(STUDY_SETTINGS)
@@ -194,15 +200,34 @@ def main() -> int:
         save_renders(tag, len(rows) - 1, images)
         print(json.dumps({k: v for k, v in rows[-1].items() if not isinstance(v, (list, dict))}), flush=True)
         sheets.append((label, images))
+        if args.sheet and not row["spectrum"].startswith("images"):  # a committed sheet holds nothing from the samples
+            contact_sheet([sh for sh, r in zip(sheets, rows) if not r["spectrum"].startswith("images")], args.sheet, args.thumb)
         write_results(tag, classes, args.model, photos, rows)
 
     contact_sheet(sheets, RESULTS / f"{tag}.png")
-    if args.sheet:
-        contact_sheet(sheets, args.sheet)
     md = table(rows, photos, others, f"{args.model}, {len(classes)} classes, {base}, device {device}; "
                f"plausibility in {others[0]}'s space against {len(ref_labels)} photos")
     (RESULTS / f"{tag}.md").write_text(md + f"\nContact sheet (rows in table order): benchmarks/results/{tag}.png\n")
     print(md)
+    return 0
+
+
+def sheet_from(tag: str, path: Path | None, only: str | None, thumb: int) -> int:
+    """A contact sheet from a run's kept renders: the rows `only` (all by default), none from the samples' spectrum."""
+    if path is None:
+        raise SystemExit("--sheet-from needs --sheet PATH")
+    rows = json.loads((RESULTS / f"{tag}.json").read_text())["rows"]
+    picked = [int(i) for i in only.split(",")] if only else range(len(rows))
+    sheet = []
+    for i in picked:
+        if rows[i]["spectrum"].startswith("images"):
+            print(f"row {i} ({rows[i]['variant']}): left out, its spectrum comes from the samples", file=sys.stderr)
+            continue
+        strip = np.asarray(Image.open(RESULTS / tag / f"row{i:02d}.png").convert("RGB"))
+        side = strip.shape[0]
+        sheet.append((rows[i]["variant"], [strip[:, k : k + side] for k in range(0, strip.shape[1], side)]))
+    contact_sheet(sheet, path, thumb)
+    print(f"{path}: {len(sheet)} rows, {path.stat().st_size // 1024} KB")
     return 0
 
 
