@@ -158,15 +158,15 @@ def main() -> int:
     p.add_argument("--sheet", type=Path, default=None,
                    help="also write the contact sheet here (e.g. docs/quality/x.jpg), without rows whose spectrum comes from the samples")
     p.add_argument("--thumb", type=int, default=96, help="side of the --sheet's thumbnails")
-    p.add_argument("--sheet-from", default=None, metavar="TAG",
-                   help="only write --sheet from the renders a previous run kept (results/TAG/), rows --only")
+    p.add_argument("--sheet-from", action="append", default=[], metavar="TAG[:ROWS]",
+                   help="only write --sheet from the renders previous runs kept (results/TAG/), rows ROWS (e.g. 0,2; all by default)")
     p.add_argument("--tag", default=None, help="results name (default: study_<study>)")
     args = p.parse_args()
     if not args.references.is_dir():
         raise SystemExit(f"{args.references}: reference images are needed (an ImageNet-layout folder)")
     torch.manual_seed(0)
     if args.sheet_from:
-        return sheet_from(args.sheet_from, args.sheet, args.only, args.thumb)
+        return sheet_from(args.sheet_from, args.sheet, args.thumb)
 
     classes = parse_class_list(args.classes or (CLEAN_CLASSES if args.study == "clean" else CLASSES))
     base = json.loads(args.settings) if args.settings else dict(STUDY_SETTINGS)
@@ -212,20 +212,21 @@ def main() -> int:
     return 0
 
 
-def sheet_from(tag: str, path: Path | None, only: str | None, thumb: int) -> int:
-    """A contact sheet from a run's kept renders: the rows `only` (all by default), none from the samples' spectrum."""
+def sheet_from(sources: list[str], path: Path | None, thumb: int) -> int:
+    """A contact sheet from runs' kept renders (`TAG` or `TAG:0,2`), in order; never a row drawn with the samples' spectrum."""
     if path is None:
         raise SystemExit("--sheet-from needs --sheet PATH")
-    rows = json.loads((RESULTS / f"{tag}.json").read_text())["rows"]
-    picked = [int(i) for i in only.split(",")] if only else range(len(rows))
     sheet = []
-    for i in picked:
-        if rows[i]["spectrum"].startswith("images"):
-            print(f"row {i} ({rows[i]['variant']}): left out, its spectrum comes from the samples", file=sys.stderr)
-            continue
-        strip = np.asarray(Image.open(RESULTS / tag / f"row{i:02d}.png").convert("RGB"))
-        side = strip.shape[0]
-        sheet.append((rows[i]["variant"], [strip[:, k : k + side] for k in range(0, strip.shape[1], side)]))
+    for source in sources:
+        tag, _, only = source.partition(":")
+        rows = json.loads((RESULTS / f"{tag}.json").read_text())["rows"]
+        for i in [int(k) for k in only.split(",")] if only else range(len(rows)):
+            if rows[i]["spectrum"].startswith("images"):
+                print(f"{tag} row {i} ({rows[i]['variant']}): left out, its spectrum comes from the samples", file=sys.stderr)
+                continue
+            strip = np.asarray(Image.open(RESULTS / tag / f"row{i:02d}.png").convert("RGB"))
+            side = strip.shape[0]
+            sheet.append((rows[i]["variant"], [strip[:, k : k + side] for k in range(0, strip.shape[1], side)]))
     contact_sheet(sheet, path, thumb)
     print(f"{path}: {len(sheet)} rows, {path.stat().st_size // 1024} KB")
     return 0
