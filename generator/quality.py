@@ -17,6 +17,10 @@ loaded is skipped with a warning (and exit code 1), the others go on.
 
 Reference images are the configured ImageNet-layout folder, else the demo photos labelled by the
 class the judge predicts for them.
+
+What a person sees (issue 22), for the quality study (benchmarks/study_quality.py; not stored):
+`color_statistics` (mean blue minus red, mean saturation) and `blockiness` (long axis-aligned
+edges) of a finished render, and `plausibility_ranks` (the class's rank by its nearest photo).
 """
 
 from __future__ import annotations
