@@ -34,7 +34,7 @@ class MacoSettings(_Strict):
     # inf or NaN in any of these can only give a NaN image: refused here, not found after a render.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    steps: int = Field(256, ge=1, description="optimisation steps")
+    steps: int = Field(128, ge=1, description="optimisation steps")
     image_size: int = Field(512, ge=32, description="side of the rendered image, in pixels")
     crops: int = Field(8, ge=1, description="random crops per step and objective")
     crop_scale: tuple[float, float] = Field(
@@ -46,6 +46,11 @@ class MacoSettings(_Strict):
     seed: int = Field(0, description="base seed; each objective derives its own from it")
     cossim_power: float = Field(2.0, ge=0, description="p in dot x cos^p (direction objectives)")
     image_percentile: float = Field(1.0, ge=0, lt=50, description="percentile clipped at each end of the image")
+    # ImageNet's mean colour (0.485, 0.456, 0.406) at half strength in logit units: the finishing stretch widens the colour
+    # spread, and the full mean overshoots the photos' warmth (benchmarks/README.md, issue 22).
+    mean_color: tuple[float, float, float] | None = Field(
+        (0.49, 0.48, 0.45), description="mean RGB in (0, 1) the image is drawn around (null: grey, as before issue 22)"
+    )
     alpha_percentile: float = Field(90.0, gt=0, le=100, description="percentile at which the alpha map is capped")
     input_size: int | None = Field(None, ge=32, description="side of the crops fed to the model (default: model input)")
 
@@ -54,6 +59,13 @@ class MacoSettings(_Strict):
     def _ordered_scale(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not (0 < v[0] <= v[1] <= 1.5):
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1.5, got {list(v)}")
+        return v
+
+    @field_validator("mean_color")
+    @classmethod
+    def _open_unit(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if v is not None and not all(0 < c < 1 for c in v):
+            raise ValueError(f"mean_color must lie strictly between 0 and 1, got {list(v)}")
         return v
 
 

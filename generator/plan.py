@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     from .spectrum import Spectrum
 
 PARTS = ("maco", "craft", "dictionary")
-# Bump when a change of code changes results (craft 3: exact Sobol totals for pool + linear heads).
-METHOD_VERSION = {"maco": 2, "craft": 3, "dictionary": 1, "atom": 1}
+# Bump when a change of code changes results (maco 3: issue 22's colour offset and windowed spectrum; craft 3: exact Sobol
+# totals for pool + linear heads; atom: an atom MACO, whose hash also holds the MACO and dictionary hashes).
+METHOD_VERSION = {"maco": 3, "craft": 3, "dictionary": 1, "atom": 1}
 
 
 def parse_shard(text: str) -> tuple[int, int]:

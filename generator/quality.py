@@ -17,6 +17,10 @@ loaded is skipped with a warning (and exit code 1), the others go on.
 
 Reference images are the configured ImageNet-layout folder, else the demo photos labelled by the
 class the judge predicts for them.
+
+What a person sees (issue 22), for the quality study (benchmarks/study_quality.py; not stored):
+`color_statistics` (mean blue minus red, mean saturation) and `blockiness` (long axis-aligned
+edges) of a finished render, and `plausibility_ranks` (the class's rank by its nearest photo).
 """
 
 from __future__ import annotations
@@ -168,6 +172,61 @@ def plausibility(viz_features: torch.Tensor, viz_classes: Sequence[int], ref_fea
         out.append({"same_class": float(same.mean()), "other_classes": float(other.mean()),
                     "margin": float(same.mean() - other.mean())})
     return out
+
+
+def plausibility_ranks(viz_features: torch.Tensor, viz_classes: Sequence[int], ref_features: torch.Tensor,
+                       ref_labels: Sequence[int]) -> list[int | None]:
+    """Rank (1 = top) of each visualization's class among the reference classes, ordered by their nearest reference
+    image (cosine): 1 when the photo nearest to the render is of its class. None where the class has no reference."""
+    labels = torch.tensor(list(ref_labels))
+    classes = labels.unique()
+    sims = viz_features @ ref_features.T  # (V, R)
+    nearest = torch.full((len(viz_classes), len(classes)), -2.0).scatter_reduce(
+        1, torch.searchsorted(classes, labels).expand(len(viz_classes), -1), sims, reduce="amax")  # (V, classes)
+    out: list[int | None] = []
+    for i, c in enumerate(viz_classes):
+        hit = (classes == c).nonzero()
+        out.append(None if len(hit) == 0 else int(1 + (nearest[i] > nearest[i, hit[0, 0]]).sum()))
+    return out
+
+
+# ----------------------------------------------------------------------------- image statistics (issue 22)
+
+
+def color_statistics(image: np.ndarray) -> tuple[float, float]:
+    """(mean blue minus red, mean HSV saturation) of an (H, W, 3) uint8 image, both in 0-255 units.
+
+    Photos are warm (ImageNet: blue minus red about -19) and coloured; a grey haze shows as values near 0 and a low
+    saturation."""
+    rgb = np.asarray(image, dtype=np.float64)
+    saturation = np.asarray(Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("HSV"), dtype=np.float64)[..., 1]
+    return float((rgb[..., 2] - rgb[..., 0]).mean()), float(saturation.mean())
+
+
+BLOCKINESS_SIDE = 256  # images are compared at one side, so the figure does not depend on the render's size
+
+
+def blockiness(image: np.ndarray) -> float:
+    """Excess of long axis-aligned edges: log10 of the mean power on the horizontal and vertical frequency axes over
+    that of the 1-3 cycles beside them, at 32-128 cycles per image, in the Hann-windowed luminance at 256 px (the
+    window keeps the image's own borders off the axes).
+
+    A straight edge across the image puts its energy exactly on an axis; the rectangular blocks and window-frame
+    streaks of issue 22 are made of such edges, where photos, even of buildings, have few long ones at fine scales.
+    ImageNet photos: median about 0, interquartile range about -0.04 to 0.07; renders before issue 22: 0.26 to 0.33.
+    (Tried and rejected: the share of gradient energy on axis-aligned edges; the same ratio over 1-cycle-wide axes
+    or at 8-96 cycles, where photos of man-made things overlap the renders: benchmarks/README.md, issue 22.)"""
+    side = BLOCKINESS_SIDE
+    grey = np.asarray(Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("L").resize((side, side), Image.Resampling.BICUBIC),
+                      dtype=np.float64)
+    window = np.hanning(side)
+    power = np.abs(np.fft.fft2((grey - grey.mean()) * np.outer(window, window))) ** 2
+    f = np.abs(np.fft.fftfreq(side) * side)
+    fy, fx = f[:, None], f[None, :]
+    ring = (np.maximum(fx, fy) >= 32) & (np.maximum(fx, fy) <= 128)
+    on_axis = ring & ((fx == 0) | (fy == 0))
+    beside = ring & (((fx >= 1) & (fx <= 3)) | ((fy >= 1) & (fy <= 3)))
+    return float(np.log10(power[on_axis].mean() / max(power[beside].mean(), 1e-12)))
 
 
 def packaged_zoo() -> Zoo:

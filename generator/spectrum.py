@@ -73,12 +73,28 @@ def decorrelate(rgb: torch.Tensor) -> torch.Tensor:
     return torch.einsum("...chw,cd->...dhw", rgb, inverse)
 
 
-def spectrum_from_images(images: Iterable[Image.Image], size: int = REFERENCE_SIZE, label: str = "images") -> Spectrum:
-    """Mean |rfft2| per decorrelated channel over the images; the id hashes the result."""
+# The spectrum's format: 2 since the images are windowed. Cache keys carry it, so a spectrum cached before is not reused.
+SPECTRUM_VERSION = 2
+
+
+def _window(size: int) -> torch.Tensor:
+    """A 2-D Hann window with unit mean power. A photo is not periodic: its FFT sees a step at every border, which puts a
+    bright cross (energy on the fx = 0 and fy = 0 axes at every frequency) in the magnitude; a MACO render drawn with that
+    magnitude shows it as axis-aligned blocks and streaks (issue 22). The window removes the step."""
+    w = torch.hann_window(size, periodic=False, dtype=torch.float64)
+    w2 = w[:, None] * w[None, :]
+    return (w2 / w2.pow(2).mean().sqrt()).float()
+
+
+def spectrum_from_images(images: Iterable[Image.Image], size: int = REFERENCE_SIZE, label: str = "images",
+                         window: bool = True) -> Spectrum:
+    """Mean |rfft2| per decorrelated channel over the images, Hann-windowed (no border cross; `window=False`: as before
+    SPECTRUM_VERSION 2, for comparisons); the id hashes the result."""
     total, count = None, 0
+    weights = _window(size) if window else torch.ones(size, size)
     for image in images:
         x = decorrelate(_square(image, size))
-        magnitude = torch.fft.rfft2(x - x.mean(dim=(-2, -1), keepdim=True)).abs()
+        magnitude = torch.fft.rfft2((x - x.mean(dim=(-2, -1), keepdim=True)) * weights).abs()
         total = magnitude if total is None else total + magnitude
         count += 1
     if total is None:
@@ -155,13 +171,13 @@ def resolve_spectrum(choice: str, cache_dir: Path, images_dir: Path | None = Non
     if choice == "powerlaw":
         return powerlaw_spectrum()
     if choice == "photos":
-        key, compute = "photos", lambda: spectrum_from_images((p.image for p in _demo()), label="photos")
+        key, compute = f"photos-v{SPECTRUM_VERSION}", lambda: spectrum_from_images((p.image for p in _demo()), label="photos")
     elif choice == "images":
         if images_dir is None:
             raise ConfigError("spectrum 'images' needs an images folder (`images:` in models.yaml or --images)")
         files = _folder_images(images_dir)
         listing = "\n".join(f"{p.relative_to(images_dir)}:{p.stat().st_size}" for p in files)
-        key = "images-" + hashlib.sha256(f"{images_dir.resolve()}\n{listing}".encode()).hexdigest()[:12]
+        key = f"images-v{SPECTRUM_VERSION}-" + hashlib.sha256(f"{images_dir.resolve()}\n{listing}".encode()).hexdigest()[:12]
         compute = lambda: spectrum_from_folder(images_dir)  # noqa: E731
     else:
         path = Path(choice)

@@ -331,3 +331,43 @@ np.savez(OUT, *[r.rgba for r in renders], objectives=np.array([r.objective for r
     with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
         assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
         assert a["arr_0"].shape == (32, 32, 4) and np.isfinite(a["objectives"]).all()
+
+
+def test_the_windowed_spectrum_has_no_border_cross():
+    """A non-periodic image (a ramp) puts a step at its borders, hence energy on the frequency axes; the Hann window
+    (the default) keeps it off them, so renders drawn with the spectrum get no axis-aligned blocks (issue 22)."""
+    from PIL import Image
+
+    ramp = np.linspace(0, 255, 64)[None, :, None] * np.ones((64, 1, 3)) * np.linspace(0.2, 1, 64)[:, None, None]
+    images = [Image.fromarray(ramp.astype(np.uint8))]
+    plain, windowed = (spectrum_from_images(images, size=64, window=w).magnitude[0] for w in (False, True))
+
+    def axis_excess(m: torch.Tensor) -> float:  # power on the fy = 0 row vs the rows 3-6 beside it, at 8-24 cycles
+        return float(m[0, 8:24].pow(2).mean() / m[3:7, 8:24].pow(2).mean())
+
+    assert axis_excess(plain) > 20 * axis_excess(windowed)
+    assert axis_excess(windowed) < 10
+
+
+def test_the_photos_spectrum_cache_key_carries_the_spectrum_version(tmp_path):
+    """A photos spectrum cached before the window (`photos.npy`) is not reused for the windowed one."""
+    from generator.spectrum import SPECTRUM_VERSION
+
+    save_spectrum(powerlaw_spectrum(32), tmp_path / "photos.npy")
+    spectrum = resolve_spectrum("photos", tmp_path)
+    assert spectrum.id.startswith("photos-9-") and (tmp_path / f"photos-v{SPECTRUM_VERSION}.npy").is_file()
+
+
+def test_mean_color_tints_the_image_and_none_leaves_it_as_before():
+    torch.manual_seed(0)
+    phase, mag = torch.randn(4, 3, 64, 33), powerlaw_spectrum(64).magnitude
+    grey = maco.phase_to_image(phase, mag)
+    assert torch.equal(grey, maco.phase_to_image(phase, mag, maco.color_bias_of(None, torch.device("cpu"), torch.float32)))
+    warm = maco.phase_to_image(phase, mag, maco.color_bias_of((0.6, 0.5, 0.3), torch.device("cpu"), torch.float32))
+    blue_minus_red = lambda x: float((x[:, 2] - x[:, 0]).mean())  # noqa: E731
+    assert abs(blue_minus_red(grey)) < 0.02 and blue_minus_red(warm) < -0.15
+
+
+def test_mean_color_is_checked():
+    with pytest.raises(ValueError, match="mean_color must lie strictly between 0 and 1"):
+        MacoSettings(mean_color=(0.5, 1.0, 0.5))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,3 +167,43 @@ def test_each_judge_sees_renders_at_its_own_input_size_and_normalisation(tmp_pat
         if mean is not None:  # the judge's own normalisation, not the rendering model's
             assert torch.allclose(x, (resized - mean) / std, atol=1e-5)
         assert penultimate(judge, x).shape[0] == 1
+
+
+def test_color_statistics_in_0_255_units():
+    from generator.quality import color_statistics
+
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 200, 150, 100  # warm: blue - red = -100, HSV saturation 255 * 100/200
+    blue_minus_red, saturation = color_statistics(image)
+    assert blue_minus_red == -100 and abs(saturation - 127.5) <= 1
+    assert color_statistics(np.full((8, 8, 3), 90, dtype=np.uint8)) == (0.0, 0.0)
+
+
+def test_blockiness_ranks_axis_aligned_blocks_above_isotropic_texture():
+    """Random large rectangles (long straight edges: the blocky backgrounds of issue 22) score high; the same
+    rectangles rotated by 45 degrees and isotropic 1/f noise score low: the figure measures axis alignment, not contrast."""
+    from PIL import Image, ImageDraw
+
+    from generator.quality import blockiness
+
+    rng = np.random.default_rng(0)
+    blocks = Image.new("RGB", (256, 256), (128, 128, 128))
+    draw = ImageDraw.Draw(blocks)
+    for _ in range(200):
+        x, y = rng.integers(0, 256, 2)
+        w, h = rng.integers(20, 200, 2)
+        draw.rectangle((x, y, x + w, y + h), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    rotated = blocks.resize((512, 512)).rotate(45, resample=Image.Resampling.BICUBIC).crop((128, 128, 384, 384))
+    f = np.sqrt(np.fft.fftfreq(256)[:, None] ** 2 + np.fft.fftfreq(256)[None, :] ** 2).clip(1 / 256)
+    noise = np.real(np.fft.ifft2(np.exp(2j * np.pi * rng.random((256, 256))) / f))
+    noise = ((noise - noise.min()) / np.ptp(noise) * 255).astype(np.uint8)
+    scores = [blockiness(np.asarray(blocks)), blockiness(np.asarray(rotated)), blockiness(np.stack([noise] * 3, -1))]
+    assert scores[0] > 0.3 > 0.1 > max(scores[1], scores[2]), scores
+
+
+def test_plausibility_rank_is_the_rank_of_the_class_by_its_nearest_photo():
+    from generator.quality import plausibility_ranks
+
+    refs = torch.eye(4)  # photos of classes 3, 5, 5, 8 along the four axes
+    viz = torch.nn.functional.normalize(torch.tensor([[0.1, 0.0, 0.9, 0.2], [0.9, 0.3, 0.0, 0.1], [1.0, 0.0, 0.0, 0.0]]), dim=-1)
+    assert plausibility_ranks(viz, [5, 8, 4], refs, [3, 5, 5, 8]) == [1, 3, None]

@@ -628,7 +628,7 @@ def test_adding_a_model_reference_is_generated_from_the_schema(built):
 def test_field_reference_covers_every_schema_section():
     ref = {s["title"]: {r["key"]: r for r in s["rows"]} for s in site.field_reference()}
     assert ref["Each entry of `models`"]["name"]["default"] == "required"
-    assert ref["`defaults.maco`, a model's `maco`"]["steps"]["default"] == "256"
+    assert ref["`defaults.maco`, a model's `maco`"]["steps"]["default"] == "128"
     assert ref["`defaults.maco`, a model's `maco`"]["input_size"]["type"] == "integer or null"
     assert ref["Each entry of `models`"]["interpolation"]["type"] == "one of bilinear, bicubic, nearest or null"
     assert ref["Each entry of `models`"]["mean"]["type"] == "3 × number or null"

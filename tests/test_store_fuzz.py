@@ -19,6 +19,7 @@ import pytest
 from benchmarks.synthetic_store import write_synthetic_store
 from generator.api import open_store
 from generator.cli import main
+from generator.config import MacoSettings
 from generator.records import Unit
 from generator.store import HOST, MAX_FLOAT, Store, UnsafePath, checked_rel, read_record
 
@@ -57,7 +58,8 @@ def fuzz_store(root: Path, outside: Path) -> dict[int, str]:
     unusable[2] = "wrong JSON types"
     _edit(d[3] / "meta.json", lambda m: m["maco"].update(self_prob=1e308))
     unusable[3] = "a huge finite number"
-    d[4].joinpath("meta.json").write_text(d[4].joinpath("meta.json").read_text().replace('"steps": 256', '"steps": 1e999'))
+    meta4 = d[4].joinpath("meta.json")
+    meta4.write_text(meta4.read_text().replace(f'"steps": {MacoSettings().steps}', '"steps": 1e999'))
     unusable[4] = "an infinite number"
     _edit(d[5] / "meta.json", lambda m: m.update(schema=[2]))
     unusable[5] = "a schema of the wrong type"

@@ -35,7 +35,7 @@ from .loop import (
     step_mode,
 )
 from .objectives import Objective, atom_objective, class_objective, direction_objective, dot_cossim, objective_scores, objective_seed
-from .parameterization import initial_phase, phase_to_image, standardize
+from .parameterization import color_bias_of, initial_phase, phase_to_image, standardize
 from .rng import (
     GOLDEN,
     NOISE_VARIANCE,
@@ -59,6 +59,7 @@ __all__ = [
     "_signed",
     "atom_objective",
     "class_objective",
+    "color_bias_of",
     "classify",
     "COLOR_CORRELATION",
     "counters",

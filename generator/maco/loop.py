@@ -16,7 +16,7 @@ from ..models import LoadedModel
 from ..spectrum import Spectrum
 from .finish import finish_alpha, finish_image
 from .objectives import Objective, _Targets, _targets, class_objective, objective_scores, objective_seed
-from .parameterization import initial_phase, phase_to_image
+from .parameterization import color_bias_of, initial_phase, phase_to_image
 from .rng import STREAM_BOXES, STREAM_NOISE, STREAM_PHASE, counters, seed_tensor, stream_keys
 from .transforms import _StepConfig, crop_noise, random_crops, sample_boxes
 
@@ -62,6 +62,7 @@ class _Static:
     box_increments: torch.Tensor  # (3 * crops,) int64
     noise_increments: torch.Tensor  # (ceil(crops * 3 * S * S / 2),) int64
     magnitude: torch.Tensor
+    color_bias: torch.Tensor | None  # (3, 1, 1) or None (grey)
     targets: _Targets
 
 
@@ -121,7 +122,7 @@ def render(
 
     def one_step(autocast_cache: bool = True) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        image = to_image(phase, static.magnitude)
+        image = to_image(phase, static.magnitude, static.color_bias)
         image.retain_grad()
         scores = step_scores(model, image, step, static, cfg, autocast_cache)
         (-scores.sum()).backward()
@@ -142,7 +143,7 @@ def render(
                 progress(1)
 
     with torch.no_grad():
-        final = phase_to_image(phase, static.magnitude)
+        final = phase_to_image(phase, static.magnitude, static.color_bias)
     return _finished(objectives, settings, scores, final, alpha)
 
 
@@ -157,6 +158,7 @@ def _setup(model: LoadedModel, objectives: Sequence[Objective], settings: MacoSe
         box_increments=counters(3 * cfg.crops, device),
         noise_increments=counters((cfg.crops * 3 * cfg.input_size**2 + 1) // 2, device),
         magnitude=spectrum.resized(cfg.image_size).to(device, dtype),
+        color_bias=color_bias_of(settings.mean_color, device, dtype),
         targets=_targets(objectives, model.num_concept_channels, device, dtype),
     )
     return cfg, static
