@@ -40,6 +40,7 @@ MEANINGS: dict[tuple[str, str], str] = {
     ("model", "interpolation"): "resampling of the input resize (default: timm pretrained cfg)",
     ("model", "crop_pct"): "centre-crop fraction of the evaluation transform (default: timm pretrained cfg)",
     ("craft", "seed"): "base seed of the factorisation and the Sobol designs",
+    ("dictionary", "seed"): "seed of the token sample, the initialisation, the batch order and the atlas's map",
     ("preset", "models"): "models the preset renders (default: every model)",
     ("preset", "images"): "ImageNet-layout folder for CRAFT in this preset (default: the top-level `images`)",
     ("preset", "maco"): "MACO overrides applied on top of `defaults.maco` and each model's `maco`",

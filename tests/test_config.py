@@ -93,7 +93,8 @@ def test_a_preset_sets_the_dictionary_and_the_parts_it_renders(tmp_path):
     assert zoo.preset("p").what == "maco,dictionary"
     settings = zoo.dictionary_settings(zoo.model("m"), zoo.preset("p").dictionary)
     assert settings.atoms == 32 and settings.augment and settings.k == 8
-    plain = resolve(Request(config=zoo.path, out=tmp_path / "s", models=["m"], classes=[1], parts=frozenset({"dictionary"}), spectrum="powerlaw"))
+    plain = resolve(Request(config=zoo.path, out=tmp_path / "s", models=["m"], classes=[1], parts=frozenset({"dictionary"}),
+                            spectrum="powerlaw"))
     tuned = resolve(Request(config=zoo.path, out=tmp_path / "s", models=["m"], classes=[1], parts=frozenset({"dictionary"}),
                             dictionary_overrides={"visualize": 1}, spectrum="powerlaw"))
     # which atoms get a MACO is not the dictionary's concern: the same dictionary, other atom units
