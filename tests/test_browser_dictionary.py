@@ -59,7 +59,7 @@ def test_visitor_follows_a_shared_concept_through_its_page_another_model_and_the
     assert box.locator("a.lens-shared-link").count() == len(top)
     texts = box.locator("li").all_inner_texts()
     assert [t.split("\n")[0] for t in texts] == [f"Shared concept {t.atom}" for t in top]
-    assert all("of the logit" in t for t in texts) and "Bias " in box.inner_text()
+    assert all("of the logit" in t for t in texts) and "Baseline " in box.inner_text()
     assert not load_all_images(page)
     box.scroll_into_view_if_needed()
     shot(page, "dictionary-class-page")
