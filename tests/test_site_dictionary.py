@@ -265,6 +265,9 @@ def test_missing_atom_macos_are_placeholders_and_no_page_shows_operator_text(zoo
         html = (out / "dictionary" / m / f"{k:04d}.html").read_text()
         assert 'class="lens-missing" data-state="missing"' in html and "Not rendered yet." in html
     assert any("FloatingPointError" in p for p in report.problems)  # the synthetic failed atom MACO: in the report
+    # not rendered (yet, or beyond `dictionary.visualize`) is counted once, not listed as a fault per atom
+    assert report.atoms_without_maco >= len(shown) and not any("not rendered yet" in p for p in report.problems)
+    assert f"{report.atoms_without_maco} shown concepts without a MACO" in str(report)
     exception = re.compile(r"\b[A-Z][A-Za-z]*(Error|Exception)\b|Traceback|not rendered yet|macos\.json|atlas\.|\.heat\.webp")
     for p in (out / "dictionary").rglob("*"):
         if p.suffix in (".html", ".json"):

@@ -57,6 +57,7 @@ def dictionary_views(store: Store, plan: ImagePlan, model_names: list[str], rend
         augmented = bool(d.atlas.augmented or d.record.augmented)
         views[m] = dictionary_view(m, d.atlas, n_photos, n_views, augmented, d.macos, d.regions, images, rendered, names)
         report.problems += [f"{m} dictionary: {p}" for p in views[m].problems]
+        report.atoms_without_maco += views[m].without_maco
         report.placeholders += sum(bool(a.vis.problem) for a in views[m].atoms.values())
     attach_matches(views, read_matches(store, {m: v.atlas.settings_hash for m, v in views.items()}, report.problems))
     return views

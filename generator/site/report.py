@@ -35,6 +35,7 @@ class SiteReport:
     dictionary_written: int = 0  # atom pages, maps and map data written (changed)
     dictionary_unchanged: int = 0  # atom pages kept as they were
     largest_dictionary_map_bytes: int = 0
+    atoms_without_maco: int = 0  # shown shared concepts without a MACO: not rendered yet, or beyond `dictionary.visualize`
     up_to_date: bool = False  # inputs and site as the last build left them: nothing was done
     files_checked: int = 0  # store and site files whose size and mtime were compared with the last build's
     seconds: dict[str, float] = field(default_factory=dict)
@@ -60,7 +61,8 @@ class SiteReport:
             f" largest map {self.largest_map_bytes / kb:.1f} KB; relations recomputed for"
             f" {', '.join(self.relations_recomputed) or 'no model (cached)'}",
             *([f"  dictionary: {', '.join(self.dictionaries)}; {self.dictionary_written} files written, "
-               f"{self.dictionary_unchanged} pages unchanged; largest map {self.largest_dictionary_map_bytes / kb:.1f} KB"]
+               f"{self.dictionary_unchanged} pages unchanged; largest map {self.largest_dictionary_map_bytes / kb:.1f} KB; "
+               f"{self.atoms_without_maco} shown concepts without a MACO (not rendered yet, or beyond `dictionary.visualize`)"]
               if self.dictionaries else []),
             "  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.seconds.items()),
         ]

@@ -122,6 +122,7 @@ class DictionaryView:
     atlas: AtlasRecord
     atoms: dict[int, AtomView] = field(default_factory=dict)  # shown atoms only
     problems: list[str] = field(default_factory=list)
+    without_maco: int = 0  # shown atoms with no MACO rendered (not yet, or not among `dictionary.visualize`)
 
 
 def atom_maco_view(macos: AtomMacos | None, atom: int, images: ClassImages) -> ImageView:
@@ -141,7 +142,7 @@ def _atom_view(model: str, atom: AtlasAtom, macos: AtomMacos | None, regions: tu
                images: ClassImages, shown: set[int], rendered: set[int], names: Any) -> AtomView:
     view = AtomView(model, atom.index, atom_page(model, atom.index), atom_maco_view(macos, atom.index, images),
                     frequency=f"{100 * atom.frequency:.2f} %", energy=f"{100 * atom.energy:.2f} %")
-    if view.vis.problem:
+    if view.vis.problem and view.vis.state != MISSING:  # not rendered (yet, or beyond `visualize`): counted, not a fault
         view.problems.append(view.vis.problem)
     if regions is not None:
         try:
@@ -191,6 +192,7 @@ def dictionary_view(model: str, atlas: AtlasRecord, n_photos: Any, n_views: Any,
                 av = _atom_view(model, a, macos, regions.get(a.index), images, shown, rendered, names)
                 view.atoms[a.index] = av
                 view.problems += av.problems
+                view.without_maco += av.vis.state == MISSING
     finally:
         images.done()
     return view
