@@ -327,7 +327,7 @@
     box.appendChild(el("h3", null, "Shared concepts"));
     var intro = el("p", "lens-sub", "The top concepts of this model's shared concept dictionary (learned once from " +
       s.learned + ", and used by every class), by their share of " +
-      "this class's logit over " + s.n + (s.n === 1 ? " photo" : " photos") + " of it. Baseline (the average activation through the head, with its bias) " + s.bias +
+      "this class's logit, averaged over " + s.n + (s.n === 1 ? " photo view" : " photo views") + ". Baseline (the average activation through the head, with its bias) " + s.bias +
       ", reconstruction residual " + s.residual + ": the concepts' shares are what this class's photos add to or take from the baseline. ");
     var map = el("a", null, "Dictionary map");
     map.href = root + s.map + "#c=" + index;
