@@ -32,6 +32,7 @@ from benchmarks.bench_dictionary import RESULTS, SAMPLES, held_out, held_tokens,
 from generator import matching  # noqa: E402
 from generator.classes import imagenet_class  # noqa: E402
 from generator.config import load_zoo  # noqa: E402
+from generator.dictionary_atlas import code_arrays  # noqa: E402
 from generator.models import load_model  # noqa: E402
 from generator.sae import TopKSAE, encode_batched  # noqa: E402
 from generator.tokens import token_grid  # noqa: E402
@@ -42,7 +43,7 @@ def top_codes(sae: TopKSAE, views: torch.Tensor) -> tuple[np.ndarray, np.ndarray
     z = encode_batched(sae, views.reshape(-1, views.shape[-1]))
     values, indices = z.topk(sae.k, dim=-1)
     shape = (*views.shape[:2], sae.k)
-    return indices.reshape(shape).numpy().astype(np.int16), values.reshape(shape).numpy().astype(np.float16)
+    return code_arrays(indices.reshape(shape), values.reshape(shape))
 
 
 def codes_of(spec: str, zoo, held_photos, sources: list[str]) -> tuple[dict, int, str]:

@@ -151,6 +151,11 @@ class _Peaks:
         return [(float(v), int(i), int(t)) for v, i, t in zip(self.values[atom], self.views[atom], self.tokens[atom]) if v > 0]
 
 
+def code_arrays(top_i: torch.Tensor, top_v: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Each token's top-k atoms and codes in the layout `codes.<h>.npz` stores them: int16 / float16."""
+    return top_i.to(torch.int16).numpy(), top_v.to(torch.float16).numpy()
+
+
 @torch.no_grad()
 def _encode(sae: TopKSAE, tokens: torch.Tensor) -> torch.Tensor:
     """Codes (n, T, atoms) of tokens (n, T, C)."""
@@ -183,8 +188,9 @@ def compute_atlas(model: LoadedModel, sae: TopKSAE, views: Sequence[SourceImage]
         pairs.add(top_i.reshape(-1, k), top_v.reshape(-1, k) > 0)
         peaks.add(z if grid is None else z[:, grid.prefix:], part.indices)
         if grid is not None:
-            indices.append(top_i[:, grid.prefix:].to(torch.int16).numpy())
-            values.append(top_v[:, grid.prefix:].to(torch.float16).numpy())
+            i, v = code_arrays(top_i[:, grid.prefix:], top_v[:, grid.prefix:])
+            indices.append(i)
+            values.append(v)
         for row, view in zip(tokens, part.indices):
             for c in classes[view]:
                 _accumulate(sums, c, head_terms(model, sae, row, c))
