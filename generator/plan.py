@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .classes import imagenet_class
 from .config import CraftSettings, DictionarySettings, MacoSettings, ModelEntry, Zoo, load_zoo, settings_hash
 from .errors import PlanError
-from .records import Meta, PartRecord, Unit, part_state
+from .records import DictionaryRecord, Meta, PartRecord, Unit, part_state
 from .store import Store, atlas_record, atom_macos, dictionary_record
 
 if TYPE_CHECKING:
@@ -248,7 +248,11 @@ def unit_state(store: Store, plan: ModelPlan, meta: Meta | None, unit: Unit) -> 
 
 def dictionary_state(store: Store, plan: ModelPlan) -> str:
     """One of STATES for the model's dictionary, judged as `unit_state` judges a class's units."""
-    record = dictionary_record(store, plan.name)
+    return judge_dictionary(store, plan, dictionary_record(store, plan.name))
+
+
+def judge_dictionary(store: Store, plan: ModelPlan, record: DictionaryRecord | None) -> str:
+    """`dictionary_state` of a `<model>/dictionary.json` already read (None: absent or unreadable)."""
     if record is None:
         return "pending"
     if record.settings_hash != plan.dictionary_hash():

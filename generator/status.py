@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .plan import STATES, ModelPlan, Resolved, atom_units, class_units, describe_settings, dictionary_state, settings_diff
+from .plan import STATES, ModelPlan, Resolved, atom_units, class_units, describe_settings, judge_dictionary, settings_diff
 from .store import Store, atom_macos, dictionary_record
 
 KINDS = ("maco", "craft", "concept", "dictionary", "atom")
@@ -126,12 +126,13 @@ def dictionary_states(store: Store, plan: ModelPlan, report: StatusReport) -> No
     """Adds the model's dictionary (one unit, `<model>/dictionary`) to the report, when selected."""
     if not plan.has_dictionary:
         return
-    state = dictionary_state(store, plan)
+    record = dictionary_record(store, plan.name)  # read once: the state, the failure and the stale settings
+    state = judge_dictionary(store, plan, record)
     report.counts.setdefault(plan.name, {k: Counter() for k in KINDS})["dictionary"][state] += 1
     if state == "failed":
-        report.failures.append((f"{plan.name}/dictionary", str(dictionary_record(store, plan.name).error)))  # type: ignore[union-attr]
+        report.failures.append((f"{plan.name}/dictionary", str(record.error)))  # type: ignore[union-attr]
     elif state == "stale":
-        diff = settings_diff(dictionary_record(store, plan.name).settings, plan.dictionary)  # type: ignore[union-attr]
+        diff = settings_diff(record.settings, plan.dictionary)  # type: ignore[union-attr]
         report.other_settings[f"dictionary {describe_settings(diff)}".strip()] += 1
     atoms = atom_units(store, plan)  # the atoms' visualizations, once the dictionary is done
     macos = atom_macos(store, plan.name) if atoms else None
