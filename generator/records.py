@@ -533,6 +533,9 @@ class AtomMacos(_Record):
 
     settings_hash: str
     atoms: dict[str, AtomMaco] = Field(default_factory=dict)
+    # `dictionary.visualize` when last written: atoms beyond each class's top `visualize` get no MACO
+    # (None: every shown atom does; files written before it was recorded read so too).
+    visualize: int | None = None
 
 
 class AtomMatch(_Record):

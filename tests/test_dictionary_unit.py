@@ -146,6 +146,19 @@ def test_atom_visualizations_follow_the_dictionary_and_count_in_status(config, t
     assert not [p for p in out.rglob(".claim.*")]
 
 
+def test_dictionary_visualize_limits_the_atom_visualizations_and_is_recorded(tmp_path, tiny_images):
+    """`visualize: 1`: only the atoms first in some class get a MACO, and macos.json records the limit
+    (the site then says "not visualized" for the other shown atoms, not "not rendered yet")."""
+    config = write_dictionary_zoo(tmp_path / "zoo", tiny_images, SMALL.replace("}", ", visualize: 1}"))
+    out = tmp_path / "store"
+    assert render(config, out, "--what", "dictionary") == 0
+    from generator.store import Store, atlas_record
+
+    firsts = {c.top[0].atom for c in atlas_record(Store(out), "tiny").classes.values()}
+    shown, macos = atoms_of(out)
+    assert macos.visualize == 1 and {int(k) for k in macos.atoms} == firsts and len(firsts) < len(shown)
+
+
 def test_a_failing_atom_visualization_is_recorded_and_the_others_finish(config, tmp_path, monkeypatch, capsys):
     from generator import maco
 

@@ -21,7 +21,15 @@ from generator.site.dictionary_pages import MAP_MIN_SHARE
 from generator.site.publish import check_site
 from generator.site.views import FEW_IMAGES
 from generator.site.views.dictionary import learned_from, signed_pct
-from generator.store import Store, atlas_record, atom_macos, dictionary_matches, write_atlas_record, write_dictionary_matches
+from generator.store import (
+    Store,
+    atlas_record,
+    atom_macos,
+    dictionary_matches,
+    update_atom_macos,
+    write_atlas_record,
+    write_dictionary_matches,
+)
 
 from .test_site import urls_of
 
@@ -275,6 +283,34 @@ def test_missing_atom_macos_are_placeholders_and_no_page_shows_operator_text(zoo
             hit = exception.search(text)
             assert not hit, f"{p.relative_to(out)} shows {hit.group(0)!r}"
             assert str(tmp_path) not in text and str(store) not in text
+
+
+def test_atoms_beyond_dictionary_visualize_say_so_not_yet(zoo, tmp_path):
+    """With `dictionary.visualize: 1` recorded in macos.json, a shown atom that is no class's top atom has
+    no MACO because of the setting: its page and the class boxes say so, not "not rendered yet"."""
+    store = small_store(tmp_path / "store", DEFAULT_MODELS[:1])
+    m = DEFAULT_MODELS[0]
+    atlas = atlas_record(Store(store), m)
+    first = {c.top[0].atom for c in atlas.classes.values()}
+    beyond = [k for k in atlas.shown if k not in first]
+    assert beyond, "the synthetic atlas shows atoms beyond the classes' first"
+
+    def limit_to_one(record) -> None:  # noqa: ANN001
+        record.visualize = 1
+        for k in beyond:
+            record.atoms.pop(str(k), None)
+
+    update_atom_macos(Store(store), m, atom_macos(Store(store), m).settings_hash, limit_to_one)
+    out = tmp_path / "site"
+    report = site.build_site(zoo, store, out, progress=False, cache_dir=tmp_path / "cache")
+    for k in beyond:
+        html = (out / "dictionary" / m / f"{k:04d}.html").read_text()
+        assert 'data-state="not-visualized"' in html and "Only each class's top shared concept has a visualization." in html
+    items = [it for i in atlas.classes for it in json.loads((out / "classes" / f"{int(i):04d}.json").read_text())
+             ["models"][m]["shared"]["items"]]
+    assert {it["atom"] for it in items if it.get("limit") == 1} == {it["atom"] for it in items if it["atom"] in beyond} != set()
+    assert all("limit" not in it for it in items if it["atom"] in first)
+    assert report.atoms_without_maco >= len(beyond) and not any("not visualized" in p for p in report.problems)
 
 
 def test_few_photos_make_the_dictionary_say_its_concepts_are_unreliable(zoo, tmp_path):

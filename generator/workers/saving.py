@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -93,7 +93,7 @@ def save_atom_maco(store: Store, plan: ModelPlan, unit: Unit, r: maco.MacoRender
     atomic_write_bytes(model_dir / image, encode_webp(Image.fromarray(r.image)))
     atomic_write_bytes(model_dir / alpha, encode_webp(Image.fromarray(r.alpha)))
     entry = AtomMaco(status="done", image=image, alpha=alpha, seconds=round(seconds, 3))
-    update_atom_macos(store, unit.model, plan.atom_hash(), lambda record: record.atoms.__setitem__(str(unit.concept), entry))
+    _update_atoms(store, plan, lambda record: record.atoms.__setitem__(str(unit.concept), entry))
 
 
 def record_atom_failures(store: Store, plan: ModelPlan, units: list[Unit], error: str) -> None:
@@ -104,7 +104,16 @@ def record_atom_failures(store: Store, plan: ModelPlan, units: list[Unit], error
             if old is None or old.status != "done":
                 record.atoms[str(u.concept)] = AtomMaco(status="failed", error=error)
 
-    update_atom_macos(store, plan.name, plan.atom_hash(), change)
+    _update_atoms(store, plan, change)
+
+
+def _update_atoms(store: Store, plan: ModelPlan, change: Callable[[AtomMacos], None]) -> None:
+    """`macos.json` changed, with the `dictionary.visualize` it was planned under (the site says which atoms it leaves out)."""
+    def with_limit(record: AtomMacos) -> None:
+        record.visualize = plan.dictionary.visualize
+        change(record)
+
+    update_atom_macos(store, plan.name, plan.atom_hash(), with_limit)
 
 
 def save_craft(store: Store, plan: ModelPlan, class_index: int, result: craft_method.CraftResult, m: LoadedModel,

@@ -322,7 +322,7 @@
   /* A class's "Shared concepts" for one model, from its class JSON: the top concepts of the model's
      dictionary with their share of the class logit, each linking to its page. */
   function sharedSection(box, s, root, index) {
-    // s: {map, n, few, learned, bias, residual, items: [{atom, page, thumb, share, negative}]}
+    // s: {map, n, few, learned, bias, residual, items: [{atom, page, thumb, share, negative, limit?}]}
     box.textContent = "";
     box.appendChild(el("h3", null, "Shared concepts"));
     var intro = el("p", "lens-sub", "The top concepts of this model's shared concept dictionary (learned once from " +
@@ -352,7 +352,8 @@
         img.loading = "lazy";
         a.appendChild(img);
       } else {
-        a.appendChild(el("span", "lens-missing", "No visualization yet."));
+        a.appendChild(el("span", "lens-missing", it.limit ? "Not visualized (only each class's top " +
+          (it.limit === 1 ? "shared concept is" : it.limit + " are") + ")." : "No visualization yet."));
       }
       a.appendChild(el("b", null, "Shared concept " + it.atom));
       li.appendChild(a);

@@ -15,7 +15,7 @@ from ...webp import strip_cells
 from ..images import ClassImages
 from ..paths import SourceError
 from .classes import ImageView, image_view
-from .formatting import FAILED, MISSING, few_images, finite, plural, short_name
+from .formatting import FAILED, MISSING, NOT_VISUALIZED, few_images, finite, plural, short_name
 
 
 def atom_page(model: str, atom: int) -> str:
@@ -125,10 +125,15 @@ class DictionaryView:
     without_maco: int = 0  # shown atoms with no MACO rendered (not yet, or not among `dictionary.visualize`)
 
 
-def atom_maco_view(macos: AtomMacos | None, atom: int, images: ClassImages) -> ImageView:
-    """An atom's MACO, as a concept's is shown (256 px view and thumbnail), or a placeholder."""
+def atom_maco_view(macos: AtomMacos | None, atom: int, images: ClassImages, visualized: set[int] | None = None) -> ImageView:
+    """An atom's MACO, as a concept's is shown (256 px view and thumbnail), or a placeholder;
+    `visualized`: the atoms the settings give a MACO (None: all)."""
     what = f"MACO of shared concept {atom}"
     entry = macos.atoms.get(str(atom)) if macos is not None else None
+    if entry is None and visualized is not None and atom not in visualized:
+        limit = macos.visualize  # type: ignore[union-attr]
+        return ImageView(f"{what} not visualized: these settings visualize each class's top {limit} shared concepts "
+                         "(dictionary.visualize)", NOT_VISUALIZED, limit=limit)
     if entry is None:
         return ImageView(f"{what} not rendered yet", MISSING)
     if entry.status != "done" or not entry.image:
@@ -139,10 +144,10 @@ def atom_maco_view(macos: AtomMacos | None, atom: int, images: ClassImages) -> I
 
 
 def _atom_view(model: str, atom: AtlasAtom, macos: AtomMacos | None, regions: tuple[str, str] | None,
-               images: ClassImages, shown: set[int], rendered: set[int], names: Any) -> AtomView:
-    view = AtomView(model, atom.index, atom_page(model, atom.index), atom_maco_view(macos, atom.index, images),
+               images: ClassImages, shown: set[int], rendered: set[int], names: Any, visualized: set[int] | None) -> AtomView:
+    view = AtomView(model, atom.index, atom_page(model, atom.index), atom_maco_view(macos, atom.index, images, visualized),
                     frequency=f"{100 * atom.frequency:.2f} %", energy=f"{100 * atom.energy:.2f} %")
-    if view.vis.problem and view.vis.state != MISSING:  # not rendered (yet, or beyond `visualize`): counted, not a fault
+    if view.vis.problem and view.vis.state not in (MISSING, NOT_VISUALIZED):  # not rendered (yet, or beyond `visualize`): counted
         view.problems.append(view.vis.problem)
     if regions is not None:
         try:
@@ -184,15 +189,17 @@ def dictionary_view(model: str, atlas: AtlasRecord, n_photos: Any, n_views: Any,
     """The views of every shown atom of a model's dictionary; `rendered`: classes with a page in this site.
     `n_photos`: the photos it saw, `n_views` the views made of them (more when `augmented`)."""
     shown = set(atlas.shown)
+    limit = macos.visualize if macos is not None else None
+    visualized = None if limit is None else {t.atom for c in atlas.classes.values() for t in c.top[:limit]}
     view = DictionaryView(model, n_photos, learned_from(n_photos, n_views, augmented), few_images(n_photos), atlas.head_kind,
                           len(atlas.atoms), sum(a.alive for a in atlas.atoms), atlas)
     try:
         for a in atlas.atoms:
             if a.index in shown:
-                av = _atom_view(model, a, macos, regions.get(a.index), images, shown, rendered, names)
+                av = _atom_view(model, a, macos, regions.get(a.index), images, shown, rendered, names, visualized)
                 view.atoms[a.index] = av
                 view.problems += av.problems
-                view.without_maco += av.vis.state == MISSING
+                view.without_maco += av.vis.state in (MISSING, NOT_VISUALIZED)
     finally:
         images.done()
     return view
@@ -232,5 +239,8 @@ def shared_json(view: SharedView) -> dict[str, Any]:
     items = [{"atom": it.atom, "page": it.view.page if it.view else None,
               "thumb": it.view.vis.thumb if it.view and not it.view.vis.problem else None,
               "share": it.share, "negative": it.negative} for it in view.items]
+    for item, it in zip(items, view.items):
+        if it.view and it.view.vis.state == NOT_VISUALIZED:  # beyond `dictionary.visualize`: said so, not "yet"
+            item["limit"] = it.view.vis.limit
     return {"map": view.map, "n": view.n_images, "few": view.few, "learned": view.learned,
             "bias": view.bias, "residual": view.residual, "items": items}
