@@ -260,7 +260,9 @@ def judge_dictionary(store: Store, plan: ModelPlan, record: DictionaryRecord | N
     if record.status != "done":
         return record.status
     gone = [f for f in record.files.values() if not (store.root / plan.name / f).is_file()]
-    return "missing" if gone or "atlas" not in record.files else "done"  # a dictionary trained before its atlas
+    if "atlas" not in record.files and not gone:  # trained: its atlas failed (error recorded) or predates atlases
+        return "failed" if record.error else "missing"
+    return "missing" if gone else "done"
 
 
 def visualized_concepts(meta: Meta, craft: CraftSettings) -> list[int]:

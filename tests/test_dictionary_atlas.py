@@ -14,7 +14,7 @@ from generator.dictionary_atlas import compute_atlas, regions
 from generator.images import augmented, load_class_images
 from generator.sae import TopKSAE
 from tests.conftest import TINY_CLASSES, write_dictionary_zoo
-from tests.rendering import render
+from tests.rendering import CLASSES, render
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +154,29 @@ def test_the_dictionary_unit_writes_its_atlas_regions_and_codes(config, tmp_path
     assert atlas_record(store, "tiny") == atlas
     assert (out / "tiny" / record.files["atoms"]).read_bytes() == atoms
     assert json.loads((out / "tiny" / "dictionary.json").read_text())["epochs"] == 2
+
+
+def test_a_failed_atlas_keeps_the_training_reads_failed_and_is_retried(config, tmp_path, monkeypatch, capsys):
+    from generator.cli import main
+    from generator.store import Store, dictionary_record
+    from generator.workers import dictionary_unit
+
+    real = dictionary_unit._write_atlas
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("atlas broke")
+
+    monkeypatch.setattr(dictionary_unit, "_write_atlas", broken)
+    out = tmp_path / "store"
+    assert render(config, out, "--what", "dictionary") == 1
+    record = dictionary_record(Store(out), "tiny")
+    assert record.done and "atoms" in record.files and "atlas" not in record.files and "atlas broke" in record.error
+    capsys.readouterr()
+    assert main(["status", "--config", str(config), "--classes", CLASSES, "--store", str(out), "--what", "dictionary"]) == 1
+    text = capsys.readouterr().out
+    assert "tiny/dictionary: RuntimeError: atlas broke" in text  # failed with its reason, not "missing"
+    monkeypatch.setattr(dictionary_unit, "_write_atlas", real)
+    monkeypatch.setattr(dictionary_unit, "train_sae", lambda *a, **k: pytest.fail("trained again"))
+    assert render(config, out, "--what", "dictionary") == 0  # the next run makes the atlas from the kept atoms
+    record = dictionary_record(Store(out), "tiny")
+    assert "atlas" in record.files and record.error is None

@@ -106,6 +106,9 @@ def _contained(worker: Worker, plan: ModelPlan, unit_id: str, stopped: Callable[
             failed = DictionaryRecord(status="failed", settings_hash=h, error=reason, attempts=1,
                                       finished_at=now_iso(), device=worker.device)
             write_dictionary_record(store, plan.name, failed)
+        else:  # trained, then its atlas failed: the atoms are kept, the reason recorded (the next run retries the atlas)
+            old.error = reason
+            write_dictionary_record(store, plan.name, old)
         store.log({"event": "unit_failed", "units": [unit_id], "n": 1, "error": reason, "attempts": 1, "device": worker.device})
         return Outcome(unit_id, "dictionary", "failed", reason, seconds=time.perf_counter() - t)
     return Outcome(unit_id, "dictionary", "done", seconds=record.wall_time_s or 0.0)
@@ -152,6 +155,7 @@ def _train(worker: Worker, plan: ModelPlan, h: str, stopped: Callable[[], bool])
     atlas_started = time.perf_counter()
     record.files.update(_write_atlas(worker, plan, h, m, sae, views, classes, n_photos))
     record.timings_s = {**(record.timings_s or {}), "atlas": round(time.perf_counter() - atlas_started, 3)}
+    record.error = None  # an earlier atlas failure, now mended
     record.wall_time_s = round((record.wall_time_s or 0.0) + time.perf_counter() - atlas_started if reused
                                else time.perf_counter() - started, 3)
     write_dictionary_record(store, plan.name, record)
