@@ -90,14 +90,48 @@ def test_an_objective_draws_the_same_numbers_in_any_batch():
     assert torch.equal(n1, n3[SMALL.crops : 2 * SMALL.crops])
 
 
+def test_turned_crops_are_roi_align_crops_turned_and_drawn_per_objective():
+    """At 0 degrees a turned crop is roi_align's crop (up to the resampling); at 90 degrees it is that crop
+    turned a quarter; the angles come from each objective's own stream, and the boxes stay as without them."""
+    x = torch.linspace(0, 1, 64)
+    image = torch.stack([x[None, :].expand(64, 64), x[:, None].expand(64, 64), (x[None, :] * x[:, None])])[None]
+    boxes = torch.tensor([[[8.0, 12.0, 40.0, 44.0], [16.0, 16.0, 48.0, 48.0]]])
+    plain = maco.random_crops(image, boxes, 16)
+    level = maco.turned_crops(image, boxes, torch.zeros(1, 2), 16)
+    assert (level - plain).abs().max() < 0.02
+    quarter = maco.turned_crops(image, boxes, torch.full((1, 2), math.pi / 2), 16)
+    assert (quarter - torch.rot90(plain, 1, dims=(-2, -1))).abs().max() < 0.02
+    turned = SMALL.model_copy(update={"crop_rotation": 20.0})
+    alone, batched = maco.sample_angles(keys_of(7), turned), maco.sample_angles(keys_of(3, 7, 9), turned)
+    assert torch.equal(alone[0], batched[1]) and alone.abs().max() <= math.radians(20) and alone.std() > 0
+    assert torch.equal(maco.sample_boxes(keys_of(7), turned, 64), maco.sample_boxes(keys_of(7), SMALL, 64))
+    assert "crop_rotation" not in SMALL.model_dump() and turned.model_dump()["crop_rotation"] == 20.0  # old hashes hold
+
+
+def test_turned_crops_render_the_same_in_any_batch(tiny_config):
+    from generator.config import load_zoo
+    from generator.models import load_model
+
+    zoo = load_zoo(tiny_config)
+    model = load_model(zoo.model("tiny"), zoo.root).to(torch.float64)
+    settings = SMALL.model_copy(update={"steps": 6, "crop_rotation": 15.0})
+    objectives = [maco.class_objective(1), maco.class_objective(3)]
+    batched = maco.render(model, objectives, settings, powerlaw_spectrum())
+    (single,) = maco.render(model, objectives[1:], settings, powerlaw_spectrum())
+    assert np.array_equal(single.image, batched[1].image) and np.array_equal(single.alpha, batched[1].alpha)
+    (level,) = maco.render(model, objectives[1:], SMALL.model_copy(update={"steps": 6}), powerlaw_spectrum())
+    assert not np.array_equal(level.image, single.image)
+
+
 def test_host_work_per_step_does_not_depend_on_the_batch(tiny_model):
     """Boxes, crops and noise of all objectives come from a fixed number of batched calls: the operator calls the host
     dispatches per step (profiler, top-level events) are the same for 1 and 32 objectives."""
-    settings = SMALL.model_copy(update={"image_size": 32, "input_size": 32})
     spec = powerlaw_spectrum()
-    _, one = maco.operator_calls_per_step(tiny_model, [maco.class_objective(1)], settings, spec)
-    _, many = maco.operator_calls_per_step(tiny_model, [maco.class_objective(c) for c in range(32)], settings, spec)
-    assert one == many, f"{one} operator calls per step at B=1, {many} at B=32"
+    for rotation in (0.0, 15.0):  # turned crops: one grid_sample per crop index, whatever the batch
+        settings = SMALL.model_copy(update={"image_size": 32, "input_size": 32, "crop_rotation": rotation})
+        _, one = maco.operator_calls_per_step(tiny_model, [maco.class_objective(1)], settings, spec)
+        _, many = maco.operator_calls_per_step(tiny_model, [maco.class_objective(c) for c in range(32)], settings, spec)
+        assert one == many, f"{one} operator calls per step at B=1, {many} at B=32 (crop_rotation {rotation})"
 
 
 def test_objective_seed_depends_on_key_not_batch():

@@ -52,7 +52,7 @@ from .rng import (
     stream_keys,
     uniform_from_bits,
 )
-from .transforms import crop_noise, random_crops, sample_boxes
+from .transforms import crop_noise, random_crops, sample_angles, sample_boxes, turned_crops
 
 # The package's names, as generator/maco.py exported them before it became a package.
 __all__ = [
@@ -85,7 +85,9 @@ __all__ = [
     "random_crops",
     "render_inputs",
     "render",
+    "sample_angles",
     "sample_boxes",
+    "turned_crops",
     "seed_tensor",
     "Spectrum",
     "standardize",

@@ -18,7 +18,7 @@ from .finish import finish_alpha, finish_image
 from .objectives import Objective, _Targets, _targets, class_objective, objective_scores, objective_seed
 from .parameterization import color_bias_of, initial_phase, phase_to_image
 from .rng import STREAM_BOXES, STREAM_NOISE, STREAM_PHASE, counters, seed_tensor, stream_keys
-from .transforms import _StepConfig, crop_noise, random_crops, sample_boxes
+from .transforms import _StepConfig, crop_noise, random_crops, rotation_increments, sample_angles, sample_boxes, turned_crops
 
 
 @dataclass
@@ -60,6 +60,7 @@ class _Static:
 
     mixed_seeds: torch.Tensor  # (B,) int64
     box_increments: torch.Tensor  # (3 * crops,) int64
+    rotation_increments: torch.Tensor | None  # (crops,) int64, when crops are turned
     noise_increments: torch.Tensor  # (ceil(crops * 3 * S * S / 2),) int64
     magnitude: torch.Tensor
     color_bias: torch.Tensor | None  # (3, 1, 1) or None (grey)
@@ -72,7 +73,11 @@ def _step_scores(model: LoadedModel, image: torch.Tensor, step: torch.Tensor, st
     box_keys = stream_keys(static.mixed_seeds, step, STREAM_BOXES)
     noise_keys = stream_keys(static.mixed_seeds, step, STREAM_NOISE)
     boxes = sample_boxes(box_keys, cfg, cfg.image_size, image.dtype, static.box_increments)
-    x = model.normalize(random_crops(image, boxes, cfg.input_size))
+    if static.rotation_increments is None:
+        x = model.normalize(random_crops(image, boxes, cfg.input_size))
+    else:
+        angles = sample_angles(box_keys, cfg, image.dtype, static.rotation_increments)
+        x = model.normalize(turned_crops(image, boxes, angles, cfg.input_size))
     noise = crop_noise(noise_keys, cfg, cfg.input_size, image.dtype, static.noise_increments)
     x = (x + noise).contiguous(memory_format=model.memory_format)
     with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=model.autocast_bf16, cache_enabled=autocast_cache):
@@ -152,10 +157,12 @@ def _setup(model: LoadedModel, objectives: Sequence[Objective], settings: MacoSe
     """The step's plain settings and the tensors that stay put through the render."""
     device, dtype = model.device, model.dtype
     cfg = _StepConfig(settings.crops, tuple(settings.crop_scale), settings.crop_jitter, settings.noise,  # type: ignore[arg-type]
-                      settings.cossim_power, settings.image_size, settings.input_size or model.preprocess.input_size)
+                      settings.crop_rotation, settings.cossim_power, settings.image_size,
+                      settings.input_size or model.preprocess.input_size)
     static = _Static(
         mixed_seeds=seed_tensor([objective_seed(settings.seed, model.name, o.key) for o in objectives], device),
         box_increments=counters(3 * cfg.crops, device),
+        rotation_increments=rotation_increments(cfg.crops, device) if cfg.crop_rotation > 0 else None,
         noise_increments=counters((cfg.crops * 3 * cfg.input_size**2 + 1) // 2, device),
         magnitude=spectrum.resized(cfg.image_size).to(device, dtype),
         color_bias=color_bias_of(settings.mean_color, device, dtype),

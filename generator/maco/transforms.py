@@ -1,11 +1,14 @@
-"""MACO's transforms: random square crops (one batched roi_align) and per-crop noise, drawn from
-the counter-based generator (`rng`), so each objective's crops do not depend on the batch."""
+"""MACO's transforms: random square crops (one batched roi_align; turned crops by grid_sample) and
+per-crop noise, drawn from the counter-based generator (`rng`), so each objective's crops do not
+depend on the batch."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from ..config import MacoSettings
@@ -20,6 +23,7 @@ class _StepConfig:
     crop_scale: tuple[float, float]
     crop_jitter: float
     noise: float
+    crop_rotation: float
     cossim_power: float
     image_size: int
     input_size: int
@@ -38,6 +42,47 @@ def sample_boxes(keys: torch.Tensor, settings: MacoSettings | _StepConfig, size:
     centre = size * (0.5 + settings.crop_jitter * normal_from_bits(bits[..., 1:], dtype))  # (B, n, 2)
     centre = torch.minimum(torch.maximum(centre, half), size - half)
     return torch.cat([centre - half, centre + half], dim=-1)
+
+
+def sample_angles(keys: torch.Tensor, settings: MacoSettings | _StepConfig, dtype: torch.dtype = torch.float32,
+                  increments: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, crops) angles in radians, ~ U(-crop_rotation, crop_rotation) degrees, from the boxes' keys at
+    increments after the boxes' own (`rotation_increments`): the boxes stay what they were without rotation."""
+    if increments is None:
+        increments = rotation_increments(settings.crops, keys.device)
+    u = uniform_from_bits(random_bits(keys, increments), dtype)
+    return (2 * u - 1) * math.radians(settings.crop_rotation)
+
+
+def rotation_increments(crops: int, device: torch.device) -> torch.Tensor:
+    """The angles' counters: those after the 3 x crops of the boxes (`sample_boxes`) in the same stream."""
+    return counters(4 * crops, device)[3 * crops :]
+
+
+def turned_crops(images: torch.Tensor, boxes: torch.Tensor, angles: torch.Tensor, out_size: int) -> torch.Tensor:
+    """Square crops turned by `angles` about their centres: (B, 3, H, W), (B, crops, 4), (B, crops) ->
+    (B * crops, 3, S, S), in roi_align's order.
+
+    roi_align's boxes are axis-aligned, hence grid_sample on an affine grid per crop. It samples at
+    2S x 2S then averages 2 x 2 (an area average, as roi_align's, for crops up to about 2.3x the
+    output side: 512 px crops to 224); corners that leave the image reflect back into it.
+    """
+    b, n = angles.shape
+    h, w = images.shape[-2:]
+    centre, half = (boxes[..., :2] + boxes[..., 2:]) / 2, (boxes[..., 2:3] - boxes[..., 0:1]) / 2  # (B, n, 2), (B, n, 1)
+    cos, sin = torch.cos(angles)[..., None], torch.sin(angles)[..., None]
+    # Output (u, v) in [-1, 1] -> pixel centre + half R(angle) (u, v) -> grid_sample's coordinates 2 x / W - 1.
+    scale = torch.tensor([2.0 / w, 2.0 / h], dtype=images.dtype, device=images.device)
+    row_x = torch.cat([half * cos, -half * sin, centre[..., :1]], -1) * scale[0]
+    row_y = torch.cat([half * sin, half * cos, centre[..., 1:]], -1) * scale[1]
+    theta = torch.stack([row_x, row_y], -2) - torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=images.dtype,
+                                                          device=images.device)  # (B, n, 2, 3)
+    out = []
+    for k in range(n):  # one grid_sample per crop index: the image batch is not copied per crop
+        grid = F.affine_grid(theta[:, k], [b, 3, 2 * out_size, 2 * out_size], align_corners=False)
+        sampled = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        out.append(F.avg_pool2d(sampled, 2))
+    return torch.stack(out, 1).reshape(b * n, 3, out_size, out_size)
 
 
 def random_crops(images: torch.Tensor, boxes: torch.Tensor, out_size: int) -> torch.Tensor:
