@@ -140,7 +140,7 @@ class DictionarySettings(_Strict):
     @model_validator(mode="after")
     def _k_below_atoms(self) -> DictionarySettings:
         if self.k > self.atoms:
-            raise ValueError(f"k ({self.k}) must not exceed atoms ({self.atoms})")
+            raise ValueError(f"k ({self.k}) must not exceed atoms ({self.atoms}): set `k` below `atoms` (k defaults to 64)")
         return self
 
 

@@ -88,11 +88,11 @@ def test_a_preset_sets_the_dictionary_and_the_parts_it_renders(tmp_path):
     from generator.plan import Request, resolve
 
     models = "models:\n" + ENTRY.format(name="m", arch="a", weights="{timm: ''}", extra="")
-    body = "presets: {p: {classes: '1', what: 'maco,dictionary', dictionary: {atoms: 32, augment: true}}}\n" + models
+    body = "presets: {p: {classes: '1', what: 'maco,dictionary', dictionary: {atoms: 128, augment: true}}}\n" + models
     zoo = load_zoo(_zoo_text(tmp_path, body))
     assert zoo.preset("p").what == "maco,dictionary"
     settings = zoo.dictionary_settings(zoo.model("m"), zoo.preset("p").dictionary)
-    assert settings.atoms == 32 and settings.augment and settings.k == 8
+    assert settings.atoms == 128 and settings.augment and settings.k == 64
     plain = resolve(Request(config=zoo.path, out=tmp_path / "s", models=["m"], classes=[1], parts=frozenset({"dictionary"}),
                             spectrum="powerlaw"))
     tuned = resolve(Request(config=zoo.path, out=tmp_path / "s", models=["m"], classes=[1], parts=frozenset({"dictionary"}),
@@ -101,7 +101,8 @@ def test_a_preset_sets_the_dictionary_and_the_parts_it_renders(tmp_path):
     assert plain.plans[0].dictionary_hash() == tuned.plans[0].dictionary_hash()
     assert plain.plans[0].atom_hash() == tuned.plans[0].atom_hash()
     for bad, match in (("{classes: '1', what: 'maco,nope'}", "preset 'p': key 'what'"),
-                       ("{classes: '1', dictionary: {atoms: 1}}", "preset 'p': .*dictionary.atoms")):
+                       ("{classes: '1', dictionary: {atoms: 1}}", "preset 'p': .*dictionary.atoms"),
+                       ("{classes: '1', dictionary: {atoms: 32}}", r"preset 'p': key 'dictionary': .*k \(64\) must not exceed atoms \(32\): set `k`")):
         with pytest.raises(ConfigError, match=match):
             load_zoo(_zoo_text(tmp_path, f"presets: {{p: {bad}}}\n" + models))
 
