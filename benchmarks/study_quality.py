@@ -161,12 +161,17 @@ def main() -> int:
     p.add_argument("--sheet-from", action="append", default=[], metavar="TAG[:ROWS]",
                    help="only write --sheet from the renders previous runs kept (results/TAG/), rows ROWS (e.g. 0,2; all by default)")
     p.add_argument("--tag", default=None, help="results name (default: study_<study>)")
+    p.add_argument("--nearest", action="append", default=[], metavar="TAG",
+                   help="only print, for the kept renders of previous runs (results/TAG/), the class of the photo nearest "
+                        "to each render whose own class's photo is not (plausibility top-1's misses)")
     args = p.parse_args()
     if not args.references.is_dir():
         raise SystemExit(f"{args.references}: reference images are needed (an ImageNet-layout folder)")
     torch.manual_seed(0)
     if args.sheet_from:
         return sheet_from(args.sheet_from, args.sheet, args.thumb)
+    if args.nearest:
+        return nearest(args.nearest, args.model, args.references, resolve_device(args.device))
 
     classes = parse_class_list(args.classes or (CLEAN_CLASSES if args.study == "clean" else CLASSES))
     base = json.loads(args.settings) if args.settings else dict(STUDY_SETTINGS)
@@ -224,11 +229,40 @@ def sheet_from(sources: list[str], path: Path | None, thumb: int) -> int:
             if rows[i]["spectrum"].startswith("images"):
                 print(f"{tag} row {i} ({rows[i]['variant']}): left out, its spectrum comes from the samples", file=sys.stderr)
                 continue
-            strip = np.asarray(Image.open(RESULTS / tag / f"row{i:02d}.png").convert("RGB"))
-            side = strip.shape[0]
-            sheet.append((rows[i]["variant"], [strip[:, k : k + side] for k in range(0, strip.shape[1], side)]))
+            sheet.append((rows[i]["variant"], kept_renders(tag, i)))
     contact_sheet(sheet, path, thumb)
     print(f"{path}: {len(sheet)} rows, {path.stat().st_size // 1024} KB")
+    return 0
+
+
+def kept_renders(tag: str, row: int) -> list[np.ndarray]:
+    """The renders `save_renders` kept for a row, in class order."""
+    strip = np.asarray(Image.open(RESULTS / tag / f"row{row:02d}.png").convert("RGB"))
+    side = strip.shape[0]
+    return [strip[:, k : k + side] for k in range(0, strip.shape[1], side)]
+
+
+def nearest(tags: list[str], model_name: str, references: Path, device: torch.device) -> int:
+    """Plausibility top-1's misses of kept runs: each render's class -> the class of its nearest photo (the judge's space)."""
+    from generator.classes import imagenet_class
+
+    zoo = load_zoo(ROOT / "models.yaml")
+    judge_name = [n for n in zoo.models if n != model_name][0]  # as main(): the first other model
+    judge = load_model(zoo.model(judge_name), zoo.root, device)
+    refs = reference_images(references, range(1000), per_class=1)
+    ref = embed_reference(judge, refs, RESULTS / "reference-cache", judge_name)
+    labels = [refs.labels[k] for k in ref.kept]
+
+    def name(c: int) -> str:
+        return imagenet_class(c).name.split(",")[0]
+
+    for tag in tags:
+        found = json.loads((RESULTS / f"{tag}.json").read_text())
+        for i, row in enumerate(found["rows"]):
+            sims = penultimate(judge, model_inputs(judge, kept_renders(tag, i))) @ ref.features.T
+            misses = [f"{name(c)} -> {name(labels[int(s.argmax())])}" for c, s in zip(found["classes"], sims)
+                      if labels[int(s.argmax())] != c]
+            print(f"{tag} | {row['variant'].strip()} | {'; '.join(misses) or 'none'}")
     return 0
 
 
