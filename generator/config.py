@@ -41,7 +41,9 @@ class MacoSettings(_Strict):
         (0.25, 1.0), description="min and max crop side, as a fraction of the image side"
     )
     crop_jitter: float = Field(0.15, ge=0, description="std of the crop centre around the image centre")
-    crop_rotation: float = Field(0.0, ge=0, le=180, description="each crop turned by an angle drawn in +-this many "
+    # Turned crops (issue 22): at 512 px plausibility top-5 90 % instead of 80 %, and 26 % faster than roi_align's
+    # adaptive sampling of large crops (benchmarks/README.md); 0 gives the axis-aligned crops of before.
+    crop_rotation: float = Field(30.0, ge=0, le=180, description="each crop turned by an angle drawn in +-this many "
                                  "degrees (0: axis-aligned crops, as the reference)")
     noise: float = Field(0.05, ge=0, description="amplitude of the noise added to each crop")
     lr: float = Field(1.0, gt=0, description="NAdam learning rate on the phase")
@@ -65,7 +67,7 @@ class MacoSettings(_Strict):
 
     @model_serializer(mode="wrap")
     def _stable_dump(self, handler: Any) -> dict[str, Any]:
-        # `crop_rotation` came later: left out at its default so settings hashes of renders before it stay valid.
+        # `crop_rotation` came later: left out at 0 so the settings hashes of axis-aligned renders stay what they were.
         data = handler(self)
         if data.get("crop_rotation") == 0:
             del data["crop_rotation"]

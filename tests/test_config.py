@@ -102,7 +102,8 @@ def test_a_preset_sets_the_dictionary_and_the_parts_it_renders(tmp_path):
     assert plain.plans[0].atom_hash() == tuned.plans[0].atom_hash()
     for bad, match in (("{classes: '1', what: 'maco,nope'}", "preset 'p': key 'what'"),
                        ("{classes: '1', dictionary: {atoms: 1}}", "preset 'p': .*dictionary.atoms"),
-                       ("{classes: '1', dictionary: {atoms: 32}}", r"preset 'p': key 'dictionary': .*k \(64\) must not exceed atoms \(32\): set `k`")):
+                       ("{classes: '1', dictionary: {atoms: 32}}",
+                        r"preset 'p': key 'dictionary': .*k \(64\) must not exceed atoms \(32\): set `k`")):
         with pytest.raises(ConfigError, match=match):
             load_zoo(_zoo_text(tmp_path, f"presets: {{p: {bad}}}\n" + models))
 
