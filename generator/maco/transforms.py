@@ -72,11 +72,11 @@ def turned_crops(images: torch.Tensor, boxes: torch.Tensor, angles: torch.Tensor
     centre, half = (boxes[..., :2] + boxes[..., 2:]) / 2, (boxes[..., 2:3] - boxes[..., 0:1]) / 2  # (B, n, 2), (B, n, 1)
     cos, sin = torch.cos(angles)[..., None], torch.sin(angles)[..., None]
     # Output (u, v) in [-1, 1] -> pixel centre + half R(angle) (u, v) -> grid_sample's coordinates 2 x / W - 1.
-    scale = torch.tensor([2.0 / w, 2.0 / h], dtype=images.dtype, device=images.device)
-    row_x = torch.cat([half * cos, -half * sin, centre[..., :1]], -1) * scale[0]
-    row_y = torch.cat([half * sin, half * cos, centre[..., 1:]], -1) * scale[1]
-    theta = torch.stack([row_x, row_y], -2) - torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=images.dtype,
-                                                          device=images.device)  # (B, n, 2, 3)
+    # Python scalars only: no tensor is built from host data in the step (CUDA graphs capture it).
+    row_x = torch.cat([half * cos, -half * sin, centre[..., :1]], -1) * (2.0 / w)
+    row_y = torch.cat([half * sin, half * cos, centre[..., 1:]], -1) * (2.0 / h)
+    theta = torch.stack([row_x, row_y], -2)  # (B, n, 2, 3)
+    theta = torch.cat([theta[..., :2], theta[..., 2:] - 1.0], -1)
     out = []
     for k in range(n):  # one grid_sample per crop index: the image batch is not copied per crop
         grid = F.affine_grid(theta[:, k], [b, 3, 2 * out_size, 2 * out_size], align_corners=False)
