@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .classes import imagenet_class
 from .config import CraftSettings, DictionarySettings, MacoSettings, ModelEntry, Zoo, load_zoo, settings_hash
 from .errors import PlanError
-from .records import DictionaryRecord, Meta, PartRecord, Unit, part_state
+from .records import AtomMacos, DictionaryRecord, Meta, PartRecord, Unit, part_state
 from .store import Store, atlas_record, atom_macos, dictionary_record
 
 if TYPE_CHECKING:
@@ -302,20 +302,20 @@ def atom_units(store: Store, plan: ModelPlan) -> list[tuple[Unit, str]]:
     macos, h = atom_macos(store, plan.name), plan.atom_hash()
     top = plan.dictionary.visualize
     visualized = set(atlas.shown) if top is None else {t.atom for c in atlas.classes.values() for t in c.top[:top]}
-    out = []
-    for k in (k for k in atlas.shown if k in visualized):
-        entry = macos.atoms.get(str(k)) if macos is not None else None
-        if entry is None:
-            state = "pending"
-        elif macos.settings_hash != h:  # type: ignore[union-attr]
-            state = "stale" if entry.status == "done" else "pending"
-        elif entry.status == "failed":
-            state = "failed"
-        else:
-            files = [f for f in (entry.image, entry.alpha) if f]
-            state = "done" if files and all((store.root / plan.name / f).is_file() for f in files) else "missing"
-        out.append((Unit.atom(plan.name, k), state))
-    return out
+    return [(Unit.atom(plan.name, k), judge_atom(store, plan, macos, h, k)) for k in atlas.shown if k in visualized]
+
+
+def judge_atom(store: Store, plan: ModelPlan, macos: AtomMacos | None, h: str, atom: int) -> str:
+    """One shown atom's state (`atom_units`), from a `macos.json` already read and the current atom hash `h`."""
+    entry = macos.atoms.get(str(atom)) if macos is not None else None
+    if entry is None:
+        return "pending"
+    if macos.settings_hash != h:  # type: ignore[union-attr]
+        return "stale" if entry.status == "done" else "pending"
+    if entry.status == "failed":
+        return "failed"
+    files = [f for f in (entry.image, entry.alpha) if f]
+    return "done" if files and all((store.root / plan.name / f).is_file() for f in files) else "missing"
 
 
 def pending_units(store: Store, plan: ModelPlan, include_failed: bool = True) -> list[Unit]:

@@ -135,7 +135,7 @@ def dictionary_states(store: Store, plan: ModelPlan, report: StatusReport) -> No
         diff = settings_diff(record.settings, plan.dictionary)  # type: ignore[union-attr]
         report.other_settings[f"dictionary {describe_settings(diff)}".strip()] += 1
     atoms = atom_units(store, plan)  # the atoms' visualizations, once the dictionary is done
-    macos = atom_macos(store, plan.name) if atoms else None
+    macos = atom_macos(store, plan.name) if any(state == "failed" for _, state in atoms) else None  # for the reasons
     for unit, state in atoms:
         report.counts[plan.name]["atom"][state] += 1
         if state == "failed":

@@ -20,12 +20,12 @@ from ..errors import LensError, StoreError
 from ..images import SourceImage, demo_photos, load_class_images
 from ..models import LoadedModel, load_model
 from ..pipeline import Pending, Writer
-from ..plan import ModelPlan, RenderJob, atom_units, part_done, unit_state
+from ..plan import ModelPlan, RenderJob, dictionary_state, judge_atom, part_done, unit_state
 from ..records import NO_CLASS, CraftRecord, MacoRecord, Meta, ModelCard, Unit
 from ..sae import load_atoms
 from ..sidefiles import read_directions
 from ..spectrum import Spectrum
-from ..store import Claim, Store, checked_rel, dictionary_record
+from ..store import Claim, Store, atom_macos, checked_rel, dictionary_record
 from .outcomes import Outcome
 from .saving import now_iso, record_atom_failures, save_atom_maco, save_craft, save_maco, self_scores
 
@@ -177,8 +177,10 @@ class Worker:
     def _still_needed(self, unit: Unit) -> bool:
         """Re-checked after claiming: another worker may have finished it since planning."""
         plan = self.plans[unit.model]
-        if unit.kind == "atom":  # still a shown atom of the done dictionary, and not done
-            return dict(atom_units(self.store, plan)).get(unit, "done") != "done"
+        if unit.kind == "atom":  # the dictionary still done with these settings (so its shown atoms unchanged), the atom not
+            # done: macos.json alone is re-read, not the atlas (large at 2048 atoms) once per claimed atom
+            return dictionary_state(self.store, plan) == "done" and judge_atom(
+                self.store, plan, atom_macos(self.store, plan.name), plan.atom_hash(), unit.concept) != "done"  # type: ignore[arg-type]
         meta = self.store.meta(unit.model, unit.class_index)
         if unit.kind == "concept":  # its concept must still exist under a done CRAFT
             craft = Unit(unit.model, unit.class_index, "craft")
