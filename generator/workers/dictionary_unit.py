@@ -153,7 +153,7 @@ def _train(worker: Worker, plan: ModelPlan, h: str, stopped: Callable[[], bool])
         record.n_photos, record.augmented = n_photos, plan.dictionary.augment
         write_dictionary_record(store, plan.name, record)  # done: a failed atlas below never costs the training
     atlas_started = time.perf_counter()
-    record.files.update(_write_atlas(worker, plan, h, m, sae, views, classes, n_photos))
+    record.files.update(_write_atlas(worker, plan, h, m, sae, views, classes, n_photos, record.images_source or ""))
     record.timings_s = {**(record.timings_s or {}), "atlas": round(time.perf_counter() - atlas_started, 3)}
     record.error = None  # an earlier atlas failure, now mended
     record.wall_time_s = round((record.wall_time_s or 0.0) + time.perf_counter() - atlas_started if reused
@@ -203,8 +203,9 @@ def _fit(worker: Worker, plan: ModelPlan, h: str, m: LoadedModel, views: list[So
 
 
 def _write_atlas(worker: Worker, plan: ModelPlan, h: str, m: LoadedModel, sae: TopKSAE, views: list[SourceImage],
-                 classes: list[list[int]], n_photos: int) -> dict[str, str]:
-    """The atlas pass, its region strips and codes file, then the atlas record: the dictionary.json entries."""
+                 classes: list[list[int]], n_photos: int, source: str) -> dict[str, str]:
+    """The atlas pass, its region strips and codes file, then the atlas record: the dictionary.json entries.
+    `source`: the photos' origin, as the dictionary's record names it."""
     store, model_dir = worker.store, worker.store.root / plan.name
     bar = _bar(worker, f"{plan.name} dictionary atlas", len(views), "view")
     try:
@@ -220,8 +221,7 @@ def _write_atlas(worker: Worker, plan: ModelPlan, h: str, m: LoadedModel, sae: T
     if atlas.grid is not None:
         files["codes"] = write_codes(model_dir, h, Codes([v.source for v in views], (atlas.grid.h, atlas.grid.w),
                                                          atlas.indices, atlas.values))
-    record = atlas_record(atlas, h, set(shown), stems, str(dictionary_record(store, plan.name).images_source or ""),
-                          plan.dictionary.augment, n_photos)
+    record = atlas_record(atlas, h, set(shown), stems, source, plan.dictionary.augment, n_photos)
     files["atlas"] = write_atlas_record(store, plan.name, record)
     return files
 
