@@ -124,6 +124,30 @@ def test_turned_crops_render_the_same_in_any_batch(tiny_config):
     assert not np.array_equal(level.image, single.image)
 
 
+def test_lr_decay_follows_a_half_cosine_and_keeps_old_hashes(tiny_config):
+    """lr_decay 1 is the constant rate of before (and leaves the settings dump as it was); below 1 the rate falls along a
+    half cosine from `lr` to `lr * lr_decay` at the last step, and the render stays batch-invariant."""
+    from generator.config import load_zoo
+    from generator.maco.loop import lr_schedule
+    from generator.models import load_model
+
+    falling = SMALL.model_copy(update={"steps": 5, "lr": 2.0, "lr_decay": 0.1})
+    assert lr_schedule(falling) == pytest.approx([2.0, 2.0 * 0.1 + 1.8 * 0.5 * (1 + math.cos(math.pi / 4)), 1.1,
+                                                  0.2 + 1.8 * 0.5 * (1 + math.cos(3 * math.pi / 4)), 0.2])
+    constant = SMALL.model_copy(update={"lr_decay": 1.0})
+    assert lr_schedule(constant) == [SMALL.lr] * SMALL.steps
+    assert "lr_decay" not in constant.model_dump() and falling.model_dump()["lr_decay"] == 0.1
+    zoo = load_zoo(tiny_config)
+    model = load_model(zoo.model("tiny"), zoo.root).to(torch.float64)
+    objectives = [maco.class_objective(1), maco.class_objective(3)]
+    settings = SMALL.model_copy(update={"steps": 6, "lr_decay": 0.05})
+    batched = maco.render(model, objectives, settings, powerlaw_spectrum())
+    (single,) = maco.render(model, objectives[1:], settings, powerlaw_spectrum())
+    assert np.array_equal(single.image, batched[1].image)
+    (constant,) = maco.render(model, objectives[1:], settings.model_copy(update={"lr_decay": 1.0}), powerlaw_spectrum())
+    assert not np.array_equal(constant.image, single.image)
+
+
 def test_host_work_per_step_does_not_depend_on_the_batch(tiny_model):
     """Boxes, crops and noise of all objectives come from a fixed number of batched calls: the operator calls the host
     dispatches per step (profiler, top-level events) are the same for 1 and 32 objectives."""

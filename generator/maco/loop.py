@@ -3,6 +3,7 @@ of the step modes (eager, torch.compile, CUDA graphs), and the batch-size probe.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -118,12 +119,19 @@ def render(
     cfg, static = _setup(model, objectives, settings, spectrum)
     step = torch.zeros((), dtype=torch.int64, device=device)  # on the device: keys need no host value
     phase = initial_phase(stream_keys(static.mixed_seeds, 0, STREAM_PHASE), cfg.image_size, dtype).requires_grad_(True)
-    optimizer = torch.optim.NAdam([phase], lr=settings.lr, capturable=mode == "cuda-graph")
+    schedule = lr_schedule(settings)
+    # A CUDA graph bakes a float lr in: there it is a device tensor, set from the schedule by the step counter inside the
+    # graph. Eager modes set a float each step (a tensor lr would cost NAdam a host read per step).
+    lr = torch.tensor(schedule[0], device=device, dtype=dtype) if mode == "cuda-graph" else schedule[0]
+    lrs = torch.tensor(schedule, device=device, dtype=dtype) if mode == "cuda-graph" else None
+    optimizer = torch.optim.NAdam([phase], lr=lr, capturable=mode == "cuda-graph")
     alpha = torch.zeros(len(objectives), 3, cfg.image_size, cfg.image_size, device=device, dtype=dtype)
     if mode in ("compile", "reduce-overhead"):
         to_image, step_scores = _compiled(model, mode)
     else:
         to_image, step_scores = phase_to_image, _step_scores
+
+    taken = [0]  # eager steps so far, on the host
 
     def one_step(autocast_cache: bool = True) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
@@ -132,6 +140,11 @@ def render(
         scores = step_scores(model, image, step, static, cfg, autocast_cache)
         (-scores.sum()).backward()
         alpha.add_(image.grad.abs())  # type: ignore[union-attr]
+        if lrs is not None:
+            lr.copy_(lrs[step.clamp(max=len(schedule) - 1)])  # type: ignore[union-attr]
+        else:
+            optimizer.param_groups[0]["lr"] = schedule[min(taken[0], len(schedule) - 1)]
+            taken[0] += 1
         optimizer.step()
         step.add_(1)
         return scores
@@ -150,6 +163,12 @@ def render(
     with torch.no_grad():
         final = phase_to_image(phase, static.magnitude, static.color_bias)
     return _finished(objectives, settings, scores, final, alpha)
+
+
+def lr_schedule(settings: MacoSettings) -> list[float]:
+    """The learning rate of each step: `lr` falling along a half cosine to `lr * lr_decay` at the last step."""
+    n, lr, end = settings.steps, settings.lr, settings.lr * settings.lr_decay
+    return [end + (lr - end) * 0.5 * (1 + math.cos(math.pi * t / max(1, n - 1))) for t in range(n)]
 
 
 def _setup(model: LoadedModel, objectives: Sequence[Objective], settings: MacoSettings,
