@@ -90,6 +90,17 @@ def tiny_model(tiny_config):
     return load_model(zoo.model("tiny"), zoo.root, "cpu")
 
 
+@pytest.fixture
+def tiny_model_f64(tiny_config):
+    """A fresh tiny model in float64, where a batched render is bit-identical to one rendered alone (`LoadedModel.to`
+    changes the model in place, so the session's `tiny_model` is not converted)."""
+    from generator.config import load_zoo
+    from generator.models import load_model
+
+    zoo = load_zoo(tiny_config)
+    return load_model(zoo.model("tiny"), zoo.root).to(torch.float64)
+
+
 @pytest.fixture(scope="session")
 def zoo():
     from generator.config import load_zoo

@@ -109,12 +109,8 @@ def test_turned_crops_are_roi_align_crops_turned_and_drawn_per_objective():
     assert "crop_rotation" not in level_settings.model_dump() and turned.model_dump()["crop_rotation"] == 20.0  # old hashes hold
 
 
-def test_turned_crops_render_the_same_in_any_batch(tiny_config):
-    from generator.config import load_zoo
-    from generator.models import load_model
-
-    zoo = load_zoo(tiny_config)
-    model = load_model(zoo.model("tiny"), zoo.root).to(torch.float64)
+def test_turned_crops_render_the_same_in_any_batch(tiny_model_f64):
+    model = tiny_model_f64
     settings = SMALL.model_copy(update={"steps": 6, "crop_rotation": 15.0})
     objectives = [maco.class_objective(1), maco.class_objective(3)]
     batched = maco.render(model, objectives, settings, powerlaw_spectrum())
@@ -124,12 +120,12 @@ def test_turned_crops_render_the_same_in_any_batch(tiny_config):
     assert not np.array_equal(level.image, single.image)
 
 
-def test_lr_decay_follows_a_half_cosine_and_keeps_old_hashes(tiny_config):
+def test_lr_decay_follows_a_half_cosine_and_keeps_old_hashes(tiny_model_f64):
     """lr_decay 1 is the constant rate of before (and leaves the settings dump as it was); below 1 the rate falls along a
     half cosine from `lr` to `lr * lr_decay` at the last step, and the render stays batch-invariant."""
-    from generator.config import load_zoo
     from generator.maco.loop import lr_schedule
-    from generator.models import load_model
+
+    model = tiny_model_f64
 
     falling = SMALL.model_copy(update={"steps": 5, "lr": 2.0, "lr_decay": 0.1})
     assert lr_schedule(falling) == pytest.approx([2.0, 2.0 * 0.1 + 1.8 * 0.5 * (1 + math.cos(math.pi / 4)), 1.1,
@@ -137,15 +133,13 @@ def test_lr_decay_follows_a_half_cosine_and_keeps_old_hashes(tiny_config):
     constant = SMALL.model_copy(update={"lr_decay": 1.0})
     assert lr_schedule(constant) == [SMALL.lr] * SMALL.steps
     assert "lr_decay" not in constant.model_dump() and falling.model_dump()["lr_decay"] == 0.1
-    zoo = load_zoo(tiny_config)
-    model = load_model(zoo.model("tiny"), zoo.root).to(torch.float64)
     objectives = [maco.class_objective(1), maco.class_objective(3)]
     settings = SMALL.model_copy(update={"steps": 6, "lr_decay": 0.05})
     batched = maco.render(model, objectives, settings, powerlaw_spectrum())
     (single,) = maco.render(model, objectives[1:], settings, powerlaw_spectrum())
     assert np.array_equal(single.image, batched[1].image)
-    (constant,) = maco.render(model, objectives[1:], settings.model_copy(update={"lr_decay": 1.0}), powerlaw_spectrum())
-    assert not np.array_equal(constant.image, single.image)
+    (steady,) = maco.render(model, objectives[1:], settings.model_copy(update={"lr_decay": 1.0}), powerlaw_spectrum())
+    assert not np.array_equal(steady.image, single.image)
 
 
 def test_host_work_per_step_does_not_depend_on_the_batch(tiny_model):
@@ -190,18 +184,14 @@ def test_render_shapes_and_alpha(tiny_model):
     assert r.rgba.shape == (64, 64, 4)
 
 
-def test_batched_equals_one_at_a_time_exactly_in_float64(tiny_config):
+def test_batched_equals_one_at_a_time_exactly_in_float64(tiny_model_f64):
     """The batch only shares passes: each image is exactly what it is when rendered alone.
 
     Checked in float64, where rounding cannot hide cross-talk. (In float32 the conv kernels round
     differently for other batch sizes, ~1e-3 relative on the first gradient, and MACO's large
     NAdam steps amplify that chaotically over tens of steps, like a change of seed.)
     """
-    from generator.config import load_zoo
-    from generator.models import load_model
-
-    zoo = load_zoo(tiny_config)
-    model = load_model(zoo.model("tiny"), zoo.root).to(torch.float64)
+    model = tiny_model_f64
     spec = powerlaw_spectrum()
     direction = torch.rand(model.num_concept_channels)
     objectives = [maco.class_objective(1), maco.direction_objective("concept/0002/0", direction), maco.class_objective(3)]

@@ -131,7 +131,7 @@ def render(
     else:
         to_image, step_scores = phase_to_image, _step_scores
 
-    taken = [0]  # eager steps so far, on the host
+    rates = iter(schedule)  # eager: one float per step, from the host (one_step runs exactly `steps` times)
 
     def one_step(autocast_cache: bool = True) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
@@ -140,11 +140,10 @@ def render(
         scores = step_scores(model, image, step, static, cfg, autocast_cache)
         (-scores.sum()).backward()
         alpha.add_(image.grad.abs())  # type: ignore[union-attr]
-        if lrs is not None:
+        if lrs is not None:  # the graph's replays read the rate at the step counter they reach
             lr.copy_(lrs[step.clamp(max=len(schedule) - 1)])  # type: ignore[union-attr]
         else:
-            optimizer.param_groups[0]["lr"] = schedule[min(taken[0], len(schedule) - 1)]
-            taken[0] += 1
+            optimizer.param_groups[0]["lr"] = next(rates)
         optimizer.step()
         step.add_(1)
         return scores
